@@ -1,0 +1,157 @@
+"""`lbappliance`: validate, render, deploy and operate LB sites from their inventory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .inventory import InventoryInvalid, Site, load_site
+from .paths import project_dir
+from .render import render_site, write_render
+from .render.checks import check_render
+from .secrets import Secrets, SecretUnavailable
+
+EXIT_INVALID = 2
+
+
+def default_inventory() -> Path:
+    local = Path("inventory")
+    return local if (local / "sites").is_dir() else project_dir() / "inventory"
+
+
+inventory_option = click.option(
+    "--inventory",
+    "inventory_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=default_inventory,
+    show_default="./inventory, else the bundled one",
+    help="Inventory directory holding sites/<site>.yml (and defaults.yml).",
+)
+site_option = click.option("--site", required=True, help="Site name: inventory/sites/<site>.yml.")
+vault_option = click.option(
+    "--vault-password-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="ANSIBLE_VAULT_PASSWORD_FILE",
+    help="Password for the site's vault file (secrets referenced with `vault:`).",
+)
+
+
+def load_or_exit(inventory_dir: Path, site: str) -> Site:
+    """Load a site; on errors print every one (file:line:col) and exit 2."""
+    try:
+        return load_site(inventory_dir, site)
+    except InventoryInvalid as exc:
+        for error in exc.errors:
+            click.secho(f"error: {error}", fg="red", err=True)
+        n = len(exc.errors)
+        click.echo(f"{n} error{'s' if n != 1 else ''} in site {site!r}.", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def secrets_for(site: Site, vault_password_file: Path | None) -> Secrets:
+    return Secrets(site.inventory_dir / "sites" / f"{site.name}.vault.yml", vault_password_file)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="lbappliance")
+def main() -> None:
+    """Build and run edge load-balancer pairs from one site inventory.
+
+    \b
+    A site (inventory/sites/<site>.yml) describes the LB pair, VIPs, BGP peers,
+    L4 and L7 services, backend pools, health and tuning policy. Typical flow:
+      lbappliance validate --site tokyo     check the inventory, all errors at once
+      lbappliance render   --site tokyo     write configs + Ansible inventory to build/tokyo
+      lbappliance deploy   --site tokyo     render, then converge the pair node by node
+      lbappliance status   --site tokyo     BGP, VIPs, VRRP and backends per node
+    """
+
+
+@main.command()
+@site_option
+@inventory_option
+def validate(site: str, inventory_dir: Path) -> None:
+    """Check a site inventory: schema and cross-field rules.
+
+    Every problem is reported with file:line:column, the field path, the bad
+    value and what is expected. Exit status 2 when anything is wrong.
+    """
+    loaded = load_or_exit(inventory_dir, site)
+    inv = loaded.model
+    click.echo(
+        f"site {inv.site.name}: valid — {len(inv.nodes)} nodes, {len(inv.anycast)} anycast VIPs, "
+        f"{len(inv.l4_services)} L4 and {len(inv.l7.frontends)} L7 services, "
+        f"{len(inv.bgp.peers)} BGP peers"
+    )
+
+
+@main.command()
+@site_option
+@inventory_option
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory (default: build/<site>). Replaced as a whole.",
+)
+@click.option("--strict", is_flag=True, help="A missing config checker is an error.")
+@click.option("--no-check", is_flag=True, help="Do not run the daemons' config checkers.")
+@vault_option
+def render(
+    site: str,
+    inventory_dir: Path,
+    out: Path | None,
+    strict: bool,
+    no_check: bool,
+    vault_password_file: Path | None,
+) -> None:
+    """Render a site: configs per node, Ansible inventory, the site playbook.
+
+    \b
+    Output (default build/<site>/):
+      hosts/<node>/etc/...          every file the node runs, byte for byte what deploy installs
+      inventory/                    hosts.yml, group_vars/, host_vars/
+      site.yml, ansible.cfg         run `ansible-playbook site.yml` from that directory
+    Rendered configs are checked by haproxy -c, keepalived -t and exabgp validate.
+    Secrets (BGP passwords) are resolved here, written mode 0600, and never printed.
+    """
+    loaded = load_or_exit(inventory_dir, site)
+    out = out or Path("build") / site
+    rendered = render_or_exit(loaded, vault_password_file)
+    if not no_check:
+        check_or_exit(rendered, strict)
+    report = write_render(rendered, out)
+    nodes = [n.name for n in loaded.model.nodes]
+    click.echo(
+        f"rendered site {site} to {out}: {len(rendered.files)} files "
+        f"({len(report.written)} changed, {len(report.unchanged)} unchanged, "
+        f"{len(report.removed)} removed) for nodes {', '.join(nodes)}"
+    )
+    for path in report.written:
+        secret = " (secret, 0600)" if rendered.by_path()[path].secret else ""
+        click.echo(f"  changed  {path}{secret}")
+    for path in report.removed:
+        click.echo(f"  removed  {path}")
+
+
+def render_or_exit(loaded: Site, vault_password_file: Path | None):
+    try:
+        return render_site(loaded, secrets_for(loaded, vault_password_file))
+    except SecretUnavailable as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def check_or_exit(rendered, strict: bool) -> None:
+    failed = False
+    for result in check_render(rendered, strict=strict):
+        if result.status == "ok":
+            continue
+        color = "red" if result.status == "failed" else "yellow"
+        label = "error" if result.status == "failed" else "warning"
+        click.secho(f"{label}: {result.checker} {result.path}: {result.detail}", fg=color, err=True)
+        failed |= result.status == "failed"
+    if failed:
+        click.echo("rendered configs failed their checks; nothing was written.", err=True)
+        sys.exit(EXIT_INVALID)

@@ -1,0 +1,180 @@
+"""Maglev consistent-hashing lookup table (Eisenbud et al., NSDI 2016, section 3.4).
+
+Every backend gets a permutation of the table's slots, ``offset + j * skip
+(mod M)`` for ``j = 0, 1, ...`` with ``M`` prime, so every ``skip`` in ``1..M-1``
+visits every slot. Backends take turns claiming the next free slot of their own
+permutation until the table is full.
+
+Weights: a backend takes ``weight / max_weight`` turns per round (carried over
+as credit), so its share of the slots equals its weight share to within a slot
+or two. Weight 0 means "not in the table".
+
+Determinism: ``offset`` and ``skip`` come from BLAKE2b of the backend's name with
+a fixed personalisation string, never from Python's per-process ``hash()``. The
+same backend set gives the same table on every node and in every process, so a
+failover between the two LBs of a pair does not remap flows. Backends are sorted
+by name first, so the order in which the spec lists them does not matter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+DEFAULT_TABLE_SIZE = 65537
+
+_PERSON = b"lbapp-maglev-v1"
+
+# Below ``size // (_TAIL_DIVISOR * n)`` free slots (at least _TAIL_MIN) the fill
+# stops probing permutations one slot at a time (expected size/free probes per
+# fill) and ranks the remaining free slots by their position in each backend's
+# permutation instead (see _fill_tail, which costs about n * free). Measured
+# optimum on CPython 3.11 for n = 3..1000 at 65537 slots.
+_TAIL_DIVISOR = 5
+_TAIL_MIN = 64
+
+
+def is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    if n % 2 == 0:
+        return n == 2
+    f = 3
+    while f * f <= n:
+        if n % f == 0:
+            return False
+        f += 2
+    return True
+
+
+def permutation_params(name: str, size: int) -> tuple[int, int]:
+    """``(offset, skip)`` of ``name``'s permutation of a table of ``size`` slots."""
+    digest = hashlib.blake2b(name.encode(), digest_size=16, person=_PERSON).digest()
+    h1 = int.from_bytes(digest[:8], "little")
+    h2 = int.from_bytes(digest[8:], "little")
+    return h1 % size, h2 % (size - 1) + 1
+
+
+@dataclass(frozen=True)
+class MaglevTable:
+    """A filled table: ``slots[i]`` is an index into ``backends``."""
+
+    backends: tuple[str, ...]
+    slots: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.slots)
+
+    def backend_for_slot(self, slot: int) -> str:
+        return self.backends[self.slots[slot]]
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(self.backends, 0)
+        for i in self.slots:
+            out[self.backends[i]] += 1
+        return out
+
+
+def build(
+    weights: Mapping[str, int] | Sequence[str], size: int = DEFAULT_TABLE_SIZE
+) -> MaglevTable:
+    """Fill a table of ``size`` (prime) slots for ``weights`` (name -> weight).
+
+    A plain sequence of names means equal weights. An empty set, or one whose
+    weights are all 0, gives an empty table (``size`` 0).
+    """
+    if not is_prime(size):
+        raise ValueError(f"Maglev table size must be prime, got {size}")
+    if not isinstance(weights, Mapping):
+        weights = dict.fromkeys(weights, 1)
+    for name, w in weights.items():
+        if w < 0:
+            raise ValueError(f"backend {name!r}: negative weight {w}")
+    names = tuple(sorted(n for n, w in weights.items() if w > 0))
+    if not names:
+        return MaglevTable(backends=(), slots=())
+    if len(names) > size:
+        raise ValueError(f"{len(names)} backends do not fit a table of {size} slots")
+    return MaglevTable(backends=names, slots=tuple(_fill(names, weights, size)))
+
+
+def _fill(names: tuple[str, ...], weights: Mapping[str, int], size: int) -> list[int]:
+    n = len(names)
+    params = [permutation_params(name, size) for name in names]
+    pos = [off for off, _ in params]  # next slot of each backend's permutation
+    step = [skip for _, skip in params]
+    w = [weights[name] for name in names]
+    wmax = max(w)
+    credit = [0] * n
+    table = [-1] * size
+    free = size
+    tail = min(size, max(_TAIL_MIN, size // (_TAIL_DIVISOR * n)))
+    i = -1  # whose turn it was last
+    while free > tail:
+        i += 1
+        if i == n:
+            i = 0
+        credit[i] += w[i]
+        if credit[i] < wmax:
+            continue
+        credit[i] -= wmax
+        c = pos[i]
+        s = step[i]
+        while table[c] >= 0:
+            c += s
+            if c >= size:
+                c -= size
+        table[c] = i
+        c += s
+        pos[i] = c - size if c >= size else c
+        free -= 1
+    if free:
+        _fill_tail(table, i, pos, step, w, credit, size)
+    return table
+
+
+def _fill_tail(
+    table: list[int],
+    i: int,
+    pos: list[int],
+    step: list[int],
+    w: list[int],
+    credit: list[int],
+    size: int,
+) -> None:
+    """Fill the last free slots exactly as the probing loop would, but faster.
+
+    The slot at position ``j`` ahead of backend ``b``'s cursor is
+    ``pos_b + j * skip_b (mod M)``, so a free slot ``c`` is at
+    ``j = (c - pos_b) * skip_b^-1 (mod M)``. Sorting the free slots by ``j``
+    once per backend turns every later fill into a walk along that list,
+    skipping the slots other backends took meanwhile. ``i`` is the backend
+    whose turn came last.
+    """
+    free_slots = [c for c, b in enumerate(table) if b < 0]
+    remaining = len(free_slots)
+    n = len(pos)
+    wmax = max(w)
+    order: list[list[int]] = []
+    for b in range(n):
+        inv = pow(step[b], -1, size)
+        p = pos[b]
+        order.append(sorted(free_slots, key=lambda c, p=p, inv=inv: (c - p) * inv % size))
+    cursor = [0] * n
+    while remaining:
+        i += 1
+        if i == n:
+            i = 0
+        credit[i] += w[i]
+        if credit[i] < wmax:
+            continue
+        credit[i] -= wmax
+        lst = order[i]
+        k = cursor[i]
+        while table[lst[k]] >= 0:
+            k += 1
+        table[lst[k]] = i
+        cursor[i] = k + 1
+        remaining -= 1

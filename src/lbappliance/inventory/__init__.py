@@ -1,0 +1,68 @@
+"""The site inventory: load, validate once, hand out a typed model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InventoryError, InventoryInvalid, Location
+from .schema import Inventory
+from .semantic import check
+from .typed import Converter
+from .yamlpos import Positions, deep_merge, load_yaml
+
+__all__ = ["InventoryError", "InventoryInvalid", "Location", "Site", "load_site", "site_path"]
+
+
+@dataclass(frozen=True)
+class Site:
+    """A validated site and where it came from."""
+
+    model: Inventory
+    inventory_dir: Path
+    files: tuple[Path, ...]
+
+    @property
+    def name(self) -> str:
+        return self.model.site.name
+
+
+def site_path(inventory_dir: Path, site: str) -> Path:
+    return inventory_dir / "sites" / f"{site}.yml"
+
+
+def load_site(inventory_dir: Path, site: str) -> Site:
+    """Load ``sites/<site>.yml`` over ``defaults.yml``; raise with every error found."""
+    path = site_path(inventory_dir, site)
+    if not path.is_file():
+        known = sorted(
+            p.stem for p in (inventory_dir / "sites").glob("*.yml") if ".vault" not in p.name
+        )
+        hint = "known sites: " + ", ".join(known) if known else f"no sites in {inventory_dir}/sites"
+        raise InventoryInvalid([InventoryError(None, (), f"no site file {path}", hint)])
+    files = [path]
+    data, positions, errors = {}, Positions(), []
+    defaults = inventory_dir / "defaults.yml"
+    if defaults.is_file():
+        files.insert(0, defaults)
+        data, positions, errors = load_yaml(defaults)
+    site_data, site_pos, site_errors = load_yaml(path)
+    errors += site_errors
+    if errors:
+        raise InventoryInvalid(errors)
+    for name, value in (("defaults", data), ("site", site_data)):
+        if not isinstance(value, dict):
+            where = files[0] if name == "defaults" else path
+            raise InventoryInvalid(
+                [InventoryError(Location(str(where), 1, 1), (), "the file must hold a mapping")]
+            )
+    data = deep_merge(data, site_data)
+    positions.update(site_pos)
+    conv = Converter(positions)
+    model = conv.convert(Inventory, data, ())
+    if conv.errors:
+        raise InventoryInvalid(conv.errors)
+    semantic = check(model, positions, path.stem)
+    if semantic:
+        raise InventoryInvalid(semantic)
+    return Site(model=model, inventory_dir=inventory_dir, files=tuple(files))

@@ -1,0 +1,470 @@
+"""The site model: one frozen dataclass tree, validated once.
+
+Every field's ``doc`` text is the inventory reference in the README
+(``lbappliance reference`` prints it). Defaults follow the seed documents:
+health checks every 5 s, fall 3, rise 2, timeout 2 s; ~10 % retry budget;
+P2C balancing; Maglev with 65537 slots; 30 s drain; smoothing alpha 0.3 and a
+5 % minimum weight for the weight controller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from .typed import Duration as D
+from .typed import (
+    DurationT,
+    IPAddress,
+    IPHost,
+    IPInterface,
+    IPNetwork,
+    IPv4,
+    Name,
+    Pattern,
+    Percent,
+    Port,
+    Range,
+    doc,
+)
+
+Asn = Annotated[int, Range(1, 4294967295)]
+Community = Annotated[
+    str,
+    Pattern(
+        r"^(\d{1,5}:\d{1,5}|\d{1,10}:\d{1,10}:\d{1,10})$",
+        "a BGP community 'ASN:VALUE' (each 0..65535) or a large community 'A:B:C'",
+    ),
+]
+Hostname = Annotated[
+    str, Pattern(r"^[A-Za-z0-9.*-]{1,253}$", "a host name such as api.example.com or *.example.com")
+]
+UrlPath = Annotated[str, Pattern(r"^/[^\s]*$", "a URL path starting with '/'")]
+IfName = Annotated[str, Pattern(r"^[A-Za-z0-9_.:-]{1,15}$", "a Linux interface name (<= 15 chars)")]
+
+
+# --- site and BGP -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecretRef:
+    """Where a secret lives; its value never appears in the inventory or on screen."""
+
+    env: str | None = doc("Name of an environment variable holding the secret.", None)
+    vault: str | None = doc(
+        "Name of a variable in the site's Ansible Vault file (`inventory/sites/<site>.vault.yml`).",
+        None,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SiteInfo:
+    name: Name = doc("Site name; must match the file name `inventory/sites/<name>.yml`.")
+    asn: Asn = doc("Local AS number of the LB nodes (private ranges are typical).")
+    announce_prefixes: list[IPNetwork] = doc(
+        "Prefixes this site may announce; every anycast VIP must fall inside one. "
+        "The routers' rendered import policy accepts exactly these."
+    )
+    description: str = doc("Free text shown in `lbappliance status`.", "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BgpPeer:
+    name: Name = doc("Router name (used for rendered router configs).")
+    address: IPAddress = doc("Router address; must be on a subnet of each node's uplink interface.")
+    asn: Asn = doc("Router AS number.")
+    password: SecretRef | None = doc("TCP-MD5 password reference (`env:` or `vault:`).", None)
+    platform: Literal["bird", "frr"] = doc(
+        "Router software, selects the router-side config written by `render`.", "bird"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bfd:
+    enabled: bool = doc("Run BFD toward every BGP peer and tie the sessions to it.", True)
+    interval: DurationT = doc(
+        "BFD transmit/receive interval. Detection time is interval x multiplier.", D(0.1)
+    )
+    multiplier: Annotated[int, Range(2, 50)] = doc("Missed packets before the session is down.", 3)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bgp:
+    peers: list[BgpPeer] = doc("The routers every LB node peers with.")
+    hold_time: Annotated[int, Range(3, 65535)] = doc("BGP hold time in seconds.", 9)
+    bfd: Bfd = doc("Sub-second dead-node detection at the routers.", factory=Bfd)
+
+
+# --- nodes ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interface:
+    name: IfName = doc("Interface name on the node, e.g. eth1.")
+    role: Literal["uplink", "backend", "mgmt"] = doc(
+        "uplink faces the routers (BGP, VIP traffic); backend faces the servers; mgmt is SSH."
+    )
+    addresses: list[IPInterface] = doc("Addresses with prefix length.", factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Node:
+    name: Name = doc("Node name; also the Ansible inventory host name.")
+    management_address: IPAddress = doc("Address Ansible reaches over SSH.")
+    router_id: IPv4 = doc("BGP router-id; unique per site.")
+    vrrp_priority: Annotated[int, Range(1, 254)] = doc(
+        "VRRP priority; the two nodes of a pair must differ (higher is master)."
+    )
+    interfaces: list[Interface] = doc("Interfaces with their roles and addresses.")
+    maintenance: bool = doc(
+        "Node is in maintenance: routes drained with GRACEFUL_SHUTDOWN, then withdrawn.", False
+    )
+    nic_profile: Name = doc("Name of the `nic_profiles` entry used for this node.", "default")
+    ssh_user: str = doc("SSH user for Ansible.", "root")
+    ssh_port: Port = doc("SSH port for Ansible.", 22)
+
+
+# --- VRRP and anycast -------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class VrrpGroup:
+    name: Name = doc("Instance name in keepalived.conf.")
+    vrid: Annotated[int, Range(1, 255)] = doc("Virtual router id; unique per L2 segment.")
+    interface: IfName = doc("Interface the group runs on (must exist on every node).")
+    vips: list[IPInterface] = doc("Floating addresses with prefix length.")
+    advert_interval: DurationT = doc(
+        "Advertisement interval. Sub-second values need VRRP version 3 (default 100ms: "
+        "a dead master is replaced in ~0.35 s).",
+        D(0.1),
+    )
+    version: Literal[2, 3] = doc("VRRP protocol version.", 3)
+    preempt_delay: DurationT = doc("Delay before a recovered higher-priority node preempts.", D(0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnycastVip:
+    prefix: IPHost = doc("The VIP, IPv4 /32 or IPv6 /128, announced by every healthy node.")
+    communities: list[Community] = doc("Communities attached to the announcement.", factory=list)
+    min_servers_up: Annotated[int, Range(0, 10000)] | None = doc(
+        "Override of `health_agent.min_servers_up` for this VIP.", None
+    )
+
+
+# --- L4 ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class L4Backend:
+    address: IPAddress = doc("Backend address (owns the VIP on a loopback/tunnel for DSR).")
+    weight: Annotated[int, Range(0, 1000)] = doc(
+        "Relative weight; 0 takes it out of the table.", 100
+    )
+    mac: str | None = doc("Backend MAC, required for `l2dsr` forwarding.", None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class L4Check:
+    type: Literal["tcp", "http", "none"] = doc("Real-server check kind.", "tcp")
+    port: Port | None = doc("Port to check (default: the service port).", None)
+    path: UrlPath = doc("HTTP path for `http` checks.", "/health")
+    interval: DurationT = doc("Check interval.", D(5))
+    timeout: DurationT = doc("Check timeout; must be below the interval.", D(2))
+    fall: Annotated[int, Range(1, 100)] = doc("Failures before a backend is removed.", 3)
+    rise: Annotated[int, Range(1, 100)] = doc("Successes before it is restored.", 2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class L4Service:
+    name: Name = doc("Service name.")
+    vip: IPAddress = doc("The VIP (usually an anycast VIP of this site).")
+    port: Port = doc("Service port.")
+    protocol: Literal["tcp", "udp"] = doc("Transport protocol.", "tcp")
+    dataplane: Literal["xdp", "ipvs"] = doc(
+        "`xdp`: our eBPF forwarder; `ipvs`: keepalived virtual server.", "xdp"
+    )
+    scheduler: Literal["maglev", "wrr", "wlc"] = doc(
+        "Backend selection; `maglev` is consistent (IPVS `mh` with port hashing).", "maglev"
+    )
+    forwarding: Literal["ipip", "l2dsr", "nat"] = doc(
+        "`ipip`: DSR through an IPIP/IP6IP6 tunnel; `l2dsr`: DSR by MAC rewrite "
+        "(backends on the LB's L2 segment); `nat`: IPVS masquerade (ipvs only).",
+        "ipip",
+    )
+    backends: list[L4Backend] = doc("Real servers.")
+    health_check: L4Check = doc("Real-server check.", factory=L4Check)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dataplane:
+    interface_role: Literal["uplink", "backend"] = doc(
+        "Interface role the XDP program attaches to.", "uplink"
+    )
+    xdp_mode: Literal["native", "generic"] = doc("XDP attach mode.", "native")
+    table_size: Annotated[int, Range(251, 655373)] = doc(
+        "Maglev lookup table size; must be prime (65537 by default).", 65537
+    )
+
+
+# --- L7 (HAProxy) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpCheck:
+    path: UrlPath = doc(
+        "Path the active check requests. Make it exercise the real request path "
+        "(database, disk), not a shallow liveness page.",
+        "/health",
+    )
+    method: Literal["GET", "HEAD"] = doc("HTTP method of the check.", "GET")
+    host: Hostname | None = doc("Host header of the check (default: none).", None)
+    expect_status: Annotated[int, Range(100, 599)] = doc("Status a healthy server answers.", 200)
+    interval: DurationT = doc("Check interval.", D(5))
+    fast_interval: DurationT = doc("Interval while a server is changing state.", D(1))
+    timeout: DurationT = doc("Check timeout; must be below the interval.", D(2))
+    fall: Annotated[int, Range(1, 100)] = doc("Consecutive failures to mark a server down.", 3)
+    rise: Annotated[int, Range(1, 100)] = doc("Consecutive successes to mark it up.", 2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outlier:
+    consecutive_errors: Annotated[int, Range(1, 100)] = doc(
+        "Consecutive live-traffic errors (5xx, timeouts, resets) that eject a server.", 3
+    )
+    ejection_time: DurationT = doc(
+        "How long an ejected server stays out before checks may restore it.", D(30)
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Retries:
+    attempts: Annotated[int, Range(0, 5)] = doc("Retries per request (another server).", 1)
+    budget_percent: Percent = doc(
+        "Retry budget: L7 retries stop while the pool's recent failures exceed this share "
+        "of its requests (connection failures, where nothing was sent, are always retried).",
+        10.0,
+    )
+    idempotent_only: bool = doc("Retry only GET/HEAD/PUT/DELETE/OPTIONS/TRACE requests.", True)
+    on: list[Literal["conn-failure", "empty-response", "response-timeout", "503", "502", "504"]] = (
+        doc(
+            "Failures that trigger a retry (HAProxy `retry-on`).",
+            factory=lambda: ["conn-failure", "empty-response", "response-timeout", "503"],
+        )
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timeouts:
+    client_deadline: DurationT = doc(
+        "How long clients wait for a response; must exceed `server` (timeouts descend "
+        "client > LB > backend).",
+        D(30),
+    )
+    server: DurationT = doc("How long HAProxy waits for a backend response.", D(25))
+    backend_deadline: DurationT = doc(
+        "The backends' own request deadline; must be below `server`. Sent to them in "
+        "the `X-Request-Deadline-Ms` header.",
+        D(20),
+    )
+    connect: DurationT = doc("TCP connect timeout to a backend.", D(1))
+    http_request: DurationT = doc(
+        "Time to receive a complete request header (slowloris defence).", D(2)
+    )
+    http_keep_alive: DurationT = doc(
+        "Idle time between requests on a kept-alive connection.", D(10)
+    )
+    queue: DurationT = doc("Time a request may wait for a free server slot.", D(5))
+    client_idle: DurationT = doc("Client-side inactivity timeout.", D(30))
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeightController:
+    enabled: bool = doc("Run the feedback weight controller for this pool.", True)
+    interval: DurationT = doc("Control period.", D(1))
+    target_latency: DurationT = doc("Response time a server should stay under.", D(0.1))
+    alpha: Annotated[float, Range(0.01, 1)] = doc("Smoothing factor of new weights.", 0.3)
+    min_weight_percent: Annotated[float, Range(0, 50)] = doc(
+        "Floor of any server's share, so none starves.", 5.0
+    )
+    max_capacity_fraction: Annotated[float, Range(0.1, 1)] = doc(
+        "Share of a server's estimated capacity it may be given at most.", 0.8
+    )
+    panic_threshold: Annotated[float, Range(0, 1)] = doc(
+        "Below this fraction of healthy servers, spread over all servers (panic mode).", 0.5
+    )
+    hysteresis_percent: Percent = doc("Weight changes smaller than this are not applied.", 5.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class L7Policy:
+    balance: Literal["random2", "leastconn", "roundrobin"] = doc(
+        "`random2`: power of two choices (least loaded of two random servers).", "random2"
+    )
+    health_check: HttpCheck = doc("Active health check.", factory=HttpCheck)
+    outlier: Outlier = doc("Passive outlier ejection on live traffic.", factory=Outlier)
+    retries: Retries = doc("Retry policy with a budget.", factory=Retries)
+    timeouts: Timeouts = doc("Timeouts, descending client > LB > backend.", factory=Timeouts)
+    slow_start: DurationT = doc("Ramp-up time for a server returning to service.", D(30))
+    drain_timeout: DurationT = doc(
+        "How long draining waits for in-flight requests (30-60 s for HTTP).", D(30)
+    )
+    maxconn: Annotated[int, Range(1, 10_000_000)] = doc("Global connection limit.", 50000)
+    server_maxconn: Annotated[int, Range(1, 1_000_000)] = doc(
+        "Concurrent requests per server; more wait in the queue.", 200
+    )
+    rate_limit_per_client: Annotated[int, Range(0, 1_000_000)] = doc(
+        "Requests per second one client address may send (averaged over 10 s); "
+        "excess gets 429. 0 disables.",
+        100,
+    )
+    weight_controller: WeightController = doc(
+        "Feedback weight controller.", factory=WeightController
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyOverride:
+    """Per-pool overrides of the site L7 policy; unset fields inherit it."""
+
+    balance: Literal["random2", "leastconn", "roundrobin"] | None = doc("See `l7.policy`.", None)
+    health_check: HttpCheck | None = doc("Replaces `l7.policy.health_check`.", None)
+    weight_controller: WeightController | None = doc(
+        "Replaces `l7.policy.weight_controller`.", None
+    )
+    server_maxconn: Annotated[int, Range(1, 1_000_000)] | None = doc("See `l7.policy`.", None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Server:
+    name: Name = doc("Server name (unique in its pool).")
+    address: IPAddress = doc("Server address.")
+    port: Port = doc("Server port.")
+    weight: Annotated[int, Range(0, 256)] = doc("HAProxy weight (0..256).", 100)
+    backup: bool = doc("Only used when no other server is up.", False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pool:
+    name: Name = doc("Pool name (HAProxy backend).")
+    servers: list[Server] = doc("Servers in the pool.")
+    policy: PolicyOverride = doc("Overrides of the site L7 policy.", factory=PolicyOverride)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Route:
+    pool: Name = doc("Pool that serves matching requests.")
+    host: Hostname | None = doc("Match the Host header (exact, or `*.suffix`).", None)
+    path_prefix: UrlPath | None = doc("Match requests whose path starts with this.", None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tls:
+    certificate: Name = doc(
+        "Certificate bundle name: `/etc/haproxy/certs/<name>.pem` on the node, installed "
+        "from the vault variable `lb_haproxy_certificates[<name>]` (or self-signed when "
+        "`self_signed` is true, for labs)."
+    )
+    self_signed: bool = doc("Generate a self-signed certificate on the node (labs only).", False)
+    alpn: list[Literal["h2", "http/1.1"]] = doc(
+        "ALPN protocols offered.", factory=lambda: ["h2", "http/1.1"]
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Frontend:
+    name: Name = doc("Frontend name.")
+    vip: IPAddress = doc("Address HAProxy listens on (anycast or VRRP VIP).")
+    port: Port = doc("Listening port.")
+    default_pool: Name = doc("Pool for requests no route matches.")
+    routes: list[Route] = doc("Host/path routing, first match wins.", factory=list)
+    tls: Tls | None = doc("Terminate TLS with this certificate.", None)
+    extra_vips: list[IPAddress] = doc(
+        "More addresses to listen on with the same port.", factory=list
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class L7:
+    policy: L7Policy = doc("Site-wide L7 policy (defaults follow seed 003).", factory=L7Policy)
+    frontends: list[Frontend] = doc("HAProxy frontends.", factory=list)
+    pools: list[Pool] = doc("HAProxy backends.", factory=list)
+
+
+# --- health agent, NIC, site --------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthAgent:
+    signals: list[Literal["haproxy", "dataplane", "probe", "maintenance"]] = doc(
+        "Signals that must hold for a node to announce a VIP (those that apply to the VIP).",
+        factory=lambda: ["haproxy", "dataplane", "probe", "maintenance"],
+    )
+    interval: DurationT = doc("Probe interval in a steady state.", D(0.5))
+    fast_interval: DurationT = doc("Probe interval while a state is changing.", D(0.2))
+    timeout: DurationT = doc("Per-signal timeout; must be below `fast_interval`.", D(0.15))
+    rise: Annotated[int, Range(1, 100)] = doc("Consecutive good rounds before announcing.", 3)
+    fall: Annotated[int, Range(1, 100)] = doc("Consecutive bad rounds before withdrawing.", 3)
+    min_servers_up: Annotated[int, Range(0, 10000)] = doc(
+        "Backend servers that must be UP in HAProxy (per pool behind the VIP).", 1
+    )
+    min_servers_ratio: Annotated[float, Range(0, 1)] = doc(
+        "Below this UP fraction (but above the minimum) the node is degraded.", 0.5
+    )
+    degraded_action: Literal["med", "prepend", "none"] = doc(
+        "What a degraded node does: a worse MED, an AS-path prepend, or nothing.", "med"
+    )
+    degraded_med: Annotated[int, Range(0, 4294967295)] = doc("MED sent while degraded.", 100)
+    degraded_prepend: Annotated[int, Range(1, 10)] = doc("Prepends while degraded.", 3)
+    maintenance_drain: DurationT = doc(
+        "How long a node in maintenance announces with GRACEFUL_SHUTDOWN before withdrawing.",
+        D(30),
+    )
+    metrics_port: Port = doc("Prometheus metrics port on 127.0.0.1.", 9171)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NicProfile:
+    queues: Annotated[int, Range(1, 1024)] | Literal["auto"] = doc(
+        "Combined queues; `auto` = one per usable physical core on the NIC's NUMA node.", "auto"
+    )
+    housekeeping_cpus: list[Annotated[int, Range(0, 4095)]] = doc(
+        "CPUs never used for NIC interrupts.", factory=lambda: [0]
+    )
+    use_smt_siblings: bool = doc("Also place queues on SMT siblings.", False)
+    rps: Literal["auto", "on", "off"] = doc(
+        "Receive packet steering; `auto` = only with fewer hardware queues than cores.", "auto"
+    )
+    xps: bool = doc("Transmit packet steering matching the RX layout.", True)
+    ring_rx: Annotated[int, Range(64, 65536)] | None = doc("RX ring size (unset: leave).", None)
+    ring_tx: Annotated[int, Range(64, 65536)] | None = doc("TX ring size (unset: leave).", None)
+    rx_flow_hash: bool = doc("Hash TCP/UDP on addresses and ports (4-tuple).", True)
+    disable_offloads_for_xdp: bool = doc("Turn LRO and hardware GRO off for XDP.", True)
+    irqbalance: Literal["stop", "ban", "leave"] = doc(
+        "Stop irqbalance, ban the NIC IRQs from it, or leave it.", "ban"
+    )
+    netdev_max_backlog: Annotated[int, Range(1000, 10_000_000)] = doc(
+        "net.core.netdev_max_backlog.", 16384
+    )
+    netdev_budget: Annotated[int, Range(50, 100_000)] = doc("net.core.netdev_budget.", 600)
+    busy_poll_us: Annotated[int, Range(0, 10_000)] = doc(
+        "net.core.busy_poll/busy_read in µs (0 = off).", 0
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Inventory:
+    """A site: ``inventory/sites/<site>.yml`` (over ``inventory/defaults.yml``)."""
+
+    site: SiteInfo = doc("Site identity and what it may announce.")
+    nodes: list[Node] = doc("The LB nodes (a pair by default).")
+    bgp: Bgp = doc("BGP peering with the routers.")
+    vrrp: list[VrrpGroup] = doc("VRRP groups for the pair's floating VIPs.", factory=list)
+    anycast: list[AnycastVip] = doc("Anycast VIPs announced over BGP.", factory=list)
+    l4_services: list[L4Service] = doc("L4 services (XDP or IPVS).", factory=list)
+    dataplane: Dataplane = doc("XDP data-plane settings.", factory=Dataplane)
+    l7: L7 = doc("HAProxy L7 tier.", factory=L7)
+    health_agent: HealthAgent = doc("Health agent policy.", factory=HealthAgent)
+    nic_profiles: dict[str, NicProfile] = doc(
+        "NIC tuning profiles by name; nodes pick one with `nic_profile`.",
+        factory=lambda: {"default": NicProfile()},
+    )

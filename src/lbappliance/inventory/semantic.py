@@ -1,0 +1,337 @@
+"""Cross-field checks a schema cannot express (run once the schema is clean)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Any
+
+from .errors import InventoryError, Path_
+from .schema import HttpCheck, Inventory, L4Check
+from .yamlpos import Positions
+
+RESERVED_ASNS = {0, 23456, 65535, 4294967295}
+MIN_BFD_INTERVAL = 0.05  # below this a busy node's BFD flaps (see docs/bfd.md)
+
+
+def _is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    return all(n % d for d in range(2, int(n**0.5) + 1))
+
+
+class Checker:
+    def __init__(self, inv: Inventory, positions: Positions, site_file_stem: str):
+        self.inv = inv
+        self.pos = positions
+        self.stem = site_file_stem
+        self.errors: list[InventoryError] = []
+
+    def err(self, path: Path_, message: str, hint: str = "") -> None:
+        self.errors.append(InventoryError(self.pos.of(path), path, message, hint))
+
+    def unique(self, items: Iterable[tuple[Any, Path_]], what: str) -> None:
+        """Report every repeat of a value, pointing at the repeat and the first use."""
+        seen: dict[Any, Path_] = {}
+        for value, path in items:
+            if value in seen:
+                first = self.pos.of(seen[value])
+                where = f"line {first.line}" if first else "earlier"
+                self.err(path, f"duplicate {what} {value}", f"already used at {where}")
+            else:
+                seen[value] = path
+
+    def run(self) -> list[InventoryError]:
+        for check in (
+            self.site,
+            self.nodes,
+            self.bgp,
+            self.vrrp,
+            self.vips,
+            self.services,
+            self.l7,
+            self.health,
+        ):
+            check()
+        return self.errors
+
+    # --- sections -----------------------------------------------------------------
+
+    def site(self) -> None:
+        inv = self.inv
+        if inv.site.name != self.stem:
+            self.err(
+                ("site", "name"),
+                f"site name {inv.site.name!r} does not match its file {self.stem}.yml",
+                "rename one so they agree",
+            )
+        if inv.site.asn in RESERVED_ASNS:
+            self.err(("site", "asn"), f"AS {inv.site.asn} is reserved", "use a private ASN")
+        if not _is_prime(inv.dataplane.table_size):
+            self.err(
+                ("dataplane", "table_size"),
+                f"{inv.dataplane.table_size} is not prime",
+                "Maglev needs a prime table size, e.g. 65537",
+            )
+
+    def nodes(self) -> None:
+        inv = self.inv
+        self.unique(((n.name, ("nodes", i, "name")) for i, n in enumerate(inv.nodes)), "node name")
+        self.unique(
+            ((n.router_id, ("nodes", i, "router_id")) for i, n in enumerate(inv.nodes)),
+            "router-id",
+        )
+        self.unique(
+            (
+                (n.management_address, ("nodes", i, "management_address"))
+                for i, n in enumerate(inv.nodes)
+            ),
+            "management address",
+        )
+        self.unique(
+            ((n.vrrp_priority, ("nodes", i, "vrrp_priority")) for i, n in enumerate(inv.nodes)),
+            "VRRP priority",
+        )
+        addresses = []
+        for i, node in enumerate(inv.nodes):
+            self.unique(
+                (
+                    (iface.name, ("nodes", i, "interfaces", j, "name"))
+                    for j, iface in enumerate(node.interfaces)
+                ),
+                "interface",
+            )
+            if not any(iface.role == "uplink" for iface in node.interfaces):
+                self.err(("nodes", i, "interfaces"), "no interface has role 'uplink'")
+            if node.nic_profile not in inv.nic_profiles:
+                self.err(
+                    ("nodes", i, "nic_profile"),
+                    f"unknown NIC profile {node.nic_profile!r}",
+                    "defined: " + ", ".join(sorted(inv.nic_profiles)),
+                )
+            for j, iface in enumerate(node.interfaces):
+                for k, addr in enumerate(iface.addresses):
+                    addresses.append((addr.ip, ("nodes", i, "interfaces", j, "addresses", k)))
+        self.unique(addresses, "node address")
+
+    def bgp(self) -> None:
+        inv = self.inv
+        self.unique(
+            ((p.name, ("bgp", "peers", i, "name")) for i, p in enumerate(inv.bgp.peers)),
+            "peer name",
+        )
+        self.unique(
+            ((p.address, ("bgp", "peers", i, "address")) for i, p in enumerate(inv.bgp.peers)),
+            "peer address",
+        )
+        for i, peer in enumerate(inv.bgp.peers):
+            path = ("bgp", "peers", i)
+            if peer.asn in RESERVED_ASNS:
+                self.err((*path, "asn"), f"AS {peer.asn} is reserved")
+            if peer.password and bool(peer.password.env) == bool(peer.password.vault):
+                self.err((*path, "password"), "give exactly one of 'env' or 'vault'")
+            for node in inv.nodes:
+                if not any(
+                    peer.address in addr.network
+                    for iface in node.interfaces
+                    if iface.role == "uplink"
+                    for addr in iface.addresses
+                ):
+                    self.err(
+                        (*path, "address"),
+                        f"peer {peer.address} is on no uplink subnet of node {node.name}",
+                        "ExaBGP needs a local address on the peer's subnet",
+                    )
+        if inv.bgp.bfd.interval < MIN_BFD_INTERVAL:
+            self.err(
+                ("bgp", "bfd", "interval"),
+                f"{inv.bgp.bfd.interval} is below {int(MIN_BFD_INTERVAL * 1000)}ms",
+                "shorter intervals flap on a busy node",
+            )
+
+    def vrrp(self) -> None:
+        inv = self.inv
+        segments = []
+        for i, group in enumerate(inv.vrrp):
+            path = ("vrrp", i)
+            nets = []
+            for node in inv.nodes:
+                iface = next((x for x in node.interfaces if x.name == group.interface), None)
+                if iface is None:
+                    self.err(
+                        (*path, "interface"),
+                        f"node {node.name} has no interface {group.interface!r}",
+                    )
+                    continue
+                nets.extend(a.network for a in iface.addresses)
+            segments.append(((group.vrid, group.interface), (*path, "vrid")))
+            if group.advert_interval < 1 and group.version != 3:
+                self.err(
+                    (*path, "advert_interval"),
+                    f"sub-second advert interval {group.advert_interval} needs VRRP version 3",
+                    "set version: 3",
+                )
+            if group.advert_interval < 0.01:
+                self.err((*path, "advert_interval"), "must be at least 10ms")
+            families = {v.version for v in group.vips}
+            if len(families) > 1:
+                self.err((*path, "vips"), "mixes IPv4 and IPv6", "use one group per family")
+        self.unique(segments, "VRID on segment")
+        self.unique(((g.name, ("vrrp", i, "name")) for i, g in enumerate(inv.vrrp)), "group name")
+
+    def vips(self) -> None:
+        inv = self.inv
+        vips = [
+            (v.ip, ("vrrp", i, "vips", j))
+            for i, g in enumerate(inv.vrrp)
+            for j, v in enumerate(g.vips)
+        ]
+        vips += [(a.prefix.ip, ("anycast", i, "prefix")) for i, a in enumerate(inv.anycast)]
+        self.unique(vips, "VIP")
+        node_addrs = {
+            addr.ip for n in inv.nodes for iface in n.interfaces for addr in iface.addresses
+        } | {n.management_address for n in inv.nodes}
+        for vip, path in vips:
+            if vip in node_addrs:
+                self.err(path, f"VIP {vip} is also a node address", "VIPs must float")
+        for i, vip in enumerate(inv.anycast):
+            if not any(
+                vip.prefix.network.subnet_of(p)
+                for p in inv.site.announce_prefixes
+                if p.version == vip.prefix.version
+            ):
+                self.err(
+                    ("anycast", i, "prefix"),
+                    f"{vip.prefix} is outside the site's announce_prefixes",
+                    "allowed: " + ", ".join(str(p) for p in inv.site.announce_prefixes),
+                )
+
+    def _declared_vips(self) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        return {a.prefix.ip for a in self.inv.anycast} | {
+            v.ip for g in self.inv.vrrp for v in g.vips
+        }
+
+    def _check_timing(self, path: Path_, check: HttpCheck | L4Check) -> None:
+        if check.timeout >= check.interval:
+            self.err(
+                (*path, "timeout"),
+                f"timeout {check.timeout} must be below the interval {check.interval}",
+                "a check that outlives its interval overlaps the next one",
+            )
+
+    def services(self) -> None:
+        inv = self.inv
+        declared = self._declared_vips()
+        listeners: list[tuple[Any, Path_]] = []
+        self.unique(
+            ((s.name, ("l4_services", i, "name")) for i, s in enumerate(inv.l4_services)),
+            "service name",
+        )
+        for i, svc in enumerate(inv.l4_services):
+            path = ("l4_services", i)
+            listeners.append(((svc.vip, svc.port, svc.protocol), (*path, "port")))
+            if svc.vip not in declared:
+                self.err((*path, "vip"), f"{svc.vip} is not an anycast or VRRP VIP of this site")
+            for j, be in enumerate(svc.backends):
+                if be.address.version != svc.vip.version and svc.forwarding != "nat":
+                    self.err(
+                        (*path, "backends", j, "address"),
+                        f"IPv{be.address.version} backend for an IPv{svc.vip.version} VIP",
+                        "DSR encapsulates in the VIP's family: backends must match it",
+                    )
+                if svc.forwarding == "l2dsr" and not be.mac:
+                    self.err(
+                        (*path, "backends", j, "mac"), "l2dsr forwarding needs the backend MAC"
+                    )
+            self.unique(
+                (
+                    (b.address, (*path, "backends", j, "address"))
+                    for j, b in enumerate(svc.backends)
+                ),
+                "backend",
+            )
+            if svc.dataplane == "xdp" and svc.forwarding == "nat":
+                self.err(
+                    (*path, "forwarding"),
+                    "the XDP data plane does DSR only",
+                    "use ipip or l2dsr, or dataplane: ipvs",
+                )
+            if svc.dataplane == "xdp" and svc.scheduler != "maglev":
+                self.err((*path, "scheduler"), "the XDP data plane schedules with maglev only")
+            if not any(b.weight for b in svc.backends):
+                self.err((*path, "backends"), "no backend has a weight above 0")
+            self._check_timing((*path, "health_check"), svc.health_check)
+        for i, fe in enumerate(inv.l7.frontends):
+            for k, vip in enumerate([fe.vip, *fe.extra_vips]):
+                vpath = ("l7", "frontends", i, "vip" if k == 0 else "extra_vips")
+                vpath = vpath if k == 0 else (*vpath, k - 1)
+                listeners.append(((vip, fe.port, "tcp"), vpath))
+                if vip not in declared:
+                    self.err(vpath, f"{vip} is not an anycast or VRRP VIP of this site")
+        self.unique(listeners, "listener (VIP, port, protocol)")
+
+    def l7(self) -> None:
+        l7 = self.inv.l7
+        pools = {p.name for p in l7.pools}
+        self.unique(((p.name, ("l7", "pools", i, "name")) for i, p in enumerate(l7.pools)), "pool")
+        self.unique(
+            ((f.name, ("l7", "frontends", i, "name")) for i, f in enumerate(l7.frontends)),
+            "frontend",
+        )
+        for i, fe in enumerate(l7.frontends):
+            path = ("l7", "frontends", i)
+            refs = [(fe.default_pool, (*path, "default_pool"))]
+            refs += [(r.pool, (*path, "routes", j, "pool")) for j, r in enumerate(fe.routes)]
+            for name, rpath in refs:
+                if name not in pools:
+                    self.err(
+                        rpath, f"unknown pool {name!r}", "defined: " + ", ".join(sorted(pools))
+                    )
+            for j, route in enumerate(fe.routes):
+                if route.host is None and route.path_prefix is None:
+                    self.err((*path, "routes", j), "a route needs a host or a path_prefix")
+        for i, pool in enumerate(l7.pools):
+            path = ("l7", "pools", i)
+            self.unique(
+                ((s.name, (*path, "servers", j, "name")) for j, s in enumerate(pool.servers)),
+                "server",
+            )
+            if pool.policy.health_check:
+                self._check_timing((*path, "policy", "health_check"), pool.policy.health_check)
+        policy = l7.policy
+        self._check_timing(("l7", "policy", "health_check"), policy.health_check)
+        t, tp = policy.timeouts, ("l7", "policy", "timeouts")
+        if not t.client_deadline > t.server > t.backend_deadline:
+            self.err(
+                (*tp, "server"),
+                f"timeouts must descend client_deadline ({t.client_deadline}) > server "
+                f"({t.server}) > backend_deadline ({t.backend_deadline})",
+                "the innermost layer must give up first",
+            )
+        if t.connect >= t.server:
+            self.err((*tp, "connect"), f"connect ({t.connect}) must be below server ({t.server})")
+        if t.http_request >= t.client_deadline:
+            self.err(
+                (*tp, "http_request"),
+                f"http_request ({t.http_request}) must be below client_deadline "
+                f"({t.client_deadline})",
+            )
+        if policy.weight_controller.target_latency >= t.server:
+            self.err(
+                ("l7", "policy", "weight_controller", "target_latency"),
+                "target latency must be below the server timeout",
+            )
+
+    def health(self) -> None:
+        agent = self.inv.health_agent
+        if not agent.timeout < agent.fast_interval <= agent.interval:
+            self.err(
+                ("health_agent", "timeout"),
+                f"need timeout ({agent.timeout}) < fast_interval ({agent.fast_interval}) "
+                f"<= interval ({agent.interval})",
+                "a signal must answer before the next round starts",
+            )
+
+
+def check(inv: Inventory, positions: Positions, site_file_stem: str) -> list[InventoryError]:
+    return Checker(inv, positions, site_file_stem).run()

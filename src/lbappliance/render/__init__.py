@@ -1,0 +1,171 @@
+"""Render a validated site into everything a deploy needs.
+
+Every config file comes from one template in ``templates/`` fed by one context
+builder; ``render`` writes exactly the bytes the roles install. Output is
+deterministic: same inventory (and secrets), same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from ..inventory import Site
+from ..inventory.derived import RuntimePaths
+from ..inventory.schema import Inventory, Node
+from ..paths import templates_dir
+from ..secrets import Secrets
+from . import agent, ansible, bgp, haproxy, keepalived, specs, system
+
+HEADER = "Rendered by lbappliance from the site inventory. Do not edit: change the inventory."
+NODE_PYTHON = "/opt/lbappliance/venv/bin/python"
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    path: str  # relative to the output directory
+    content: bytes
+    secret: bool = False  # holds a resolved secret: mode 0600, never shown
+    checker: str | None = None  # "haproxy" | "keepalived" | "exabgp"
+    node: str | None = None
+
+    @property
+    def mode(self) -> int:
+        return 0o600 if self.secret else 0o644
+
+
+@dataclass
+class Render:
+    site: Site
+    files: list[RenderedFile] = field(default_factory=list)
+
+    def by_path(self) -> dict[str, RenderedFile]:
+        return {f.path: f for f in self.files}
+
+
+def _nice_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, default_flow_style=False, sort_keys=True, width=100)
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["to_nice_yaml"] = _nice_yaml
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True}
+    return env
+
+
+# (template, target under hosts/<node>/, context builder, checker)
+NodeContext = Callable[[Inventory, Node, RuntimePaths], dict[str, Any]]
+NODE_FILES: list[tuple[str, str, NodeContext, str | None]] = [
+    ("haproxy/haproxy.cfg.j2", haproxy.TARGET, haproxy.context, "haproxy"),
+    ("keepalived/keepalived.conf.j2", keepalived.TARGET, keepalived.context, "keepalived"),
+    ("system/sysctl.conf.j2", system.SYSCTL_TARGET, system.sysctl_context, None),
+    ("system/notrack.nft.j2", system.NOTRACK_TARGET, system.notrack_context, None),
+    ("lbappliance/json.j2", agent.TARGET, lambda i, n, p: {"data": agent.config(i, n, p)}, None),
+    (
+        "lbappliance/json.j2",
+        specs.DATAPLANE_TARGET,
+        lambda i, n, p: {"data": specs.dataplane(i, n, p)},
+        None,
+    ),
+    ("lbappliance/json.j2", specs.NIC_TARGET, lambda i, n, p: {"data": specs.nic(i, n, p)}, None),
+]
+
+
+def render_site(
+    site: Site,
+    secrets: Secrets,
+    paths: RuntimePaths | None = None,
+    node_python: str = NODE_PYTHON,
+) -> Render:
+    """Render every file of ``site`` in memory (nothing is written here)."""
+    paths = paths or RuntimePaths()
+    inv = site.model
+    env = environment()
+    result = Render(site)
+    base = {"header": HEADER, "site": inv.site, "paths": paths}
+
+    def emit(template: str, target: str, ctx: dict[str, Any], **kw: Any) -> None:
+        text = env.get_template(template).render({**base, **ctx})
+        result.files.append(RenderedFile(path=target, content=text.encode(), **kw))
+
+    for node in inv.nodes:
+        prefix = f"hosts/{node.name}/"
+        for template, target, builder, checker in NODE_FILES:
+            ctx = {"node": node, **builder(inv, node, paths)}
+            emit(template, prefix + target, ctx, checker=checker, node=node.name)
+        bgp_ctx = bgp.context(inv, node, paths, secrets, node_python)
+        emit(
+            "exabgp/exabgp.conf.j2",
+            prefix + bgp.TARGET,
+            {"node": node, **bgp_ctx},
+            checker="exabgp",
+            node=node.name,
+            secret=any(n["password"] for n in bgp_ctx["neighbors"]),
+        )
+        emit(
+            "ansible/yaml.j2",
+            f"inventory/host_vars/{node.name}.yml",
+            {"data": ansible.host_vars(inv, node)},
+        )
+    emit("ansible/yaml.j2", "inventory/hosts.yml", {"data": ansible.hosts(inv)})
+    emit("ansible/yaml.j2", "inventory/group_vars/all.yml", {"data": ansible.site_vars(inv, paths)})
+    play = ansible.playbook_context(inv)
+    emit("ansible/site.yml.j2", "site.yml", play)
+    emit("ansible/ansible.cfg.j2", "ansible.cfg", play)
+    result.files.sort(key=lambda f: f.path)
+    return result
+
+
+@dataclass
+class WriteReport:
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def write_render(render: Render, out: Path) -> WriteReport:
+    """Replace ``out`` with the render in one step: a reader never sees half a tree."""
+    report = WriteReport()
+    old = {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in (out.rglob("*") if out.is_dir() else [])
+        if p.is_file()
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for f in render.files:
+            target = staging / f.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(f.content)
+            os.chmod(target, f.mode)
+            (report.unchanged if old.get(f.path) == f.content else report.written).append(f.path)
+        os.chmod(staging, 0o755)
+        report.removed = sorted(set(old) - {f.path for f in render.files})
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            out.rename(trash / out.name)
+            staging.rename(out)
+            shutil.rmtree(trash)
+        else:
+            staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return report

@@ -1,0 +1,163 @@
+"""Check rendered configs with each daemon's own checker.
+
+- haproxy: ``haproxy -c``; ``crt-base`` is pointed at throwaway self-signed
+  certificates of the same names (the real ones live in the vault).
+- keepalived: ``keepalived -t`` inside a scratch network namespace holding dummy
+  interfaces named as on the node, because keepalived resolves interfaces.
+- exabgp: ``exabgp validate``; it insists the ``process`` program exists, and
+  the node's venv python does not exist here, so that one path is swapped for
+  this interpreter.
+
+A checker that is not installed is a warning (an error with ``strict``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import Render, RenderedFile
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    path: str
+    checker: str
+    status: str  # "ok" | "failed" | "skipped"
+    detail: str = ""
+
+
+def _run(cmd: list[str], timeout: float = 60) -> tuple[bool, str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
+
+
+def _self_signed(directory: Path, name: str) -> None:
+    key, crt = directory / f"{name}.key", directory / f"{name}.crt"
+    ok, out = _run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "1", "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(crt)]
+    )  # fmt: skip
+    if not ok:
+        raise RuntimeError(f"openssl could not make a test certificate: {out}")
+    (directory / f"{name}.pem").write_bytes(crt.read_bytes() + key.read_bytes())
+
+
+def check_haproxy(f: RenderedFile, work: Path) -> CheckResult:
+    text = f.content.decode()
+    certs = work / "certs"
+    certs.mkdir(exist_ok=True)
+    for name in sorted(set(re.findall(r" crt (\S+)\.pem", text))):
+        if not (certs / f"{name}.pem").exists():
+            _self_signed(certs, name)
+    text = re.sub(r"(?m)^(\s*crt-base) .*$", rf"\1 {certs}", text)
+    cfg = work / "haproxy.cfg"
+    cfg.write_text(text)
+    ok, out = _run(["haproxy", "-c", "-q", "-f", str(cfg)])
+    return CheckResult(f.path, "haproxy", "ok" if ok else "failed", out.replace(str(cfg), f.path))
+
+
+@contextmanager
+def _scratch_netns(ifnames: list[str]) -> Iterator[str]:
+    name = f"lbachk-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    try:
+        for i, ifname in enumerate(ifnames):  # no dummy driver here; a veth pair will do
+            subprocess.run(
+                [
+                    "ip",
+                    "-n",
+                    name,
+                    "link",
+                    "add",
+                    ifname,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    f"lbachk{i}",
+                ],
+                check=True,
+                capture_output=True,
+            )
+            subprocess.run(
+                ["ip", "-n", name, "link", "set", ifname, "up"], check=True, capture_output=True
+            )
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+def check_keepalived(f: RenderedFile, work: Path, ifnames: list[str]) -> CheckResult:
+    if os.geteuid() != 0:
+        return CheckResult(f.path, "keepalived", "skipped", "needs root (scratch netns)")
+    cfg = work / "keepalived.conf"
+    cfg.write_bytes(f.content)
+    with _scratch_netns(ifnames) as ns:
+        ok, out = _run(["ip", "netns", "exec", ns, "keepalived", "-t", "-f", str(cfg)])
+    # keepalived -t prints nothing useful on success; on failure keep its complaints.
+    return CheckResult(
+        f.path, "keepalived", "ok" if ok else "failed", out.replace(str(cfg), f.path)
+    )
+
+
+def check_exabgp(f: RenderedFile, work: Path) -> CheckResult:
+    cfg = work / "exabgp.conf"
+    cfg.write_text(re.sub(r"(?m)^(\s*run )(\S+)", rf"\1{sys.executable}", f.content.decode()))
+    os.chmod(cfg, 0o600)
+    env = {**os.environ, "exabgp_log_destination": "stdout"}
+    proc = subprocess.run(
+        ["exabgp", "validate", "-n", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    out = (proc.stdout + proc.stderr).strip()
+    ok = proc.returncode == 0
+    return CheckResult(f.path, "exabgp", "ok" if ok else "failed", out.replace(str(cfg), f.path))
+
+
+def node_interfaces(render: Render, node: str) -> list[str]:
+    n = next(x for x in render.site.model.nodes if x.name == node)
+    return [i.name for i in n.interfaces]
+
+
+def check_render(render: Render, strict: bool = False) -> list[CheckResult]:
+    """Run every available checker over the rendered files."""
+    results = []
+    binaries = {"haproxy": "haproxy", "keepalived": "keepalived", "exabgp": "exabgp"}
+    with tempfile.TemporaryDirectory(prefix="lbachk-") as tmp:
+        for f in render.files:
+            if not f.checker:
+                continue
+            if not shutil.which(binaries[f.checker]):
+                results.append(
+                    CheckResult(
+                        f.path, f.checker, "failed" if strict else "skipped",
+                        f"{binaries[f.checker]} is not installed: config not checked",
+                    )
+                )  # fmt: skip
+                continue
+            work = Path(tmp) / f.path.replace("/", "_")
+            work.mkdir()
+            if f.checker == "haproxy":
+                results.append(check_haproxy(f, work))
+            elif f.checker == "keepalived":
+                result = check_keepalived(f, work, node_interfaces(render, f.node or ""))
+                if result.status == "skipped" and strict:
+                    result = CheckResult(f.path, f.checker, "failed", result.detail)
+                results.append(result)
+            else:
+                results.append(check_exabgp(f, work))
+    return results
