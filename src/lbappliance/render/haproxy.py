@@ -56,7 +56,7 @@ def context(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]:
                     pool.policy.balance or policy.balance, pool.policy.balance or policy.balance
                 ),
                 "check": check,
-                # Ejected servers are re-checked this often, so `rise` passes take the ejection time.
+                # Ejected servers are re-checked this often: `rise` passes take the ejection time.
                 "downinter": type(check.interval)(policy.outlier.ejection_time / check.rise),
                 "budget_permille": round(policy.retries.budget_percent * 10),
                 "server_maxconn": pool.policy.server_maxconn or policy.server_maxconn,

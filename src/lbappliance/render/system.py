@@ -14,7 +14,7 @@ NOTRACK_TARGET = "etc/nftables.d/lbappliance-notrack.nft"
 def sysctl_context(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]:
     sections = [
         {
-            "why": "HAProxy and ExaBGP bind VIPs that VRRP or the health agent have not placed yet.",
+            "why": "HAProxy and ExaBGP bind VIPs that VRRP or the agent have not placed yet.",
             "settings": [("net.ipv4.ip_nonlocal_bind", 1), ("net.ipv6.ip_nonlocal_bind", 1)],
         },
         {
@@ -47,7 +47,7 @@ def sysctl_context(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str,
     ):
         sections.append(
             {
-                "why": "The pair is the backends' gateway (NAT services or a backend-side VRRP VIP).",
+                "why": "The pair is the backends' gateway (NAT, or a backend-side VRRP VIP).",
                 "settings": [("net.ipv4.ip_forward", 1)],
             }
         )
