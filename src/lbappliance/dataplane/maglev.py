@@ -19,7 +19,7 @@ by name first, so the order in which the spec lists them does not matter.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 DEFAULT_TABLE_SIZE = 65537
@@ -58,7 +58,8 @@ def permutation_params(name: str, size: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class MaglevTable:
-    """A filled table: ``slots[i]`` is an index into ``backends``."""
+    """A filled table: ``slots[i]`` indexes ``backends`` (every configured name,
+    sorted; backends that are down own no slot)."""
 
     backends: tuple[str, ...]
     slots: tuple[int, ...]
@@ -78,12 +79,24 @@ class MaglevTable:
 
 
 def build(
-    weights: Mapping[str, int] | Sequence[str], size: int = DEFAULT_TABLE_SIZE
+    weights: Mapping[str, int] | Iterable[str],
+    size: int = DEFAULT_TABLE_SIZE,
+    down: Iterable[str] = (),
 ) -> MaglevTable:
     """Fill a table of ``size`` (prime) slots for ``weights`` (name -> weight).
 
-    A plain sequence of names means equal weights. An empty set, or one whose
-    weights are all 0, gives an empty table (``size`` 0).
+    An iterable of names means equal weights; weight 0 leaves a backend out.
+
+    ``down`` names backends that are configured but failed. The table is first
+    filled for every configured backend, then only the slots of the ``down``
+    ones are handed to the others, each continuing along its own permutation
+    (turns again weighted). So a failure moves exactly the failed backends'
+    slots, recovery moves exactly those slots back, and the result depends only
+    on (configured set, down set): both nodes of a pair agree. Leaving a
+    backend out of ``weights`` instead rebuilds from scratch, which moves a
+    little more than its share (Maglev's usual extra disruption).
+
+    No backend up gives an empty table (``size`` 0).
     """
     if not is_prime(size):
         raise ValueError(f"Maglev table size must be prime, got {size}")
@@ -93,24 +106,33 @@ def build(
         if w < 0:
             raise ValueError(f"backend {name!r}: negative weight {w}")
     names = tuple(sorted(n for n, w in weights.items() if w > 0))
-    if not names:
-        return MaglevTable(backends=(), slots=())
     if len(names) > size:
         raise ValueError(f"{len(names)} backends do not fit a table of {size} slots")
-    return MaglevTable(backends=names, slots=tuple(_fill(names, weights, size)))
+    down_idx = {i for i, name in enumerate(names) if name in set(down)}
+    if len(down_idx) == len(names):
+        return MaglevTable(backends=names, slots=())
+    w = [weights[name] for name in names]
+    table = [-1] * size
+    _fill(table, names, w, size)
+    if down_idx:
+        for c, b in enumerate(table):
+            if b in down_idx:
+                table[c] = -1
+        _fill(table, names, [0 if i in down_idx else wi for i, wi in enumerate(w)], size)
+    return MaglevTable(backends=names, slots=tuple(table))
 
 
-def _fill(names: tuple[str, ...], weights: Mapping[str, int], size: int) -> list[int]:
+def _fill(table: list[int], names: tuple[str, ...], w: list[int], size: int) -> None:
+    """Let backends with weight > 0 take turns claiming the free (-1) slots of
+    ``table``, each at the next free slot of its own permutation."""
     n = len(names)
     params = [permutation_params(name, size) for name in names]
     pos = [off for off, _ in params]  # next slot of each backend's permutation
     step = [skip for _, skip in params]
-    w = [weights[name] for name in names]
     wmax = max(w)
     credit = [0] * n
-    table = [-1] * size
-    free = size
-    tail = min(size, max(_TAIL_MIN, size // (_TAIL_DIVISOR * n)))
+    free = table.count(-1)
+    tail = min(free, max(_TAIL_MIN, size // (_TAIL_DIVISOR * n)))
     i = -1  # whose turn it was last
     while free > tail:
         i += 1
@@ -132,7 +154,6 @@ def _fill(names: tuple[str, ...], weights: Mapping[str, int], size: int) -> list
         free -= 1
     if free:
         _fill_tail(table, i, pos, step, w, credit, size)
-    return table
 
 
 def _fill_tail(
@@ -159,6 +180,9 @@ def _fill_tail(
     wmax = max(w)
     order: list[list[int]] = []
     for b in range(n):
+        if not w[b]:
+            order.append([])
+            continue
         inv = pow(step[b], -1, size)
         p = pos[b]
         order.append(sorted(free_slots, key=lambda c, p=p, inv=inv: (c - p) * inv % size))

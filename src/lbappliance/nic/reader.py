@@ -166,7 +166,7 @@ class Reader:
         return Nic(
             name=name,
             driver=driver,
-            bus_info=bus_info or _link_name(pci) if dev.exists() else bus_info,
+            bus_info=bus_info or (Path(os.path.realpath(pci)).name if dev.exists() else ""),
             numa_node=numa_node,
             rx_queues=dict(sorted(rx_queues.items())),
             tx_queues=dict(sorted(tx_queues.items())),

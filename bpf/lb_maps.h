@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Map layouts shared by the XDP forwarder (xdp_lb.c) and its control plane
+ * (src/lbappliance/dataplane/bpfmaps.py mirrors every struct here with
+ * struct.Struct; tests/dataplane checks both against the object's BTF).
+ * All addresses and ports are in network byte order.
+ */
+#ifndef LB_MAPS_H
+#define LB_MAPS_H
+
+#include <linux/types.h>
+
+#define LB_MAX_SERVICES 1024
+#define LB_MAX_BACKENDS 4096
+/* Two table slots per service: the active one and the one being rebuilt. */
+#define LB_MAX_TABLES (2 * LB_MAX_SERVICES)
+/* Inner-table template size; real tables may differ (BPF_F_INNER_MAP). */
+#define LB_DEFAULT_TABLE_SIZE 65537
+
+#define LB_MODE_UNUSED 0
+#define LB_MODE_IPIP 1  /* IPIP / IP6IP6 / 4in6 / 6in4 by the backend's family */
+#define LB_MODE_L2DSR 2 /* rewrite the destination MAC only */
+
+#define LB_OUTER_TTL 64
+#define LB_HASH_SEED 0x4c42u /* "LB": fixed, so both nodes of a pair agree */
+
+/* Drop/pass reasons counted in lb_drops (per CPU). */
+#define LB_DROP_NO_BACKEND 0 /* VIP has no live backend (empty table) */
+#define LB_DROP_NO_TABLE 1   /* table slot or backend entry missing */
+#define LB_DROP_NO_SOURCE 2  /* no tunnel source for the backend's family */
+#define LB_DROP_ADJUST 3     /* bpf_xdp_adjust_head failed */
+#define LB_PASS_TOO_BIG 4    /* encapsulated length would exceed 65535 */
+#define LB_NR_DROPS 5
+
+struct vip_key {
+	__u8 addr[16]; /* IPv4 in the first 4 bytes, rest zero */
+	__be16 port;
+	__u8 proto; /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 family; /* 4 or 6 */
+};
+
+struct vip_info {
+	__u32 stats_id;   /* index into lb_vip_stats */
+	__u32 table_id;   /* index into lb_tables (2 * stats_id + 0 or 1) */
+	__u32 table_size; /* 0: no backend up, drop */
+	__u32 pad;
+};
+
+struct backend {
+	__u8 addr[16]; /* IPv4 in the first 4 bytes; outer destination for IPIP */
+	__u8 mac[6];   /* next-hop (IPIP) or backend (L2 DSR) MAC */
+	__u8 family;   /* 4 or 6 */
+	__u8 mode;     /* LB_MODE_* */
+};
+
+struct lb_config {
+	__u8 src_v4[4];
+	__u8 src_v6[16];
+	__u8 has_v4;
+	__u8 has_v6;
+	__u8 pad[2];
+	/* Written by the control plane: SHA-256 of the object file that is
+	 * loaded, so a re-apply can tell whether the attached program is the one
+	 * built from the object it was given. Not read by the program. */
+	__u8 object_sha256[32];
+};
+
+struct counters {
+	__u64 packets;
+	__u64 bytes; /* L3 bytes: the client's IP packet, before encapsulation */
+};
+
+#endif

@@ -1,0 +1,128 @@
+"""A plan: the desired NIC, IRQ, irqbalance and sysctl state of one node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lbappliance.nic.cpulist import cpus_of, format_cpulist, format_mask
+
+
+@dataclass(frozen=True)
+class NicPlan:
+    name: str
+    driver: str
+    numa_node: int | None
+    queues: int  # receive queues in use after the plan
+    channels: tuple[Literal["combined", "rxtx"], int] | None  # ethtool -L; None: cannot be set
+    cpus: tuple[int, ...]  # cpus[i] serves queue i (its IRQ, and first CPU of its RPS group)
+    groups: tuple[tuple[int, ...], ...]  # groups[i]: the CPUs doing queue i's packet work
+    irq_affinity: dict[int, int]  # IRQ -> CPU
+    rps: dict[int, int]  # rx queue -> rps_cpus mask (0 = RPS off)
+    xps: dict[int, int]  # tx queue -> xps_cpus mask (empty: leave XPS alone)
+    indirection_equal: int | None  # ethtool -X equal N (None: no RSS table)
+    flow_hash: dict[str, str]  # proto -> ethtool -N rx-flow-hash fields
+    rings: dict[str, int]  # "rx"/"tx" -> ring size (absent: leave)
+    features_off: tuple[str, ...]  # ethtool -K names to turn off
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "driver": self.driver,
+            "numa_node": self.numa_node,
+            "queues": self.queues,
+            "channels": None if self.channels is None else {self.channels[0]: self.channels[1]},
+            "queue_cpus": list(self.cpus),
+            "queue_groups": [format_cpulist(g) for g in self.groups],
+            "irq_affinity": {str(irq): cpu for irq, cpu in self.irq_affinity.items()},
+            "rps_cpus": {f"rx-{q}": format_mask(m) for q, m in self.rps.items()},
+            "xps_cpus": {f"tx-{q}": format_mask(m) for q, m in self.xps.items()},
+            "rss_equal": self.indirection_equal,
+            "rx_flow_hash": self.flow_hash,
+            "rings": self.rings,
+            "offloads_off": list(self.features_off),
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class IrqbalancePlan:
+    mode: Literal["stop", "ban", "leave"]
+    installed: bool
+    banned_irqs: tuple[int, ...] = ()
+    banned_cpus: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    node: str
+    nics: tuple[NicPlan, ...]
+    sysctls: dict[str, int]
+    irqbalance: IrqbalancePlan
+    notes: tuple[str, ...] = ()
+
+    def nic(self, name: str) -> NicPlan:
+        return next(n for n in self.nics if n.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        ib = self.irqbalance
+        return {
+            "node": self.node,
+            "nics": [n.to_dict() for n in self.nics],
+            "irqbalance": {
+                "mode": ib.mode,
+                "installed": ib.installed,
+                "banned_irqs": list(ib.banned_irqs),
+                "banned_cpulist": format_cpulist(ib.banned_cpus),
+            },
+            "sysctls": self.sysctls,
+            "notes": list(self.notes),
+        }
+
+    def render_text(self) -> str:
+        lines = [f"node {self.node}"]
+        for n in self.nics:
+            numa = "unknown" if n.numa_node is None else str(n.numa_node)
+            lines.append(f"  {n.name} ({n.driver or 'unknown driver'}, NUMA node {numa})")
+            if n.channels:
+                lines.append(f"    ethtool -L {n.name} {_channels_args(n.channels)}")
+            lines.append(f"    queues: {n.queues}")
+            for q, cpu in enumerate(n.cpus):
+                irqs = ",".join(str(i) for i, c in n.irq_affinity.items() if c == cpu)
+                rps = n.rps.get(q, 0)
+                text = f"      queue {q}: cpu {cpu}"
+                if irqs:
+                    text += f"  irq {irqs}"
+                if rps:
+                    text += f"  rps {format_cpulist(cpus_of(rps))}"
+                lines.append(text)
+            if n.xps:
+                for q, m in n.xps.items():
+                    lines.append(f"      tx-{q} xps: {format_cpulist(cpus_of(m))}")
+            if n.indirection_equal is not None:
+                lines.append(f"    ethtool -X {n.name} equal {n.indirection_equal}")
+            for proto, fields in n.flow_hash.items():
+                lines.append(f"    ethtool -N {n.name} rx-flow-hash {proto} {fields}")
+            if n.rings:
+                args = " ".join(f"{k} {v}" for k, v in n.rings.items())
+                lines.append(f"    ethtool -G {n.name} {args}")
+            if n.features_off:
+                lines.append(f"    ethtool -K {n.name} " + " ".join(f"{f} off" for f in n.features_off))
+            lines.extend(f"    note: {note}" for note in n.notes)
+        ib = self.irqbalance
+        text = f"  irqbalance: {ib.mode}"
+        if ib.mode == "ban":
+            text += (
+                f" (irqs {','.join(map(str, ib.banned_irqs)) or '-'};"
+                f" cpus {format_cpulist(ib.banned_cpus) or '-'})"
+            )
+        lines.append(text)
+        lines.extend(f"  sysctl {k} = {v}" for k, v in self.sysctls.items())
+        lines.extend(f"  note: {note}" for note in self.notes)
+        return "\n".join(lines) + "\n"
+
+
+def _channels_args(channels: tuple[str, int]) -> str:
+    mode, n = channels
+    return f"combined {n}" if mode == "combined" else f"rx {n} tx {n}"
