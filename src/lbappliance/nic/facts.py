@@ -32,14 +32,10 @@ class Cpu:
 @dataclass(frozen=True)
 class Topology:
     online: frozenset[int]
+    offline: frozenset[int]  # present or possible CPUs that are not online
     isolated: frozenset[int]
     cpus: dict[int, Cpu]  # online CPUs only (offline CPUs have no topology in sysfs)
-    nodes: dict[int, frozenset[int]]  # NUMA node -> CPUs (online or not)
-
-    @property
-    def offline(self) -> frozenset[int]:
-        known = set().union(*self.nodes.values()) if self.nodes else set()
-        return frozenset(known - self.online)
+    nodes: dict[int, frozenset[int]]  # NUMA node -> its online CPUs
 
 
 @dataclass(frozen=True)

@@ -84,35 +84,36 @@ class Plan:
         lines = [f"node {self.node}"]
         for n in self.nics:
             numa = "unknown" if n.numa_node is None else str(n.numa_node)
-            lines.append(f"  {n.name} ({n.driver or 'unknown driver'}, NUMA node {numa})")
-            if n.channels:
-                lines.append(f"    ethtool -L {n.name} {_channels_args(n.channels)}")
-            lines.append(f"    queues: {n.queues}")
+            how = f"{n.channels[0]} channels" if n.channels else "fixed count"
+            lines.append(
+                f"  {n.name} ({n.driver or 'unknown driver'}, NUMA node {numa}):"
+                f" {n.queues} queues ({how})"
+            )
             for q, cpu in enumerate(n.cpus):
                 irqs = ",".join(str(i) for i, c in n.irq_affinity.items() if c == cpu)
-                rps = n.rps.get(q, 0)
-                text = f"      queue {q}: cpu {cpu}"
+                text = f"    queue {q}: cpu {cpu}"
                 if irqs:
                     text += f"  irq {irqs}"
-                if rps:
-                    text += f"  rps {format_cpulist(cpus_of(rps))}"
+                if n.rps.get(q):
+                    text += f"  rps {format_cpulist(cpus_of(n.rps[q]))}"
                 lines.append(text)
-            if n.xps:
-                for q, m in n.xps.items():
-                    lines.append(f"      tx-{q} xps: {format_cpulist(cpus_of(m))}")
+            lines += [f"    tx-{q} xps {format_cpulist(cpus_of(m))}" for q, m in n.xps.items()]
             if n.indirection_equal is not None:
-                lines.append(f"    ethtool -X {n.name} equal {n.indirection_equal}")
-            for proto, fields in n.flow_hash.items():
-                lines.append(f"    ethtool -N {n.name} rx-flow-hash {proto} {fields}")
+                lines.append(f"    rss: equal {n.indirection_equal}")
+            if n.flow_hash:
+                lines.append(
+                    f"    rx-flow-hash {','.join(n.flow_hash)}: {next(iter(n.flow_hash.values()))}"
+                )
             if n.rings:
-                args = " ".join(f"{k} {v}" for k, v in n.rings.items())
-                lines.append(f"    ethtool -G {n.name} {args}")
+                lines.append("    rings: " + " ".join(f"{k} {v}" for k, v in n.rings.items()))
             if n.features_off:
-                lines.append(f"    ethtool -K {n.name} " + " ".join(f"{f} off" for f in n.features_off))
+                lines.append("    offloads off: " + ", ".join(n.features_off))
             lines.extend(f"    note: {note}" for note in n.notes)
         ib = self.irqbalance
         text = f"  irqbalance: {ib.mode}"
-        if ib.mode == "ban":
+        if not ib.installed:
+            text += " (not installed)"
+        elif ib.mode == "ban":
             text += (
                 f" (irqs {','.join(map(str, ib.banned_irqs)) or '-'};"
                 f" cpus {format_cpulist(ib.banned_cpus) or '-'})"
@@ -121,8 +122,3 @@ class Plan:
         lines.extend(f"  sysctl {k} = {v}" for k, v in self.sysctls.items())
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines) + "\n"
-
-
-def _channels_args(channels: tuple[str, int]) -> str:
-    mode, n = channels
-    return f"combined {n}" if mode == "combined" else f"rx {n} tx {n}"

@@ -89,6 +89,7 @@ class Reader:
         cpu_dir = "/sys/devices/system/cpu"
         online = parse_cpulist(self.text(f"{cpu_dir}/online") or "0")
         isolated = parse_cpulist(self.text(f"{cpu_dir}/isolated") or "")
+        offline = parse_cpulist(self.text(f"{cpu_dir}/offline") or "") - online
         nodes: dict[int, frozenset[int]] = {}
         node_dir = self.path("/sys/devices/system/node")
         if node_dir.is_dir():
@@ -97,8 +98,7 @@ class Reader:
                 if m and (entry / "cpulist").is_file():
                     nodes[int(m.group(1))] = parse_cpulist((entry / "cpulist").read_text())
         if not nodes:
-            possible = self.text(f"{cpu_dir}/possible")
-            nodes = {0: parse_cpulist(possible) if possible else online}
+            nodes = {0: online}
         node_of = {cpu: node for node, cpus in nodes.items() for cpu in cpus}
         cpus: dict[int, Cpu] = {}
         for cpu in sorted(online):
@@ -113,7 +113,7 @@ class Reader:
                 siblings=(parse_cpulist(siblings) if siblings else frozenset({cpu})) & online,
                 node=node_of.get(cpu, 0),
             )
-        return Topology(online=online, isolated=isolated & online, cpus=cpus, nodes=nodes)
+        return Topology(online, offline, isolated & online, cpus, nodes)
 
     def interfaces(self) -> list[str]:
         """Interfaces backed by a device (physical or virtio NICs)."""

@@ -23,7 +23,7 @@ from ..inventory.derived import RuntimePaths
 from ..inventory.schema import Inventory, Node
 from ..paths import templates_dir
 from ..secrets import Secrets
-from . import agent, ansible, bgp, haproxy, keepalived, specs, system
+from . import agent, ansible, bgp, haproxy, keepalived, routers, specs, system
 
 HEADER = "Rendered by lbappliance from the site inventory. Do not edit: change the inventory."
 NODE_PYTHON = "/opt/lbappliance/venv/bin/python"
@@ -76,6 +76,7 @@ NODE_FILES: list[tuple[str, str, NodeContext, str | None]] = [
     ("keepalived/keepalived.conf.j2", keepalived.TARGET, keepalived.context, "keepalived"),
     ("system/sysctl.conf.j2", system.SYSCTL_TARGET, system.sysctl_context, None),
     ("system/notrack.nft.j2", system.NOTRACK_TARGET, system.notrack_context, None),
+    ("system/lbappliance-vips.service.j2", system.VIPS_TARGET, system.vips_context, None),
     ("lbappliance/json.j2", agent.TARGET, lambda i, n, p: {"data": agent.config(i, n, p)}, None),
     (
         "lbappliance/json.j2",
@@ -122,6 +123,15 @@ def render_site(
             "ansible/yaml.j2",
             f"inventory/host_vars/{node.name}.yml",
             {"data": ansible.host_vars(inv, node)},
+        )
+    for i, peer in enumerate(inv.bgp.peers):
+        ctx = routers.bird_context(inv, i, peer, secrets)
+        emit(
+            "routers/bird.conf.j2",
+            f"routers/{peer.name}/bird.conf",
+            ctx,
+            checker="bird",
+            secret=any(n["password"] for n in ctx["neighbors"]),
         )
     emit("ansible/yaml.j2", "inventory/hosts.yml", {"data": ansible.hosts(inv)})
     emit("ansible/yaml.j2", "inventory/group_vars/all.yml", {"data": ansible.site_vars(inv, paths)})

@@ -4,6 +4,7 @@
   certificates of the same names (the real ones live in the vault).
 - keepalived: ``keepalived -t`` inside a scratch network namespace holding dummy
   interfaces named as on the node, because keepalived resolves interfaces.
+- bird (router side): ``bird -p`` (parse only).
 - exabgp: ``exabgp validate``; it insists the ``process`` program exists, and
   the node's venv python does not exist here, so that one path is swapped for
   this interpreter.
@@ -128,6 +129,13 @@ def check_exabgp(f: RenderedFile, work: Path) -> CheckResult:
     return CheckResult(f.path, "exabgp", "ok" if ok else "failed", out.replace(str(cfg), f.path))
 
 
+def check_bird(f: RenderedFile, work: Path) -> CheckResult:
+    cfg = work / "bird.conf"
+    cfg.write_bytes(f.content)
+    ok, out = _run(["bird", "-p", "-c", str(cfg)])
+    return CheckResult(f.path, "bird", "ok" if ok else "failed", out.replace(str(cfg), f.path))
+
+
 def node_interfaces(render: Render, node: str) -> list[str]:
     n = next(x for x in render.site.model.nodes if x.name == node)
     return [i.name for i in n.interfaces]
@@ -136,16 +144,15 @@ def node_interfaces(render: Render, node: str) -> list[str]:
 def check_render(render: Render, strict: bool = False) -> list[CheckResult]:
     """Run every available checker over the rendered files."""
     results = []
-    binaries = {"haproxy": "haproxy", "keepalived": "keepalived", "exabgp": "exabgp"}
     with tempfile.TemporaryDirectory(prefix="lbachk-") as tmp:
         for f in render.files:
             if not f.checker:
                 continue
-            if not shutil.which(binaries[f.checker]):
+            if not shutil.which(f.checker):  # each checker is named after its binary
                 results.append(
                     CheckResult(
                         f.path, f.checker, "failed" if strict else "skipped",
-                        f"{binaries[f.checker]} is not installed: config not checked",
+                        f"{f.checker} is not installed: config not checked",
                     )
                 )  # fmt: skip
                 continue
@@ -158,6 +165,8 @@ def check_render(render: Render, strict: bool = False) -> list[CheckResult]:
                 if result.status == "skipped" and strict:
                     result = CheckResult(f.path, f.checker, "failed", result.detail)
                 results.append(result)
+            elif f.checker == "bird":
+                results.append(check_bird(f, work))
             else:
                 results.append(check_exabgp(f, work))
     return results

@@ -9,6 +9,7 @@ from ..inventory.schema import Inventory, Node
 
 SYSCTL_TARGET = "etc/sysctl.d/90-lbappliance.conf"
 NOTRACK_TARGET = "etc/nftables.d/lbappliance-notrack.nft"
+VIPS_TARGET = "etc/systemd/system/lbappliance-vips.service"
 
 
 def sysctl_context(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]:
@@ -67,3 +68,7 @@ def notrack_context(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str
         if svc.forwarding != "nat"  # IPVS NAT needs conntrack
     ]
     return {"rules": rules}
+
+
+def vips_context(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]:
+    return {"vips": [str(v.prefix) for v in inv.anycast]}

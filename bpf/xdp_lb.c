@@ -1,0 +1,401 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * L4 XDP forwarder: Maglev lookup + IPIP/IP6IP6 (DSR) or L2 DSR.
+ *
+ * For an IPv4/IPv6 TCP/UDP packet whose (daddr, dport, proto) is a VIP in
+ * lb_vips: hash the 5-tuple (murmur3 over network-order 32-bit words, fixed
+ * seed, mirrored by src/lbappliance/dataplane/flowhash.py), pick the slot
+ * (hash * table_size) >> 32 of the VIP's active Maglev table, and send the
+ * packet back out of the same interface (XDP_TX) to that backend:
+ *   - LB_MODE_IPIP: prepend an outer IPv4 (proto 4/41) or IPv6 (next header
+ *     4/41) header from the configured tunnel source to the backend; outer
+ *     TTL/hop limit 64, TOS/traffic class copied from the inner header, DF
+ *     copied from an inner IPv4 header (set for inner IPv6), IPv4 ID 0,
+ *     IPv6 flow label = low 20 bits of the flow hash (spreads ECMP).
+ *     The inner packet is not modified (its TTL is not decremented).
+ *   - LB_MODE_L2DSR: rewrite the destination MAC only.
+ * The Ethernet source becomes the frame's old destination (our own MAC), the
+ * destination the backend's next-hop MAC.
+ *
+ * Everything else returns XDP_PASS untouched: other protocols, non-VIP
+ * traffic, IPv4 fragments, IPv4 packets with a bad version/IHL, IPv6 with
+ * extension headers, VLAN tags, and packets shorter than their IP length says
+ * (the kernel then drops what is malformed). A VIP packet with no live backend
+ * is dropped and counted in lb_drops.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lb_maps.h"
+
+#define IP_DF 0x4000
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+
+struct inner_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, LB_DEFAULT_TABLE_SIZE);
+	__type(key, __u32);
+	__type(value, __u32); /* index into lb_backends */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, LB_MAX_TABLES);
+	__type(key, __u32);
+	__array(values, struct inner_table);
+} lb_tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, struct vip_key);
+	__type(value, struct vip_info);
+} lb_vips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct backend);
+} lb_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_config);
+} lb_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct counters);
+} lb_vip_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct counters);
+} lb_backend_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_NR_DROPS);
+	__type(key, __u32);
+	__type(value, __u64);
+} lb_drops SEC(".maps");
+
+/* What the forwarding step needs from the parsed inner packet. */
+struct flow {
+	__u32 hash;
+	__u32 inner_len; /* whole inner IP packet */
+	__u8 family;     /* 4 or 6 */
+	__u8 tos;        /* IPv4 TOS / IPv6 traffic class */
+	__u8 df;
+};
+
+static __always_inline __u32 rotl32(__u32 x, int r)
+{
+	return (x << r) | (x >> (32 - r));
+}
+
+static __always_inline __u32 mm3_mix(__u32 h, __u32 k)
+{
+	k *= 0xcc9e2d51;
+	k = rotl32(k, 15);
+	k *= 0x1b873593;
+	h ^= k;
+	h = rotl32(h, 13);
+	return h * 5 + 0xe6546b64;
+}
+
+static __always_inline __u32 mm3_final(__u32 h, __u32 nwords)
+{
+	h ^= nwords * 4;
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+static __always_inline void count_drop(__u32 reason)
+{
+	__u64 *c = bpf_map_lookup_elem(&lb_drops, &reason);
+
+	if (c)
+		*c += 1;
+}
+
+static __always_inline void count(void *map, __u32 idx, __u32 bytes)
+{
+	struct counters *c = bpf_map_lookup_elem(map, &idx);
+
+	if (c) {
+		c->packets += 1;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline __u16 ipv4_csum(const struct iphdr *iph)
+{
+	const __u16 *p = (const __u16 *)iph;
+	__u32 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(*iph) / 2); i++)
+		sum += p[i];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+static __always_inline int forward(struct xdp_md *ctx, const struct vip_info *vip,
+				   const struct flow *f)
+{
+	__u32 size = vip->table_size;
+	__u32 table_id = vip->table_id;
+	__u32 zero = 0;
+
+	if (!size) {
+		count_drop(LB_DROP_NO_BACKEND);
+		return XDP_DROP;
+	}
+	void *table = bpf_map_lookup_elem(&lb_tables, &table_id);
+	if (!table) {
+		count_drop(LB_DROP_NO_TABLE);
+		return XDP_DROP;
+	}
+	__u32 slot = (__u32)(((__u64)f->hash * size) >> 32);
+	__u32 *bidx = bpf_map_lookup_elem(table, &slot);
+	if (!bidx) {
+		count_drop(LB_DROP_NO_TABLE);
+		return XDP_DROP;
+	}
+	__u32 backend_id = *bidx;
+	struct backend *be = bpf_map_lookup_elem(&lb_backends, &backend_id);
+	if (!be || be->mode == LB_MODE_UNUSED) {
+		count_drop(LB_DROP_NO_TABLE);
+		return XDP_DROP;
+	}
+
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u8 our_mac[ETH_ALEN];
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS;
+	__builtin_memcpy(our_mac, eth->h_dest, ETH_ALEN);
+
+	if (be->mode == LB_MODE_L2DSR) {
+		__builtin_memcpy(eth->h_source, our_mac, ETH_ALEN);
+		__builtin_memcpy(eth->h_dest, be->mac, ETH_ALEN);
+		count(&lb_vip_stats, vip->stats_id, f->inner_len);
+		count(&lb_backend_stats, backend_id, f->inner_len);
+		return XDP_TX;
+	}
+
+	struct lb_config *cfg = bpf_map_lookup_elem(&lb_config, &zero);
+	__u8 inner_proto = f->family == 4 ? IPPROTO_IPIP : IPPROTO_IPV6;
+
+	if (be->family == 4) {
+		if (!cfg || !cfg->has_v4) {
+			count_drop(LB_DROP_NO_SOURCE);
+			return XDP_DROP;
+		}
+		if (f->inner_len > 0xffff - sizeof(struct iphdr)) {
+			count_drop(LB_PASS_TOO_BIG);
+			return XDP_PASS;
+		}
+		if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct iphdr))) {
+			count_drop(LB_DROP_ADJUST);
+			return XDP_DROP;
+		}
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		eth = data;
+		struct iphdr *o = (void *)(eth + 1);
+		if ((void *)(o + 1) > data_end)
+			return XDP_DROP;
+		__builtin_memcpy(eth->h_dest, be->mac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, our_mac, ETH_ALEN);
+		eth->h_proto = bpf_htons(ETH_P_IP);
+		o->version = 4;
+		o->ihl = 5;
+		o->tos = f->tos;
+		o->tot_len = bpf_htons(f->inner_len + sizeof(struct iphdr));
+		o->id = 0;
+		o->frag_off = f->df ? bpf_htons(IP_DF) : 0;
+		o->ttl = LB_OUTER_TTL;
+		o->protocol = inner_proto;
+		o->check = 0;
+		__builtin_memcpy(&o->saddr, cfg->src_v4, 4);
+		__builtin_memcpy(&o->daddr, be->addr, 4);
+		o->check = ipv4_csum(o);
+	} else {
+		if (!cfg || !cfg->has_v6) {
+			count_drop(LB_DROP_NO_SOURCE);
+			return XDP_DROP;
+		}
+		if (f->inner_len > 0xffff) {
+			count_drop(LB_PASS_TOO_BIG);
+			return XDP_PASS;
+		}
+		if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct ipv6hdr))) {
+			count_drop(LB_DROP_ADJUST);
+			return XDP_DROP;
+		}
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		eth = data;
+		struct ipv6hdr *o = (void *)(eth + 1);
+		if ((void *)(o + 1) > data_end)
+			return XDP_DROP;
+		__builtin_memcpy(eth->h_dest, be->mac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, our_mac, ETH_ALEN);
+		eth->h_proto = bpf_htons(ETH_P_IPV6);
+		*(__be32 *)o = bpf_htonl((6u << 28) | ((__u32)f->tos << 20) | (f->hash & 0xfffff));
+		o->payload_len = bpf_htons(f->inner_len);
+		o->nexthdr = inner_proto;
+		o->hop_limit = LB_OUTER_TTL;
+		__builtin_memcpy(&o->saddr, cfg->src_v6, 16);
+		__builtin_memcpy(&o->daddr, be->addr, 16);
+	}
+	count(&lb_vip_stats, vip->stats_id, f->inner_len);
+	count(&lb_backend_stats, backend_id, f->inner_len);
+	return XDP_TX;
+}
+
+static __always_inline int l4_min(__u8 proto)
+{
+	if (proto == IPPROTO_TCP)
+		return 20;
+	if (proto == IPPROTO_UDP)
+		return 8;
+	return 0;
+}
+
+static __always_inline int handle_v4(struct xdp_md *ctx, void *l3, void *data_end)
+{
+	struct iphdr *iph = l3;
+
+	if ((void *)(iph + 1) > data_end)
+		return XDP_PASS;
+	if (iph->version != 4 || iph->ihl < 5)
+		return XDP_PASS;
+	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return XDP_PASS;
+	__u8 proto = iph->protocol;
+	__u32 need = l4_min(proto);
+	if (!need)
+		return XDP_PASS;
+	__u32 hlen = iph->ihl * 4;
+	__u32 tot = bpf_ntohs(iph->tot_len);
+	if (tot < hlen + need || l3 + tot > data_end)
+		return XDP_PASS;
+	__be16 *ports = l3 + hlen;
+	if ((void *)(ports + 2) > data_end)
+		return XDP_PASS;
+
+	struct vip_key key = {};
+	__builtin_memcpy(key.addr, &iph->daddr, 4);
+	key.port = ports[1];
+	key.proto = proto;
+	key.family = 4;
+	struct vip_info *vip = bpf_map_lookup_elem(&lb_vips, &key);
+	if (!vip)
+		return XDP_PASS;
+
+	__u32 h = LB_HASH_SEED;
+	h = mm3_mix(h, bpf_ntohl(iph->saddr));
+	h = mm3_mix(h, bpf_ntohl(iph->daddr));
+	h = mm3_mix(h, ((__u32)bpf_ntohs(ports[0]) << 16) | bpf_ntohs(ports[1]));
+	h = mm3_mix(h, proto);
+	struct flow f = {
+		.hash = mm3_final(h, 4),
+		.inner_len = tot,
+		.family = 4,
+		.tos = iph->tos,
+		.df = !!(iph->frag_off & bpf_htons(IP_DF)),
+	};
+	return forward(ctx, vip, &f);
+}
+
+static __always_inline int handle_v6(struct xdp_md *ctx, void *l3, void *data_end)
+{
+	struct ipv6hdr *ip6 = l3;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return XDP_PASS;
+	if (ip6->version != 6)
+		return XDP_PASS;
+	__u8 proto = ip6->nexthdr;
+	__u32 need = l4_min(proto);
+	if (!need)
+		return XDP_PASS;
+	__u32 plen = bpf_ntohs(ip6->payload_len);
+	if (plen < need || (void *)(ip6 + 1) + plen > data_end)
+		return XDP_PASS;
+	__be16 *ports = (void *)(ip6 + 1);
+	if ((void *)(ports + 2) > data_end)
+		return XDP_PASS;
+
+	struct vip_key key = {};
+	__builtin_memcpy(key.addr, &ip6->daddr, 16);
+	key.port = ports[1];
+	key.proto = proto;
+	key.family = 6;
+	struct vip_info *vip = bpf_map_lookup_elem(&lb_vips, &key);
+	if (!vip)
+		return XDP_PASS;
+
+	__u32 h = LB_HASH_SEED;
+	const __be32 *s = (const __be32 *)&ip6->saddr;
+	const __be32 *d = (const __be32 *)&ip6->daddr;
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		h = mm3_mix(h, bpf_ntohl(s[i]));
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		h = mm3_mix(h, bpf_ntohl(d[i]));
+	h = mm3_mix(h, ((__u32)bpf_ntohs(ports[0]) << 16) | bpf_ntohs(ports[1]));
+	h = mm3_mix(h, proto);
+	struct flow f = {
+		.hash = mm3_final(h, 10),
+		.inner_len = plen + sizeof(struct ipv6hdr),
+		.family = 6,
+		.tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4),
+		.df = 1,
+	};
+	return forward(ctx, vip, &f);
+}
+
+SEC("xdp")
+int xdp_lb(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS;
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return handle_v4(ctx, eth + 1, data_end);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return handle_v6(ctx, eth + 1, data_end);
+	return XDP_PASS;
+}
+
+/* No GPL-only helper is used, so the project's own licence is fine here. */
+char _license[] SEC("license") = "Apache-2.0";

@@ -1,0 +1,1 @@
+"""L4 data plane: Maglev tables, the XDP forwarder's control plane, its CLI."""

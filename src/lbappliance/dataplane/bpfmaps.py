@@ -1,0 +1,361 @@
+"""The forwarder's maps (bpf/lb_maps.h) and how the control plane fills them.
+
+Update protocol, chosen so that no packet ever sees a half-written state:
+
+- Every VIP owns two table slots in ``lb_tables`` (an array of maps), ``2s``
+  and ``2s+1``. A new table goes into a fresh inner map, fully written and
+  frozen, which is then put into the slot the VIP is *not* using; only then is
+  the VIP's ``vip_info`` (stats id, table slot, table size: 16 bytes, replaced
+  as one hash element) switched to it. A packet reads either the old table or
+  the new one.
+- Backend entries are immutable: a backend whose address, MAC or mode changes
+  gets a new index, written before any table refers to it. An entry is zeroed
+  only when no table in ``lb_tables`` refers to it any more; since a VIP's
+  inactive slot keeps the previous generation, that is at least one apply
+  after the last table that used it was replaced.
+- A removed VIP is deleted from ``lb_vips`` first; its tables are dropped on
+  the next apply.
+
+The kernel maps are the only state: ``sync`` reads them back, so it needs no
+state file and a re-run with the same input changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import socket
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lbappliance.dataplane import bpfsys, maglev
+from lbappliance.dataplane.bpfsys import Fd
+from lbappliance.dataplane.spec import DataplaneSpec
+
+MAX_SERVICES = 1024
+MAX_BACKENDS = 4096
+MAX_TABLES = 2 * MAX_SERVICES
+
+MODE_UNUSED, MODE_IPIP, MODE_L2DSR = 0, 1, 2
+MODES = {"ipip": MODE_IPIP, "l2dsr": MODE_L2DSR}
+MODE_NAMES = {v: k for k, v in MODES.items()}
+
+DROP_REASONS = ("no_backend", "no_table", "no_tunnel_source", "adjust_head_failed", "too_big")
+
+VIP_KEY = struct.Struct("=16sHBB")  # addr, port (network order), proto, family
+VIP_INFO = struct.Struct("=IIII")  # stats_id, table_id, table_size, pad
+BACKEND = struct.Struct("=16s6sBB")  # addr, mac, family, mode
+CONFIG = struct.Struct("=4s16sBB2x32s")  # src_v4, src_v6, has_v4, has_v6, object_sha256
+COUNTERS = struct.Struct("=QQ")  # packets, bytes
+U32 = struct.Struct("=I")
+
+PROTOS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+PROTO_NAMES = {v: k for k, v in PROTOS.items()}
+
+MAP_NAMES = (
+    "lb_vips",
+    "lb_tables",
+    "lb_backends",
+    "lb_config",
+    "lb_vip_stats",
+    "lb_backend_stats",
+    "lb_drops",
+)
+
+
+def vip_key(vip: str, port: int, protocol: str) -> bytes:
+    ip = ipaddress.ip_address(vip)
+    return VIP_KEY.pack(
+        ip.packed.ljust(16, b"\0"), socket.htons(port), PROTOS[protocol], ip.version
+    )
+
+
+def parse_vip_key(raw: bytes) -> tuple[str, int, str]:
+    addr, port, proto, family = VIP_KEY.unpack(raw)
+    ip = ipaddress.ip_address(addr[:4] if family == 4 else addr)
+    return ip.compressed, socket.ntohs(port), PROTO_NAMES.get(proto, str(proto))
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    address: str
+    mac: str
+    mode: int
+
+    def pack(self) -> bytes:
+        ip = ipaddress.ip_address(self.address)
+        return BACKEND.pack(
+            ip.packed.ljust(16, b"\0"),
+            bytes.fromhex(self.mac.replace(":", "")),
+            ip.version,
+            self.mode,
+        )
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> BackendEntry | None:
+        addr, mac, family, mode = BACKEND.unpack(raw)
+        if mode == MODE_UNUSED:
+            return None
+        ip = ipaddress.ip_address(addr[:4] if family == 4 else addr)
+        return cls(ip.compressed, mac.hex(":"), mode)
+
+
+@dataclass
+class SyncResult:
+    """What an apply changed, for the CLI's report."""
+
+    tables_written: list[str] = field(default_factory=list)
+    vips_removed: list[str] = field(default_factory=list)
+    backends_added: int = 0
+    backends_freed: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(
+            self.tables_written or self.vips_removed or self.backends_added or self.backends_freed
+        )
+
+
+class Maps:
+    """The pinned maps of one loaded forwarder (``<pin_dir>/maps/<name>``)."""
+
+    def __init__(self, maps_dir: Path) -> None:
+        self.dir = maps_dir
+        self.fds: dict[str, Fd] = {name: bpfsys.obj_get(maps_dir / name) for name in MAP_NAMES}
+        self.ncpus = bpfsys.possible_cpus()
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            fd.close()
+
+    def __enter__(self) -> Maps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ---------------------------------------------------------------
+
+    def vips(self) -> dict[bytes, tuple[int, int, int]]:
+        """VIP key -> (stats_id, table_id, table_size)."""
+        fd = self.fds["lb_vips"]
+        out = {}
+        for k in bpfsys.map_keys(fd, VIP_KEY.size):
+            v = bpfsys.map_lookup(fd, k, VIP_INFO.size)
+            if v is not None:
+                out[k] = VIP_INFO.unpack(v)[:3]
+        return out
+
+    def backends(self) -> dict[int, BackendEntry]:
+        raw = bpfsys.array_lookup_all(self.fds["lb_backends"], MAX_BACKENDS, BACKEND.size)
+        out = {}
+        for i in range(MAX_BACKENDS):
+            e = BackendEntry.unpack(raw[i * BACKEND.size : (i + 1) * BACKEND.size])
+            if e is not None:
+                out[i] = e
+        return out
+
+    def table(self, table_id: int) -> list[int] | None:
+        """The backend indices of the inner table in slot ``table_id``."""
+        v = bpfsys.map_lookup(self.fds["lb_tables"], U32.pack(table_id), 4)
+        if v is None:
+            return None
+        with bpfsys.map_get_fd_by_id(U32.unpack(v)[0]) as fd:
+            size = bpfsys.map_info(fd).max_entries
+            raw = bpfsys.array_lookup_all(fd, size, 4)
+        return list(struct.unpack(f"={size}I", raw))
+
+    def config(self) -> tuple[str | None, str | None, bytes]:
+        raw = bpfsys.map_lookup(self.fds["lb_config"], U32.pack(0), CONFIG.size)
+        assert raw is not None
+        v4, v6, has4, has6, digest = CONFIG.unpack(raw)
+        return (
+            str(ipaddress.IPv4Address(v4)) if has4 else None,
+            ipaddress.IPv6Address(v6).compressed if has6 else None,
+            digest,
+        )
+
+    def _percpu_counters(self, name: str, n: int) -> list[tuple[int, int]]:
+        stride = COUNTERS.size * self.ncpus
+        raw = bpfsys.array_lookup_all(self.fds[name], n, stride)
+        out = []
+        for i in range(n):
+            p = b = 0
+            for c in range(self.ncpus):
+                pp, bb = COUNTERS.unpack_from(raw, i * stride + c * COUNTERS.size)
+                p += pp
+                b += bb
+            out.append((p, b))
+        return out
+
+    def vip_counters(self) -> list[tuple[int, int]]:
+        return self._percpu_counters("lb_vip_stats", MAX_SERVICES)
+
+    def backend_counters(self) -> list[tuple[int, int]]:
+        return self._percpu_counters("lb_backend_stats", MAX_BACKENDS)
+
+    def drops(self) -> dict[str, int]:
+        stride = 8 * self.ncpus
+        raw = bpfsys.array_lookup_all(self.fds["lb_drops"], len(DROP_REASONS), stride)
+        return {
+            reason: sum(struct.unpack_from(f"={self.ncpus}Q", raw, i * stride))
+            for i, reason in enumerate(DROP_REASONS)
+        }
+
+    # -- writing ---------------------------------------------------------------
+
+    def write_config(self, src_v4: str | None, src_v6: str | None, object_sha256: bytes) -> bool:
+        raw = CONFIG.pack(
+            ipaddress.IPv4Address(src_v4).packed if src_v4 else bytes(4),
+            ipaddress.IPv6Address(src_v6).packed if src_v6 else bytes(16),
+            int(src_v4 is not None),
+            int(src_v6 is not None),
+            object_sha256,
+        )
+        fd = self.fds["lb_config"]
+        if bpfsys.map_lookup(fd, U32.pack(0), CONFIG.size) == raw:
+            return False
+        bpfsys.map_update(fd, U32.pack(0), raw)
+        return True
+
+    def _zero_counters(self, name: str, idx: int) -> None:
+        bpfsys.map_update(self.fds[name], U32.pack(idx), bytes(COUNTERS.size * self.ncpus))
+
+    def _publish_table(self, table_id: int, slots: list[int]) -> None:
+        size = len(slots)
+        with bpfsys.map_create(
+            bpfsys.BPF_MAP_TYPE_ARRAY, 4, 4, size, bpfsys.BPF_F_INNER_MAP, f"lb_t{table_id}"
+        ) as inner:
+            bpfsys.map_update_batch(
+                inner,
+                struct.pack(f"={size}I", *range(size)),
+                struct.pack(f"={size}I", *slots),
+                size,
+            )
+            bpfsys.map_freeze(inner)
+            bpfsys.map_update(self.fds["lb_tables"], U32.pack(table_id), U32.pack(inner.fd))
+
+    def sync(
+        self,
+        spec: DataplaneSpec,
+        macs: Mapping[str, str | None],
+        down: Iterable[str] = (),
+    ) -> SyncResult:
+        """Make the maps forward as ``spec`` says.
+
+        ``macs`` maps each IPIP backend address to its next-hop MAC (None:
+        unresolved, the backend is treated as down). ``down`` lists backend
+        addresses that failed: their slots, and only theirs, go to the others.
+        """
+        res = SyncResult()
+        down = set(down)
+        current_vips = self.vips()
+        current_backends = self.backends()
+        by_content = {e: i for i, e in current_backends.items()}
+        taken_backends = set(current_backends)
+        taken_stats = {v[0] for v in current_vips.values()}
+        new_tables: dict[int, list[int]] = {}
+        wanted: set[bytes] = set()
+
+        for svc in spec.services:
+            key = vip_key(svc.vip, svc.port, svc.protocol)
+            wanted.add(key)
+            label = f"{svc.name} {svc.vip} {svc.port}/{svc.protocol}"
+            entries: dict[str, BackendEntry] = {}
+            svc_down = set(down)
+            for b in svc.backends:
+                mac = b.mac if b.mac else macs.get(b.address)
+                if b.weight and mac is None:
+                    res.warnings.append(f"{label}: no MAC for {b.address}, left out")
+                    svc_down.add(b.address)
+                    continue
+                if mac is not None:
+                    entries[b.address] = BackendEntry(b.address, mac, MODES[svc.forwarding])
+            table = maglev.build(svc.weights(), spec.table_size, down=svc_down)
+            # Backend map index of every Maglev backend (allocate new entries).
+            index: list[int] = []
+            for name in table.backends:
+                e = entries.get(name)
+                if e is None or name in svc_down:
+                    index.append(0)  # owns no slot
+                    continue
+                if e not in by_content:
+                    free = next(i for i in range(MAX_BACKENDS) if i not in taken_backends)
+                    taken_backends.add(free)
+                    by_content[e] = free
+                    bpfsys.map_update(self.fds["lb_backends"], U32.pack(free), e.pack())
+                    self._zero_counters("lb_backend_stats", free)
+                    res.backends_added += 1
+                index.append(by_content[e])
+            slots = [index[s] for s in table.slots]
+
+            old = current_vips.get(key)
+            if old is None:
+                stats_id = next(
+                    s
+                    for s in range(MAX_SERVICES)
+                    if s not in taken_stats
+                    and self.table(2 * s) is None
+                    and self.table(2 * s + 1) is None
+                )
+                taken_stats.add(stats_id)
+                self._zero_counters("lb_vip_stats", stats_id)
+                active, active_size = None, 0
+            else:
+                stats_id, active, active_size = old
+            if (
+                old is not None
+                and active_size == len(slots)
+                and (not slots or self.table(active) == slots)
+            ):
+                continue  # unchanged
+            table_id = 2 * stats_id if active is None or active % 2 else 2 * stats_id + 1
+            if slots:
+                self._publish_table(table_id, slots)
+                new_tables[table_id] = slots
+            else:
+                res.warnings.append(f"{label}: no backend up, its packets are dropped")
+            bpfsys.map_update(
+                self.fds["lb_vips"], key, VIP_INFO.pack(stats_id, table_id, len(slots), 0)
+            )
+            res.tables_written.append(label)
+
+        for key in current_vips.keys() - wanted:
+            bpfsys.map_delete(self.fds["lb_vips"], key)
+            vip, port, proto = parse_vip_key(key)
+            res.vips_removed.append(f"{vip} {port}/{proto}")
+
+        self._collect_garbage(current_vips, wanted, new_tables, current_backends, res)
+        return res
+
+    def _collect_garbage(
+        self,
+        before: dict[bytes, tuple[int, int, int]],
+        wanted: set[bytes],
+        new_tables: dict[int, list[int]],
+        backends: dict[int, BackendEntry],
+        res: SyncResult,
+    ) -> None:
+        # Tables of VIPs removed by an earlier apply (not this one: packets
+        # may still be reading those).
+        keep_stats = {v[0] for k, v in before.items()} | {v[0] for v in self.vips().values()}
+        referenced: set[int] = set()
+        for table_id in range(MAX_TABLES):
+            if table_id // 2 not in keep_stats:
+                bpfsys.map_delete(self.fds["lb_tables"], U32.pack(table_id))
+                continue
+            slots = new_tables.get(table_id)
+            if slots is None:
+                slots = self.table(table_id)
+            if slots:
+                referenced.update(slots)
+        for idx in backends.keys() - referenced:
+            bpfsys.map_update(self.fds["lb_backends"], U32.pack(idx), bytes(BACKEND.size))
+            res.backends_freed += 1
+
+
+def object_digest(path: Path) -> bytes:
+    return hashlib.sha256(path.read_bytes()).digest()

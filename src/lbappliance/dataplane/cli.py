@@ -1,0 +1,145 @@
+"""``lbappliance dataplane apply|status|detach`` (mount ``dataplane`` on the main group)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from lbappliance.dataplane import loader
+from lbappliance.dataplane import spec as specmod
+
+_pin_root = click.option(
+    "--pin-root",
+    type=click.Path(path_type=Path),
+    default=loader.DEFAULT_PIN_ROOT,
+    show_default=True,
+    help="Directory on a bpf filesystem for the program's pins.",
+)
+_spec = click.option(
+    "--spec",
+    "spec_path",
+    type=click.Path(path_type=Path),
+    default=loader.DEFAULT_SPEC,
+    show_default=True,
+    help="Data-plane spec rendered for this node.",
+)
+
+
+@click.group()
+def dataplane() -> None:
+    """The XDP L4 forwarder on this node."""
+
+
+@dataplane.command()
+@_spec
+@click.option(
+    "--object",
+    "obj",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=loader.DEFAULT_OBJECT,
+    show_default=True,
+    help="Compiled bpf/xdp_lb.c.",
+)
+@_pin_root
+@click.option(
+    "--down",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Backend that failed: only its slots move to the others (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def apply(spec_path: Path, obj: Path, pin_root: Path, down: tuple[str, ...], as_json: bool) -> None:
+    """Load/attach the forwarder if needed and make its maps match the spec."""
+    try:
+        spec = specmod.load(spec_path)
+        report = loader.apply(spec, obj, pin_root, down=down)
+    except (specmod.SpecError, loader.LoaderError, OSError, LookupError) as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        s = report.sync
+        click.echo(
+            json.dumps(
+                {
+                    "interface": report.interface,
+                    "mode": report.mode,
+                    "reloaded": report.reloaded,
+                    "prog_id": report.prog_id,
+                    "tables_written": s.tables_written,
+                    "vips_removed": s.vips_removed,
+                    "backends_added": s.backends_added,
+                    "backends_freed": s.backends_freed,
+                    "warnings": s.warnings,
+                },
+                indent=2,
+            )
+        )
+    else:
+        for line in report.lines():
+            click.echo(line)
+
+
+def _interface(spec_path: Path, interface: str | None) -> tuple[str, specmod.DataplaneSpec | None]:
+    spec = None
+    if spec_path.exists():
+        try:
+            spec = specmod.load(spec_path)
+        except specmod.SpecError as e:
+            if interface is None:
+                raise click.ClickException(str(e)) from e
+    if interface is None:
+        if spec is None:
+            raise click.ClickException(f"{spec_path} not found: give --interface")
+        interface = spec.interface
+    return interface, spec
+
+
+@dataplane.command()
+@_spec
+@click.option("--interface", help="Interface (default: the spec's).")
+@_pin_root
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(spec_path: Path, interface: str | None, pin_root: Path, as_json: bool) -> None:
+    """Attachment, VIPs, table shares and packet/byte counters."""
+    ifname, spec = _interface(spec_path, interface)
+    try:
+        st = loader.status(ifname, pin_root, spec)
+    except (loader.LoaderError, OSError) as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    att = st["attached"]
+    click.echo(
+        f"{ifname}: XDP {att['mode'] or 'not attached'}"
+        + (f" prog {att['prog_id']}" if att["prog_id"] else "")
+        + (f", pinned prog {st['pinned_prog_id']}" if st["pinned_prog_id"] else ", nothing pinned")
+    )
+    for s in st["services"]:
+        click.echo(
+            f"{s['name'] or '-'} {s['vip']} {s['port']}/{s['protocol']}: "
+            f"{s['packets']} pkts {s['bytes']} bytes, table {s['table_size']}"
+        )
+        for b in s["backends"]:
+            click.echo(
+                f"  {b['address']:<39} {b['forwarding']:<5} {b['mac']} "
+                f"{b['slots']:>6} slots {b['packets']} pkts {b['bytes']} bytes"
+            )
+    drops = {k: v for k, v in st.get("drops", {}).items() if v}
+    if drops:
+        click.echo("drops: " + ", ".join(f"{k} {v}" for k, v in drops.items()))
+
+
+@dataplane.command()
+@_spec
+@click.option("--interface", help="Interface (default: the spec's).")
+@_pin_root
+def detach(spec_path: Path, interface: str | None, pin_root: Path) -> None:
+    """Detach the forwarder and remove its pins (traffic goes to the kernel)."""
+    ifname, _ = _interface(spec_path, interface)
+    try:
+        for line in loader.detach(ifname, pin_root):
+            click.echo(line)
+    except (loader.LoaderError, OSError) as e:
+        raise click.ClickException(str(e)) from e

@@ -1,0 +1,314 @@
+"""Compile, load, attach and detach the XDP forwarder; apply a spec; report.
+
+What does what, and why:
+
+- ``clang -target bpf`` compiles bpf/xdp_lb.c on the node (the lb_dataplane
+  role does it once; tests and benchmarks call ``compile_object``).
+- ``bpftool prog load OBJ PIN type xdp pinmaps DIR`` loads it: bpftool is
+  libbpf's own front end, so ELF relocations, BTF-defined maps and the
+  array-of-maps template are handled by the reference loader, and every map is
+  pinned by name under ``<pin_root>/<interface>/maps`` where the control plane
+  (and ``bpftool map dump pinned ...`` when debugging) finds it again.
+  iproute2's ``ip link set ... xdp obj`` could load too, but it pins maps in
+  its own tc-era layout and handles map-in-map templates less predictably.
+- ``ip link set dev IF xdpdrv|xdpgeneric pinned PROG`` attaches (``-force``
+  replaces a running program atomically, so a reload drops no packet); read
+  back with ``ip -j -d link show``. iproute2 is present on every node and its
+  XDP flags are the documented interface; pyroute2's XDP attribute support
+  varies between releases.
+- Maps are then read and written with raw bpf(2) calls (bpfsys.py), routes and
+  neighbours with pyroute2 (neighbours.py).
+
+Pins live on a bpf filesystem (mounted at /sys/fs/bpf by systemd; mounted here
+if missing), so they vanish at reboot: the lb_dataplane role's oneshot unit
+runs ``apply`` at boot. A re-apply with the same object keeps the running
+program and its maps (and counters) and only syncs the maps; a changed object
+(or XDP mode) is loaded next to the old one, filled, then swapped in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lbappliance.dataplane import bpfmaps, bpfsys, neighbours
+from lbappliance.dataplane.spec import DataplaneSpec
+
+DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/lbappliance")
+DEFAULT_OBJECT = Path("/usr/local/lib/lbappliance/bpf/xdp_lb.o")
+DEFAULT_SPEC = Path("/etc/lbappliance/dataplane.json")
+
+_IP_MODES = {"native": "xdpdrv", "generic": "xdpgeneric"}
+_LINK_MODES = {1: "native", 2: "generic", 3: "offload"}
+
+
+class LoaderError(RuntimeError):
+    pass
+
+
+def _run(*cmd: str) -> str:
+    p = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if p.returncode:
+        raise LoaderError(f"{' '.join(cmd)}: {(p.stderr or p.stdout).strip()}")
+    return p.stdout
+
+
+def bpf_source_dir() -> Path:
+    from lbappliance.paths import project_dir
+
+    return project_dir() / "bpf"
+
+
+def compile_object(source: Path, out: Path, clang: str = "clang") -> Path:
+    """``clang -O2 -g -target bpf`` (no kernel headers needed: uapi ones do)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    include = f"/usr/include/{platform.machine()}-linux-gnu"
+    _run(
+        clang,
+        "-O2",
+        "-g",
+        "-Wall",
+        "-target",
+        "bpf",
+        f"-I{include}",
+        "-c",
+        str(source),
+        "-o",
+        str(out),
+    )
+    return out
+
+
+def ensure_bpffs(path: Path) -> None:
+    """Make sure ``path`` is on a bpf filesystem (mount /sys/fs/bpf if needed)."""
+    best, fstype = "", ""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        pre, _, post = line.partition(" - ")
+        mnt = pre.split()[4]
+        if (str(path) + "/").startswith(mnt.rstrip("/") + "/") and len(mnt) > len(best):
+            best, fstype = mnt, post.split()[0]
+    if fstype == "bpf":
+        return
+    if str(path).startswith("/sys/fs/bpf/") and best != "/sys/fs/bpf":
+        _run("mount", "-t", "bpf", "bpf", "/sys/fs/bpf")
+        return
+    raise LoaderError(f"{path} is not on a bpf filesystem")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    mode: str | None  # "native" | "generic" | "offload" | None
+    prog_id: int | None
+
+
+def attachment(interface: str) -> Attachment:
+    info = json.loads(_run("ip", "-j", "-d", "link", "show", "dev", interface))[0]
+    xdp = info.get("xdp")
+    if not xdp or "prog" not in xdp:
+        return Attachment(None, None)
+    return Attachment(_LINK_MODES.get(xdp["mode"]), xdp["prog"]["id"])
+
+
+def load(obj: Path, pin_dir: Path) -> None:
+    """Load ``obj`` and pin its program at ``pin_dir/prog``, maps in ``pin_dir/maps``."""
+    pin_dir.mkdir(parents=True)
+    _run("bpftool", "prog", "load", str(obj), str(pin_dir / "prog"), "type", "xdp",
+         "pinmaps", str(pin_dir / "maps"))  # fmt: skip
+
+
+def unpin(pin_dir: Path) -> None:
+    if pin_dir.exists():
+        shutil.rmtree(pin_dir)
+
+
+def attach(interface: str, prog: Path, mode: str) -> None:
+    _run("ip", "-force", "link", "set", "dev", interface, _IP_MODES[mode], "pinned", str(prog))
+
+
+def detach_xdp(interface: str, mode: str) -> None:
+    _run("ip", "link", "set", "dev", interface, _IP_MODES.get(mode, "xdp"), "off")
+
+
+def pin_dir_for(pin_root: Path, interface: str) -> Path:
+    """``<pin_root>/<interface>``; bpffs refuses names with a dot (VLAN
+    interfaces have one) and interface names cannot hold a colon."""
+    return pin_root / interface.replace(".", ":")
+
+
+def pinned_prog_id(pin_dir: Path) -> int | None:
+    try:
+        with bpfsys.obj_get(pin_dir / "prog") as fd:
+            return bpfsys.prog_id(fd)
+    except OSError:
+        return None
+
+
+@dataclass
+class ApplyReport:
+    interface: str
+    mode: str
+    reloaded: bool
+    prog_id: int | None
+    sync: bpfmaps.SyncResult = field(default_factory=bpfmaps.SyncResult)
+
+    def lines(self) -> list[str]:
+        s = self.sync
+        out = [
+            f"{self.interface}: {'loaded and attached' if self.reloaded else 'program kept'}"
+            f" ({self.mode}, prog id {self.prog_id})"
+        ]
+        out += [f"table written: {t}" for t in s.tables_written]
+        out += [f"VIP removed: {v}" for v in s.vips_removed]
+        if s.backends_added or s.backends_freed:
+            out.append(f"backend entries: +{s.backends_added} -{s.backends_freed}")
+        if not s.changed and not self.reloaded:
+            out.append("no change")
+        out += [f"warning: {w}" for w in s.warnings]
+        return out
+
+
+def ipip_next_hops(spec: DataplaneSpec) -> list[str]:
+    """IPIP backends whose next-hop MAC must be resolved."""
+    return sorted(
+        {
+            b.address
+            for s in spec.services
+            if s.forwarding == "ipip"
+            for b in s.backends
+            if b.weight and b.mac is None
+        }
+    )
+
+
+def apply(
+    spec: DataplaneSpec,
+    obj: Path,
+    pin_root: Path = DEFAULT_PIN_ROOT,
+    down: Iterable[str] = (),
+    macs: Mapping[str, str | None] | None = None,
+    attach_program: bool = True,
+) -> ApplyReport:
+    """Bring the forwarder on ``spec.interface`` in line with ``spec``.
+
+    ``macs`` overrides next-hop resolution (tests); ``attach_program=False``
+    loads and fills without attaching (BPF_PROG_TEST_RUN, benchmarks).
+    """
+    ensure_bpffs(pin_root)
+    pin_root.mkdir(parents=True, exist_ok=True)
+    digest = bpfmaps.object_digest(obj)
+    pin_dir = pin_dir_for(pin_root, spec.interface)
+    warnings: list[str] = []
+    if macs is None:
+        macs, warnings = neighbours.resolve(ipip_next_hops(spec), spec.interface)
+
+    att = attachment(spec.interface) if attach_program else Attachment(spec.xdp_mode, None)
+    pid = pinned_prog_id(pin_dir)
+    if pid is not None:
+        with bpfmaps.Maps(pin_dir / "maps") as m:
+            same_object = m.config()[2] == digest
+        attached = not attach_program or (att.prog_id == pid and att.mode == spec.xdp_mode)
+        if same_object and attached:
+            with bpfmaps.Maps(pin_dir / "maps") as m:
+                m.write_config(spec.tunnel_source_v4, spec.tunnel_source_v6, digest)
+                res = m.sync(spec, macs, down)
+            res.warnings[:0] = warnings
+            return ApplyReport(spec.interface, spec.xdp_mode, False, pid, res)
+
+    staging = pin_dir.with_name(pin_dir.name + ":new")
+    unpin(staging)
+    load(obj, staging)
+    try:
+        with bpfmaps.Maps(staging / "maps") as m:
+            m.write_config(spec.tunnel_source_v4, spec.tunnel_source_v6, digest)
+            res = m.sync(spec, macs, down)
+        if attach_program:
+            if att.mode is not None and att.mode != spec.xdp_mode:
+                detach_xdp(spec.interface, att.mode)
+            attach(spec.interface, staging / "prog", spec.xdp_mode)
+    except BaseException:
+        unpin(staging)
+        raise
+    unpin(pin_dir)
+    os.rename(staging, pin_dir)
+    res.warnings[:0] = warnings
+    return ApplyReport(spec.interface, spec.xdp_mode, True, pinned_prog_id(pin_dir), res)
+
+
+def detach(interface: str, pin_root: Path = DEFAULT_PIN_ROOT) -> list[str]:
+    """Detach our program from ``interface`` and remove its pins."""
+    pin_dir = pin_dir_for(pin_root, interface)
+    out = []
+    pid = pinned_prog_id(pin_dir)
+    att = attachment(interface)
+    if att.prog_id is not None and att.mode is not None:
+        if pid is not None and att.prog_id != pid:
+            out.append(f"{interface}: XDP program {att.prog_id} is not ours, left attached")
+        else:
+            detach_xdp(interface, att.mode)
+            out.append(f"{interface}: detached XDP program {att.prog_id} ({att.mode})")
+    if pid is not None:
+        unpin(pin_dir)
+        out.append(f"removed {pin_dir}")
+    if not out:
+        out.append(f"{interface}: nothing attached or pinned")
+    return out
+
+
+def status(
+    interface: str, pin_root: Path = DEFAULT_PIN_ROOT, spec: DataplaneSpec | None = None
+) -> dict[str, Any]:
+    """Attachment, VIPs with their tables and counters, backends, drops."""
+    pin_dir = pin_dir_for(pin_root, interface)
+    att = attachment(interface)
+    out: dict[str, Any] = {
+        "interface": interface,
+        "attached": {"mode": att.mode, "prog_id": att.prog_id},
+        "pinned_prog_id": pinned_prog_id(pin_dir),
+        "services": [],
+    }
+    if out["pinned_prog_id"] is None:
+        return out
+    with bpfmaps.Maps(pin_dir / "maps") as m:
+        backends = m.backends()
+        vip_ctr = m.vip_counters()
+        be_ctr = m.backend_counters()
+        for key, (stats_id, table_id, size) in sorted(m.vips().items()):
+            vip, port, proto = bpfmaps.parse_vip_key(key)
+            svc = spec.service_for(vip, port, proto) if spec else None
+            slots = m.table(table_id) if size else []
+            share: dict[int, int] = {}
+            for idx in slots or []:
+                share[idx] = share.get(idx, 0) + 1
+            out["services"].append(
+                {
+                    "name": svc.name if svc else None,
+                    "vip": vip,
+                    "port": port,
+                    "protocol": proto,
+                    "table_size": size,
+                    "packets": vip_ctr[stats_id][0],
+                    "bytes": vip_ctr[stats_id][1],
+                    "backends": [
+                        {
+                            "address": backends[idx].address,
+                            "mac": backends[idx].mac,
+                            "forwarding": bpfmaps.MODE_NAMES[backends[idx].mode],
+                            "slots": n,
+                            "packets": be_ctr[idx][0],
+                            "bytes": be_ctr[idx][1],
+                        }
+                        for idx, n in sorted(share.items(), key=lambda kv: backends[kv[0]].address)
+                        if idx in backends
+                    ],
+                }
+            )
+        out["drops"] = m.drops()
+        out["tunnel_source_v4"], out["tunnel_source_v6"], _ = m.config()
+    return out

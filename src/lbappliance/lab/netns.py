@@ -1,0 +1,406 @@
+"""The fast namespace lab: the lab topology as network namespaces on this host.
+
+One namespace per lab host (``<name>-lb1``, ``<name>-router``, ...) and one
+"switch" namespace holding a bridge per segment; every host interface is a veth
+whose peer sits on that bridge. Nothing touches the host's own namespace, and
+``close()`` (or leaving the ``with`` block) removes every namespace and stops
+every daemon, even after a failure.
+
+Daemons run with the configs ``render`` produces for the lab site, except that
+each LB node renders with its own runtime prefix (sockets, state, agent config
+under ``<workdir>/render/hosts/<node>/``) because all namespaces share one
+filesystem. They are children of the calling process, each in its own process
+group, and the calling process becomes a child subreaper so nothing is left as
+an unreaped orphan.
+
+Usage::
+
+    with NetnsLab.create() as lab:               # namespaces, links, addresses (~1 s)
+        lab.start_all()                          # backends, BIRD, HAProxy, keepalived, ExaBGP
+        lab.wait(lambda: len(lab.fib_nexthops("198.51.100.10/32")) == 2, 15, "ECMP")
+        with lab.inside("client"):               # sockets made here live in that namespace
+            http.client.HTTPConnection("198.51.100.10", 80).request("GET", "/")
+        lab.cut_links("lb1")                     # a dead node: its cables pulled
+        lab.set_backend("backend1", latency_ms=900)
+
+Each lab gets a unique name by default, so labs of parallel test runs do not
+collide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..inventory import Site, load_site
+from ..inventory.derived import RuntimePaths
+from ..paths import project_dir
+from ..render import render_site
+from ..secrets import Secrets
+from .backend import set_control
+from .topology import LabHost, Topology, lab_topology
+
+CLONE_NEWNET = 0x40000000
+PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+@dataclass
+class Daemon:
+    host: str
+    kind: str
+    proc: subprocess.Popen
+    log: Path
+
+
+class NetnsLab:
+    def __init__(self, site: Site, name: str | None = None, workdir: Path | None = None):
+        self.site = site
+        self.topology: Topology = lab_topology(site)
+        self.name = name or f"lba{uuid.uuid4().hex[:5]}"
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
+        self.daemons: dict[tuple[str, str], Daemon] = {}
+        self._namespaces: list[str] = []
+
+    # --- construction ------------------------------------------------------------
+
+    @classmethod
+    def create(cls, site: str = "lab", inventory: Path | None = None, **kw: Any) -> NetnsLab:
+        """Load the site, then build the lab; tear down what was built on failure."""
+        loaded = load_site(inventory or project_dir() / "inventory", site)
+        lab = cls(loaded, **kw)
+        try:
+            lab.build()
+        except BaseException:
+            lab.close()
+            raise
+        return lab
+
+    def __enter__(self) -> NetnsLab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ns(self, host: str) -> str:
+        return f"{self.name}-{host}"
+
+    @property
+    def switch(self) -> str:
+        return f"{self.name}-sw"
+
+    def build(self) -> None:
+        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        for ns in [self.switch, *(self.ns(h.name) for h in self.topology.hosts)]:
+            _ip("netns", "add", ns)
+            self._namespaces.append(ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+            self._sysctl(ns, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
+        for seg in self.topology.segments:
+            _ip("-n", self.switch, "link", "add", f"br-{seg.name}", "type", "bridge")
+            _ip("-n", self.switch, "link", "set", f"br-{seg.name}", "up")
+        for i, host in enumerate(self.topology.hosts):
+            self._wire(i, host)
+        self.render()
+
+    def _sysctl(self, ns: str, *settings: str) -> None:
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "sysctl", "-q", "-w", *settings],
+            check=True,
+            capture_output=True,
+        )
+
+    def peer_ifname(self, index: int, ifname: str) -> str:
+        return f"h{index}-{ifname}"[:15]
+
+    def _wire(self, index: int, host: LabHost) -> None:
+        ns = self.ns(host.name)
+        for att in host.attachments:
+            peer = self.peer_ifname(index, att.ifname)
+            _ip("link", "add", att.ifname, "netns", ns, "type", "veth",
+                "peer", "name", peer, "netns", self.switch)  # fmt: skip
+            _ip("-n", self.switch, "link", "set", peer, "master", f"br-{att.segment}", "up")
+            for addr in att.addresses:
+                _ip("-n", ns, "addr", "add", str(addr), "dev", att.ifname)
+            _ip("-n", ns, "link", "set", att.ifname, "up")
+        if host.gateway:
+            _ip("-n", ns, "route", "add", "default", "via", str(host.gateway))
+        if host.kind == "router":
+            self._sysctl(ns, "net.ipv4.ip_forward=1")
+        if host.loopback_vips:
+            # Own the VIPs on lo without answering ARP for them.
+            self._sysctl(ns, "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2")
+            for vip in host.loopback_vips:
+                _ip("-n", ns, "addr", "add", f"{vip}/{vip.max_prefixlen}", "dev", "lo")
+
+    # --- rendering ---------------------------------------------------------------
+
+    def node_root(self, node: str) -> Path:
+        return self.workdir / "render" / "hosts" / node
+
+    def node_paths(self, node: str) -> RuntimePaths:
+        return RuntimePaths(prefix=str(self.node_root(node)))
+
+    def render(self) -> None:
+        """Render the site once per node, each with that node's runtime prefix."""
+        secrets = Secrets(None, None)
+        out = self.workdir / "render"
+        for node in self.site.model.nodes:
+            rendered = render_site(
+                self.site, secrets, self.node_paths(node.name), node_python=sys.executable
+            )
+            for f in rendered.files:
+                if f.node not in (None, node.name) or (
+                    f.node is None and out.joinpath(f.path).exists()
+                ):
+                    continue
+                target = out / f.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(f.content)
+            root = self.node_root(node.name)
+            subprocess.run(  # the node's rendered kernel settings, in its namespace
+                ["ip", "netns", "exec", self.ns(node.name), "sysctl", "-q", "-e", "-p",
+                 str(root / "etc/sysctl.d/90-lbappliance.conf")],
+                check=True,
+                capture_output=True,
+            )  # fmt: skip
+            for d in ("run/haproxy", "run/lbappliance", "var/lib/lbappliance", "etc/haproxy/certs"):
+                (root / d).mkdir(parents=True, exist_ok=True)
+
+    def config(self, node: str, path: str) -> Path:
+        """A rendered file of a node, e.g. ``config("lb1", "etc/haproxy/haproxy.cfg")``."""
+        return self.node_root(node) / path
+
+    # --- processes ---------------------------------------------------------------
+
+    def popen(
+        self, host: str, kind: str, cmd: list[str], env: dict[str, str] | None = None
+    ) -> Daemon:
+        """Start ``cmd`` in ``host``'s namespace as a supervised daemon."""
+        log = self.workdir / "logs" / f"{host}-{kind}.log"
+        log.parent.mkdir(exist_ok=True)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns(host), *cmd],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )
+        daemon = Daemon(host, kind, proc, log)
+        self.daemons[(host, kind)] = daemon
+        return daemon
+
+    def stop(self, host: str, kind: str, sig: int = signal.SIGTERM, timeout: float = 5) -> None:
+        daemon = self.daemons.pop((host, kind), None)
+        if not daemon:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(daemon.proc.pid, sig)
+        try:
+            daemon.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(daemon.proc.pid, signal.SIGKILL)
+            daemon.proc.wait(5)
+
+    def run(
+        self, host: str, cmd: list[str], check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.ns(host), *cmd],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
+
+    def start_backend(self, host: LabHost) -> Daemon:
+        cmd = [sys.executable, "-m", "lbappliance.lab.backend", "--name", host.name]
+        cmd += [a for p in host.http_ports for a in ("--port", str(p))]
+        cmd += ["--control", str(self.control_file(host.name))]
+        return self.popen(host.name, "backend", cmd)
+
+    def start_bird(self) -> Daemon:
+        peer = self.site.model.bgp.peers[0]
+        run = self.workdir / "router"
+        run.mkdir(exist_ok=True)
+        conf = self.workdir / "render" / "routers" / peer.name / "bird.conf"
+        cmd = ["bird", "-f", "-c", str(conf), "-s", str(self.bird_socket)]
+        return self.popen("router", "bird", [*cmd, "-P", str(run / "bird.pid")])
+
+    @property
+    def bird_socket(self) -> Path:
+        return self.workdir / "router" / "bird.ctl"
+
+    def start_haproxy(self, node: str) -> Daemon:
+        cfg = self.config(node, "etc/haproxy/haproxy.cfg")
+        pid = self.node_root(node) / "run" / "haproxy.pid"
+        return self.popen(node, "haproxy", ["haproxy", "-W", "-db", "-f", str(cfg), "-p", str(pid)])
+
+    def start_keepalived(self, node: str) -> Daemon:
+        cfg = self.config(node, "etc/keepalived/keepalived.conf")
+        run = self.node_root(node) / "run"
+        return self.popen(
+            node, "keepalived",
+            ["keepalived", "-P", "-n", "-l", "-f", str(cfg), "-p", str(run / "keepalived.pid"),
+             "-r", str(run / "vrrp.pid"), "-c", str(run / "checkers.pid")],
+        )  # fmt: skip
+
+    def exabgp_env(self, node: str) -> dict[str, str]:
+        run = self.node_root(node) / "run"
+        return {
+            "exabgp.daemon.user": "root",
+            "exabgp.daemon.daemonize": "false",
+            "exabgp.daemon.pid": str(run / "exabgp.pid"),
+            "exabgp.api.pipename": f"{self.name}-{node}",
+            "exabgp.log.destination": "stdout",
+        }
+
+    def start_exabgp(self, node: str) -> Daemon:
+        cfg = self.config(node, "etc/exabgp/exabgp.conf")
+        return self.popen(node, "exabgp", ["exabgp", "server", str(cfg)], env=self.exabgp_env(node))
+
+    def start_all(
+        self, daemons: tuple[str, ...] = ("backend", "bird", "haproxy", "keepalived", "exabgp")
+    ) -> None:
+        """Start the requested daemons everywhere they belong, in dependency order."""
+        if "backend" in daemons:
+            # Before HAProxy: a server failing its very first check starts DOWN.
+            for host in self.topology.backends:
+                self.start_backend(host)
+            for host in self.topology.backends:
+                for port in host.http_ports:
+                    self.wait_tcp(host.name, str(host.address_on("backend")), port)
+        if "bird" in daemons:
+            self.start_bird()
+        for kind in ("haproxy", "keepalived", "exabgp"):
+            if kind in daemons:
+                for lb in self.topology.lbs:
+                    getattr(self, f"start_{kind}")(lb.name)
+
+    # --- observing and breaking --------------------------------------------------
+
+    @contextlib.contextmanager
+    def inside(self, host: str) -> Iterator[None]:
+        """Run the block with this thread in ``host``'s network namespace."""
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(f"/run/netns/{self.ns(host)}", os.O_RDONLY)
+        try:
+            if _libc.setns(target, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns failed")
+            yield
+        finally:
+            _libc.setns(own, CLONE_NEWNET)
+            os.close(target)
+            os.close(own)
+
+    def wait_tcp(self, host: str, address: str, port: int, timeout: float = 10) -> None:
+        import socket
+
+        def ready() -> bool:
+            with self.inside(host), socket.socket() as s:
+                s.settimeout(0.5)
+                return s.connect_ex((address, port)) == 0
+
+        self.wait(ready, timeout, f"{address}:{port} listening (seen from {host})")
+
+    @staticmethod
+    def wait(
+        predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+    ) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+            time.sleep(interval)
+
+    def fib_nexthops(self, prefix: str, host: str = "router") -> list[str]:
+        """Next hops of ``prefix`` in a host's kernel FIB (ECMP gives several)."""
+        out = self.run(host, ["ip", "-j", "route", "show", prefix]).stdout
+        hops = []
+        for route in json.loads(out or "[]"):
+            if route.get("dst") not in (prefix, prefix.split("/")[0]):
+                continue
+            if "nexthops" in route:
+                hops += [h["gateway"] for h in route["nexthops"]]
+            elif "gateway" in route:
+                hops.append(route["gateway"])
+        return sorted(hops)
+
+    def birdc(self, *args: str) -> str:
+        return self.run("router", ["birdc", "-s", str(self.bird_socket), *args]).stdout
+
+    def bird_route(self, prefix: str) -> str:
+        """``show route all`` for a prefix: next hops, communities, local preference."""
+        return self.birdc("show", "route", "all", prefix)
+
+    def cut_links(self, host: str) -> None:
+        """Pull every cable of ``host`` (both ends down); its processes keep running."""
+        index = next(i for i, h in enumerate(self.topology.hosts) if h.name == host)
+        for att in self.topology.host(host).attachments:
+            _ip("-n", self.switch, "link", "set", self.peer_ifname(index, att.ifname), "down")
+            _ip("-n", self.ns(host), "link", "set", att.ifname, "down")
+
+    def restore_links(self, host: str) -> None:
+        index = next(i for i, h in enumerate(self.topology.hosts) if h.name == host)
+        for att in self.topology.host(host).attachments:
+            _ip("-n", self.switch, "link", "set", self.peer_ifname(index, att.ifname), "up")
+            _ip("-n", self.ns(host), "link", "set", att.ifname, "up")
+
+    def control_file(self, backend: str) -> Path:
+        return self.workdir / f"{backend}.control.json"
+
+    def set_backend(self, backend: str, **values: Any) -> None:
+        """Change a running backend (see ``backend.DEFAULTS`` for the knobs)."""
+        set_control(self.control_file(backend), **values)
+
+    def vrrp_holder(self, vip: str) -> list[str]:
+        """LB nodes that currently hold ``vip`` (exactly one when VRRP is healthy)."""
+        holders = []
+        for lb in self.topology.lbs:
+            out = self.run(lb.name, ["ip", "-j", "addr", "show"]).stdout
+            addrs = {a["local"] for link in json.loads(out) for a in link.get("addr_info", [])}
+            if vip in addrs:
+                holders.append(lb.name)
+        return holders
+
+    # --- teardown ----------------------------------------------------------------
+
+    def close(self) -> None:
+        for host, kind in list(self.daemons):
+            self.stop(host, kind)
+        for ns in reversed(self._namespaces):
+            # Anything still running in the namespace (e.g. a daemon's stray child) goes too.
+            pids = _ip("netns", "pids", ns, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            _ip("netns", "del", ns, check=False)
+        self._namespaces.clear()
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        if not os.environ.get("LBAPPLIANCE_KEEP_LAB"):
+            shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,3 @@
+from lbappliance.nic.cli import nic
+
+nic(prog_name="lbappliance nic")
