@@ -135,6 +135,14 @@ def render(
         click.echo(f"  removed  {path}")
 
 
+@main.command()
+def reference() -> None:
+    """Print the inventory reference (every field, its default, its meaning) as Markdown."""
+    from .inventory.reference import reference_markdown
+
+    click.echo(reference_markdown(), nl=False)
+
+
 def render_or_exit(loaded: Site, vault_password_file: Path | None):
     try:
         return render_site(loaded, secrets_for(loaded, vault_password_file))

@@ -105,6 +105,8 @@ def load_yaml(path: Path) -> tuple[Any, Positions, list[InventoryError]]:
         mark = exc.problem_mark or exc.context_mark
         where = _loc(file, mark) if mark else Location(file, 1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.context_mark and exc.problem:
+            problem += f" ({exc.context} started at line {exc.context_mark.line + 1})"
         return None, Positions(), [InventoryError(where, (), f"YAML syntax error: {problem}")]
     if node is None:
         return {}, Positions(), []

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install everything lbappliance and its tests need on a fresh Debian 12 machine
+# (run as root): the daemons and tools from Debian, this package and its test
+# tools from PyPI. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  haproxy keepalived bird2 socat curl openssl iproute2 iputils-ping ethtool nftables
+  clang llvm libbpf-dev bpftool xdp-tools
+  podman runc debootstrap zstd openssh-client openssh-server
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "==> apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The Debian packages start their daemons; the appliance's roles and labs run their own.
+  for svc in haproxy keepalived bird; do
+    systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  done
+fi
+
+echo "==> pip install -e .[test]"
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
