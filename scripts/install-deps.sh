@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  haproxy keepalived bird2 socat curl openssl iproute2 iputils-ping ethtool nftables
+  haproxy keepalived bird2 frr socat curl openssl iproute2 iputils-ping ethtool nftables
   clang llvm libbpf-dev bpftool xdp-tools
   podman runc debootstrap zstd openssh-client openssh-server
 )
@@ -19,7 +19,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The Debian packages start their daemons; the appliance's roles and labs run their own.
-  for svc in haproxy keepalived bird; do
+  for svc in haproxy keepalived bird frr; do
     systemctl disable --now "$svc" >/dev/null 2>&1 || true
   done
 fi

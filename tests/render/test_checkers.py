@@ -15,7 +15,7 @@ from lbappliance.secrets import Secrets
 from ..conftest import INVENTORY
 
 needs = pytest.mark.skipif(
-    not all(shutil.which(b) for b in ("haproxy", "keepalived", "exabgp", "bird")),
+    not all(shutil.which(b) for b in ("haproxy", "keepalived", "exabgp", "bird", "vtysh")),
     reason="daemons not installed (.ci/run installs them)",
 )
 
@@ -25,7 +25,7 @@ needs = pytest.mark.skipif(
 def test_rendered_configs_pass_real_checkers(site: str, tokyo_env: dict[str, str]) -> None:
     rendered = render_site(load_site(INVENTORY, site), Secrets(None, None))
     results = check_render(rendered, strict=True)
-    assert {r.checker for r in results} == {"haproxy", "keepalived", "exabgp", "bird"}
+    assert {r.checker for r in results} == {"haproxy", "keepalived", "exabgp", "bird", "vtysh"}
     bad = [r for r in results if r.status != "ok"]
     assert not bad, bad
 
@@ -42,6 +42,8 @@ def test_rendered_configs_pass_real_checkers(site: str, tokyo_env: dict[str, str
         ),
         ("hosts/lb1/etc/exabgp/exabgp.conf", b"peer-as 65000;", b"peer-as banana;"),
         ("routers/router/bird.conf", b"hold time 3;", b"hold time three;"),
+        ("routers/router/frr.conf", b"remote-as 65100", b"remote-az 65100"),
+        ("hosts/lb1/etc/bird/bird.conf", b"multiplier 3;", b"multiplier x;"),
     ],
 )
 def test_checkers_catch_broken_configs(path: str, old: bytes, new: bytes) -> None:

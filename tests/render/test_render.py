@@ -56,12 +56,14 @@ def test_every_node_gets_every_file() -> None:
     }
     assert per_node["lb1"] == per_node["lb2"]
     assert per_node["lb1"] == [
+        "etc/bird/bird.conf",
         "etc/exabgp/exabgp.conf",
         "etc/haproxy/haproxy.cfg",
         "etc/keepalived/keepalived.conf",
         "etc/lbappliance/dataplane.json",
         "etc/lbappliance/health-agent.json",
         "etc/lbappliance/nic.json",
+        "etc/lbappliance/weights.json",
         "etc/nftables.d/lbappliance-notrack.nft",
         "etc/sysctl.d/90-lbappliance.conf",
         "etc/systemd/system/lbappliance-vips.service",

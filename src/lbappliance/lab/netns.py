@@ -265,6 +265,13 @@ class NetnsLab:
              "-r", str(run / "vrrp.pid"), "-c", str(run / "checkers.pid")],
         )  # fmt: skip
 
+    def start_bfd(self, node: str) -> Daemon:
+        """The node's BFD responder: BIRD with the rendered etc/bird/bird.conf."""
+        cfg = self.config(node, "etc/bird/bird.conf")
+        run = self.node_root(node) / "run"
+        cmd = ["bird", "-f", "-c", str(cfg), "-s", str(run / "bird.ctl")]
+        return self.popen(node, "bfd", [*cmd, "-P", str(run / "bird.pid")])
+
     def exabgp_env(self, node: str) -> dict[str, str]:
         run = self.node_root(node) / "run"
         return {
@@ -280,7 +287,8 @@ class NetnsLab:
         return self.popen(node, "exabgp", ["exabgp", "server", str(cfg)], env=self.exabgp_env(node))
 
     def start_all(
-        self, daemons: tuple[str, ...] = ("backend", "bird", "haproxy", "keepalived", "exabgp")
+        self,
+        daemons: tuple[str, ...] = ("backend", "bird", "haproxy", "keepalived", "bfd", "exabgp"),
     ) -> None:
         """Start the requested daemons everywhere they belong, in dependency order."""
         if "backend" in daemons:
@@ -292,7 +300,7 @@ class NetnsLab:
                     self.wait_tcp(host.name, str(host.address_on("backend")), port)
         if "bird" in daemons:
             self.start_bird()
-        for kind in ("haproxy", "keepalived", "exabgp"):
+        for kind in ("haproxy", "keepalived", "bfd", "exabgp"):
             if kind in daemons:
                 for lb in self.topology.lbs:
                     getattr(self, f"start_{kind}")(lb.name)
@@ -336,6 +344,12 @@ class NetnsLab:
                 raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
             time.sleep(interval)
 
+    def time_until(self, predicate: Callable[[], Any], timeout: float, what: str) -> float:
+        """Seconds until ``predicate`` holds, polled every 5 ms (for failover timings)."""
+        start = time.monotonic()
+        self.wait(predicate, timeout, what, interval=0.005)
+        return time.monotonic() - start
+
     def fib_nexthops(self, prefix: str, host: str = "router") -> list[str]:
         """Next hops of ``prefix`` in a host's kernel FIB (ECMP gives several)."""
         out = self.run(host, ["ip", "-j", "route", "show", prefix]).stdout
@@ -368,6 +382,30 @@ class NetnsLab:
         for att in self.topology.host(host).attachments:
             _ip("-n", self.switch, "link", "set", self.peer_ifname(index, att.ifname), "up")
             _ip("-n", self.ns(host), "link", "set", att.ifname, "up")
+
+    def bfd_sessions_up(self) -> int:
+        return self.birdc("show", "bfd", "sessions").count(" Up ")
+
+    def route_loss_time(self, node: str, prefix: str, bfd: bool, timeout: float = 15) -> float:
+        """Pull ``node``'s cables; seconds until the router's FIB drops it for ``prefix``.
+
+        Heals afterwards (links up, BGP restarted at once rather than after BIRD's
+        growing error wait) and waits for ECMP over every node again, so trials repeat.
+        """
+        everyone = [str(lb.address_on("uplink")) for lb in self.topology.lbs]
+        gone = str(self.topology.host(node).address_on("uplink"))
+        survivors = sorted(h for h in everyone if h != gone)
+        if bfd:
+            self.wait(lambda: self.bfd_sessions_up() == len(everyone), 10, "BFD sessions up")
+        self.wait(lambda: self.fib_nexthops(prefix) == sorted(everyone), 30, f"ECMP {prefix}")
+        self.cut_links(node)
+        elapsed = self.time_until(
+            lambda: self.fib_nexthops(prefix) == survivors, timeout, f"{prefix} leaving {node}"
+        )
+        self.restore_links(node)
+        self.birdc("restart", node)
+        self.wait(lambda: self.fib_nexthops(prefix) == sorted(everyone), 30, f"ECMP {prefix}")
+        return elapsed
 
     def control_file(self, backend: str) -> Path:
         return self.workdir / f"{backend}.control.json"

@@ -23,7 +23,7 @@ from ..inventory.derived import RuntimePaths
 from ..inventory.schema import Inventory, Node
 from ..paths import templates_dir
 from ..secrets import Secrets
-from . import agent, ansible, bgp, haproxy, keepalived, routers, specs, system
+from . import agent, ansible, bgp, haproxy, keepalived, routers, specs, system, weights
 
 HEADER = "Rendered by lbappliance from the site inventory. Do not edit: change the inventory."
 NODE_PYTHON = "/opt/lbappliance/venv/bin/python"
@@ -77,6 +77,7 @@ NODE_FILES: list[tuple[str, str, NodeContext, str | None]] = [
     ("system/sysctl.conf.j2", system.SYSCTL_TARGET, system.sysctl_context, None),
     ("system/notrack.nft.j2", system.NOTRACK_TARGET, system.notrack_context, None),
     ("system/lbappliance-vips.service.j2", system.VIPS_TARGET, system.vips_context, None),
+    ("bird/bfd.conf.j2", routers.BFD_TARGET, routers.node_bfd_context, "bird"),
     ("lbappliance/json.j2", agent.TARGET, lambda i, n, p: {"data": agent.config(i, n, p)}, None),
     (
         "lbappliance/json.j2",
@@ -85,6 +86,7 @@ NODE_FILES: list[tuple[str, str, NodeContext, str | None]] = [
         None,
     ),
     ("lbappliance/json.j2", specs.NIC_TARGET, lambda i, n, p: {"data": specs.nic(i, n, p)}, None),
+    ("lbappliance/json.j2", weights.TARGET, weights.context, None),
 ]
 
 
@@ -125,14 +127,16 @@ def render_site(
             {"data": ansible.host_vars(inv, node)},
         )
     for i, peer in enumerate(inv.bgp.peers):
-        ctx = routers.bird_context(inv, i, peer, secrets)
-        emit(
-            "routers/bird.conf.j2",
-            f"routers/{peer.name}/bird.conf",
-            ctx,
-            checker="bird",
-            secret=any(n["password"] for n in ctx["neighbors"]),
-        )
+        ctx = routers.peer_context(inv, i, peer, secrets)
+        secret = any(n["password"] for n in ctx["neighbors"])
+        for platform, checker in (("bird", "bird"), ("frr", "vtysh")):
+            emit(
+                f"routers/{platform}.conf.j2",
+                f"routers/{peer.name}/{platform}.conf",
+                ctx,
+                checker=checker,
+                secret=secret,
+            )
     emit("ansible/yaml.j2", "inventory/hosts.yml", {"data": ansible.hosts(inv)})
     emit("ansible/yaml.j2", "inventory/group_vars/all.yml", {"data": ansible.site_vars(inv, paths)})
     play = ansible.playbook_context(inv)

@@ -1,4 +1,9 @@
-"""The health agent's configuration: which signals gate each anycast VIP on a node."""
+"""The health agent's configuration: which signals gate each anycast VIP on a node.
+
+Read by ``python -m lbappliance.health`` (the agent ExaBGP runs) and by the
+node-side helper behind ``lbappliance status`` / ``maintenance``
+(``python -m lbappliance.health.node``). Everything here derives from the model.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +17,51 @@ from ..inventory.derived import (
     pool,
     services_on_vip,
 )
-from ..inventory.schema import AnycastVip, Inventory, Node
+from ..inventory.schema import AnycastVip, Inventory, L4Service, Node
+from .keepalived import DEMOTE_VALUE
 
 TARGET = "etc/lbappliance/health-agent.json"
+
+# Flap dampening of an announcement (RFC 2439 style; not in the inventory model yet):
+# each fall from announced to withdrawn adds `penalty`, which halves every `half_life`
+# seconds; at `suppress` the VIP stays withdrawn until the penalty is below `reuse`.
+DAMPENING = {
+    "penalty": 1000,
+    "suppress": 2500,
+    "reuse": 800,
+    "half_life": 30,
+    "max_suppress": 300,
+}
+
+
+def _l4_pool(inv: Inventory, svc: L4Service, vip: AnycastVip) -> dict[str, Any]:
+    check = svc.health_check
+    port = check.port or svc.port
+    targets = [
+        {"kind": "http", "address": str(b.address), "port": port, "path": check.path}
+        if check.type == "http"
+        else {"kind": "tcp", "address": str(b.address), "port": port}
+        for b in svc.backends
+        if b.weight > 0
+    ]
+    minimum = (
+        vip.min_servers_up if vip.min_servers_up is not None else inv.health_agent.min_servers_up
+    )
+    return {
+        "name": svc.name,
+        "targets": targets,
+        "min_up": minimum,
+        "min_ratio": inv.health_agent.min_servers_ratio,
+    }
 
 
 def _vip(inv: Inventory, node: Node, vip: AnycastVip, uplink: str) -> dict[str, Any]:
     agent = inv.health_agent
     frontends, l4 = services_on_vip(inv, vip)
     applicable = {"maintenance"}
-    haproxy = probes = dataplane = None
+    haproxy = dataplane = None
+    probes: list[dict[str, Any]] = []
+    pools: list[dict[str, Any]] = []
     if frontends:
         applicable |= {"haproxy", "probe"}
         backends = list(dict.fromkeys(p for fe in frontends for p in frontend_pools(fe)))
@@ -33,15 +73,14 @@ def _vip(inv: Inventory, node: Node, vip: AnycastVip, uplink: str) -> dict[str, 
             else agent.min_servers_up,
             "min_servers_ratio": agent.min_servers_ratio,
         }
-        probes = []
         for fe in frontends:
             check = effective_check(inv, pool(inv, fe.default_pool))
             probes.append(
                 {
-                    "kind": "http",
+                    # End to end through the local stack: the VIP, HAProxy, a backend.
+                    "kind": "https" if fe.tls else "http",
                     "address": str(vip.prefix.ip),
                     "port": fe.port,
-                    "tls": fe.tls is not None,
                     "path": check.path,
                     "host": check.host,
                     "expect_status": check.expect_status,
@@ -56,13 +95,16 @@ def _vip(inv: Inventory, node: Node, vip: AnycastVip, uplink: str) -> dict[str, 
             "xdp_services": [f"{s.vip}:{s.port}/{s.protocol}" for s in xdp],
             "ipvs_services": [f"{s.vip}:{s.port}/{s.protocol}" for s in ipvs],
         }
-        probes = (probes or []) + [
-            {"kind": "tcp", "address": str(b.address), "port": s.health_check.port or s.port}
+        # XDP forwards before the local stack sees a packet, so the VIP cannot be probed
+        # from the node itself; probe the service's backends (enough of them must answer).
+        pools = [
+            _l4_pool(inv, s, vip)
             for s in l4
-            if s.protocol == "tcp"
-            for b in s.backends[:1]
+            if s.protocol == "tcp" and s.health_check.type != "none"
         ]
     signals = [s for s in agent.signals if s in applicable]
+    if "probe" in signals and not (probes or pools):
+        signals.remove("probe")
     return {
         "prefix": str(vip.prefix),
         "communities": list(vip.communities),
@@ -70,6 +112,7 @@ def _vip(inv: Inventory, node: Node, vip: AnycastVip, uplink: str) -> dict[str, 
         "haproxy": haproxy if "haproxy" in signals else None,
         "dataplane": dataplane if "dataplane" in signals else None,
         "probes": probes if "probe" in signals else [],
+        "pools": pools if "probe" in signals else [],
     }
 
 
@@ -91,10 +134,20 @@ def config(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]:
             "med": agent.degraded_med,
             "prepend": agent.degraded_prepend,
         },
+        "dampening": DAMPENING,
+        "maintenance": node.maintenance,
         "maintenance_file": paths.maintenance_file,
         "maintenance_drain": float(agent.maintenance_drain),
+        "drain_timeout": float(inv.l7.policy.drain_timeout),
         "haproxy_socket": paths.haproxy_socket,
         "state_file": f"{paths.run_dir}/health-agent.state.json",
+        "servers_file": f"{paths.state_dir}/maintenance-servers.json",
+        "vrrp_demote_file": paths.vrrp_demote_file,
+        "vrrp_demote_value": DEMOTE_VALUE,
+        "vrrp": [
+            {"name": g.name, "interface": g.interface, "vips": [str(v.ip) for v in g.vips]}
+            for g in inv.vrrp
+        ],
         "metrics": {"address": "127.0.0.1", "port": agent.metrics_port},
         "vips": [_vip(inv, node, vip, uplink) for vip in inv.anycast],
     }

@@ -29,6 +29,7 @@ def site_vars(inv: Inventory, paths: RuntimePaths) -> dict[str, Any]:
         "lb_dataplane_enabled": any(s.dataplane == "xdp" for s in inv.l4_services),
         "lb_ipvs_enabled": any(s.dataplane == "ipvs" for s in inv.l4_services),
         "lb_bgp_peers": [str(p.address) for p in inv.bgp.peers],
+        "lb_bfd_enabled": inv.bgp.bfd.enabled,
         "lb_health_agent_metrics_port": inv.health_agent.metrics_port,
         "lb_l7_listeners": sorted(
             {f"{vip}:{fe.port}" for fe in inv.l7.frontends for vip in frontend_vips(fe)}

@@ -4,7 +4,8 @@
   certificates of the same names (the real ones live in the vault).
 - keepalived: ``keepalived -t`` inside a scratch network namespace holding dummy
   interfaces named as on the node, because keepalived resolves interfaces.
-- bird (router side): ``bird -p`` (parse only).
+- bird (router side, and the nodes' BFD responder): ``bird -p`` (parse only).
+- FRR (router side): ``vtysh -C`` (dry run).
 - exabgp: ``exabgp validate``; it insists the ``process`` program exists, and
   the node's venv python does not exist here, so that one path is swapped for
   this interpreter.
@@ -136,6 +137,13 @@ def check_bird(f: RenderedFile, work: Path) -> CheckResult:
     return CheckResult(f.path, "bird", "ok" if ok else "failed", out.replace(str(cfg), f.path))
 
 
+def check_vtysh(f: RenderedFile, work: Path) -> CheckResult:
+    cfg = work / "frr.conf"
+    cfg.write_bytes(f.content)
+    ok, out = _run(["vtysh", "-C", "-f", str(cfg)])
+    return CheckResult(f.path, "vtysh", "ok" if ok else "failed", out.replace(str(cfg), f.path))
+
+
 def node_interfaces(render: Render, node: str) -> list[str]:
     n = next(x for x in render.site.model.nodes if x.name == node)
     return [i.name for i in n.interfaces]
@@ -167,6 +175,8 @@ def check_render(render: Render, strict: bool = False) -> list[CheckResult]:
                 results.append(result)
             elif f.checker == "bird":
                 results.append(check_bird(f, work))
+            elif f.checker == "vtysh":
+                results.append(check_vtysh(f, work))
             else:
                 results.append(check_exabgp(f, work))
     return results

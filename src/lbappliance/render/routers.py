@@ -1,18 +1,45 @@
-"""The routers' side of the peering, rendered from the same site model.
+"""The routers' side of the peering, and the LB nodes' BFD responder.
 
-One file per BGP peer: ``routers/<peer>/bird.conf`` (BIRD 2, what the labs run).
+Per BGP peer: ``routers/<peer>/bird.conf`` (BIRD 2, what the labs run) and
+``routers/<peer>/frr.conf`` (FRR), both from one context. Per LB node:
+``etc/bird/bird.conf``, BIRD running only static BFD sessions toward the peers
+(ExaBGP has no BFD). BIRD was chosen over FRR's bfdd for the nodes because it
+is one small daemon with one config file and is already the lab's router.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..inventory.derived import local_address
-from ..inventory.schema import BgpPeer, Inventory
+from ..inventory.derived import RuntimePaths, local_address
+from ..inventory.schema import BgpPeer, Inventory, Node
 from ..secrets import Secrets
 
 
-def bird_context(inv: Inventory, index: int, peer: BgpPeer, secrets: Secrets) -> dict[str, Any]:
+BFD_TARGET = "etc/bird/bird.conf"
+
+
+def _bfd(inv: Inventory) -> dict[str, int] | None:
+    bfd = inv.bgp.bfd
+    if not bfd.enabled:
+        return None
+    return {
+        "interval_ms": bfd.interval.ms,
+        "multiplier": bfd.multiplier,
+        "detect_ms": bfd.interval.ms * bfd.multiplier,
+    }
+
+
+def node_bfd_context(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]:
+    bfd = _bfd(inv) or {"interval_ms": 0, "multiplier": 0, "detect_ms": 0}
+    neighbors = [
+        {"name": p.name, "address": str(p.address), "local": str(local_address(node, p))}
+        for p in inv.bgp.peers
+    ]
+    return {**bfd, "neighbors": neighbors if inv.bgp.bfd.enabled else []}
+
+
+def peer_context(inv: Inventory, index: int, peer: BgpPeer, secrets: Secrets) -> dict[str, Any]:
     version = peer.address.version
     password = (
         secrets.resolve(peer.password, f"bgp.peers[{index}].password") if peer.password else None
@@ -34,4 +61,5 @@ def bird_context(inv: Inventory, index: int, peer: BgpPeer, secrets: Secrets) ->
         "accept_prefixes": accept or ["0.0.0.0/32" if version == 4 else "::/128"],
         "neighbors": neighbors,
         "hold_time": inv.bgp.hold_time,
+        "bfd": _bfd(inv),
     }

@@ -1,0 +1,51 @@
+"""The weight controller's configuration: ``etc/lbappliance/weights.json`` per node.
+
+One entry per pool whose effective ``weight_controller`` is enabled; pools with
+the controller switched off are left out (HAProxy keeps their inventory weights).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..inventory.derived import RuntimePaths, effective_controller
+from ..inventory.schema import Inventory, Node
+
+TARGET = "etc/lbappliance/weights.json"
+METRICS_PORT = 9172  # the health agent exports on 9171
+
+
+def config(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]:
+    pools = []
+    for pool in inv.l7.pools:
+        wc = effective_controller(inv, pool)
+        if not wc.enabled:
+            continue
+        pools.append(
+            {
+                "name": pool.name,
+                "interval": float(wc.interval),
+                "target_latency": float(wc.target_latency),
+                "alpha": wc.alpha,
+                "min_weight_percent": wc.min_weight_percent,
+                "max_capacity_fraction": wc.max_capacity_fraction,
+                "panic_threshold": wc.panic_threshold,
+                "hysteresis_percent": wc.hysteresis_percent,
+                "servers": [
+                    {"name": s.name, "weight": s.weight, "backup": s.backup} for s in pool.servers
+                ],
+            }
+        )
+    return {
+        "node": node.name,
+        "site": inv.site.name,
+        "haproxy_socket": paths.haproxy_socket,
+        "history_file": f"{paths.run_dir}/weights-history.json",
+        "metrics": {"address": "127.0.0.1", "port": METRICS_PORT},
+        "pools": pools,
+    }
+
+
+def context(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]:
+    """Context for ``templates/lbappliance/json.j2``."""
+    return {"data": config(inv, node, paths)}
