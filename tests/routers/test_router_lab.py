@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import statistics
 import subprocess
-import sys
 
 import pytest
 
@@ -49,7 +48,6 @@ def test_bfd_detects_dead_node_fast_hold_timer_does_not(lab: NetnsLab) -> None:
 
 
 LEAKY = """
-process keep {{ run {python} -c "import sys, time; [time.sleep(1) for _ in iter(int, 1)]"; encoder text; }}
 neighbor 10.10.0.1 {{
     router-id 10.10.0.11;
     local-address 10.10.0.11;
@@ -70,7 +68,7 @@ neighbor 10.10.0.1 {{
 def test_router_policy_rejects_leaked_prefixes(lab: NetnsLab) -> None:
     lab.start_all(("backend", "bird"))
     conf = lab.workdir / "leaky-exabgp.conf"
-    conf.write_text(LEAKY.format(python=sys.executable))
+    conf.write_text(LEAKY.replace("{{", "{").replace("}}", "}"))
     lab.popen("lb1", "leaky-exabgp", ["exabgp", "server", str(conf)], env=lab.exabgp_env("lb1"))
     lab.wait(lambda: lab.fib_nexthops(VIP) == ["10.10.0.11"], 20, "the allowed VIP")
     routes = lab.birdc("show", "route", "all")

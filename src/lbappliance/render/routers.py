@@ -15,7 +15,6 @@ from ..inventory.derived import RuntimePaths, local_address
 from ..inventory.schema import BgpPeer, Inventory, Node
 from ..secrets import Secrets
 
-
 BFD_TARGET = "etc/bird/bird.conf"
 
 
