@@ -163,3 +163,14 @@ def check_or_exit(rendered, strict: bool) -> None:
     if failed:
         click.echo("rendered configs failed their checks; nothing was written.", err=True)
         sys.exit(EXIT_INVALID)
+
+
+from .imbalance import imbalance  # noqa: E402
+
+main.add_command(imbalance)
+
+from .maintenance import maintenance  # noqa: E402
+from .status import status  # noqa: E402
+
+main.add_command(maintenance)
+main.add_command(status)

@@ -65,7 +65,7 @@ class FakeDriver:
         if table and ifname not in self.configured_rxfh:
             state["table"] = [i % n for i in range(len(table))]
         state["combined"] = n
-        net = next(p for p in (self.root / "sys/class/net" / ifname / "queues",))
+        net = self.root / "sys/class/net" / ifname / "queues"
         nbits = self.spec.possible
         for kind, attr in (("rx", "rps_cpus"), ("tx", "xps_cpus")):
             for d in net.glob(f"{kind}-*"):

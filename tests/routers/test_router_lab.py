@@ -48,27 +48,27 @@ def test_bfd_detects_dead_node_fast_hold_timer_does_not(lab: NetnsLab) -> None:
 
 
 LEAKY = """
-neighbor 10.10.0.1 {{
+neighbor 10.10.0.1 {
     router-id 10.10.0.11;
     local-address 10.10.0.11;
     local-as 65100;
     peer-as 65000;
     hold-time 3;
-    family {{ ipv4 unicast; }}
-    static {{
+    family { ipv4 unicast; }
+    static {
         route 198.51.100.10/32 next-hop self;
         route 198.51.100.99/32 next-hop self;
         route 10.200.0.0/16 next-hop self;
         route 0.0.0.0/0 next-hop self;
-    }}
-}}
+    }
+}
 """
 
 
 def test_router_policy_rejects_leaked_prefixes(lab: NetnsLab) -> None:
     lab.start_all(("backend", "bird"))
     conf = lab.workdir / "leaky-exabgp.conf"
-    conf.write_text(LEAKY.replace("{{", "{").replace("}}", "}"))
+    conf.write_text(LEAKY)
     lab.popen("lb1", "leaky-exabgp", ["exabgp", "server", str(conf)], env=lab.exabgp_env("lb1"))
     lab.wait(lambda: lab.fib_nexthops(VIP) == ["10.10.0.11"], 20, "the allowed VIP")
     routes = lab.birdc("show", "route", "all")

@@ -8,11 +8,13 @@ Update protocol, chosen so that no packet ever sees a half-written state:
   the VIP's ``vip_info`` (stats id, table slot, table size: 16 bytes, replaced
   as one hash element) switched to it. A packet reads either the old table or
   the new one.
+- The replaced table stays in the inactive slot until the next apply that
+  leaves the VIP unchanged, which deletes it: by then no packet can still be
+  reading it.
 - Backend entries are immutable: a backend whose address, MAC or mode changes
   gets a new index, written before any table refers to it. An entry is zeroed
-  only when no table in ``lb_tables`` refers to it any more; since a VIP's
-  inactive slot keeps the previous generation, that is at least one apply
-  after the last table that used it was replaced.
+  only when no table left in ``lb_tables`` refers to it, so not before the
+  apply after the one that stopped using it.
 - A removed VIP is deleted from ``lb_vips`` first; its tables are dropped on
   the next apply.
 
@@ -311,7 +313,10 @@ class Maps:
                 and active_size == len(slots)
                 and (not slots or self.table(active) == slots)
             ):
-                continue  # unchanged
+                # Unchanged. The previous generation has had a whole apply
+                # cycle for packets in flight to finish with it: drop it.
+                bpfsys.map_delete(self.fds["lb_tables"], U32.pack(active ^ 1))
+                continue
             table_id = 2 * stats_id if active is None or active % 2 else 2 * stats_id + 1
             if slots:
                 self._publish_table(table_id, slots)

@@ -25,6 +25,10 @@ from lbappliance.nic.reader import gather_facts
 Runner = Callable[[Sequence[str]], tuple[int, str]]
 
 
+def refuse_command(argv: Sequence[str]) -> tuple[int, str]:
+    return 126, "not run: commands only run against the live host (root /)"
+
+
 def run_command(argv: Sequence[str]) -> tuple[int, str]:
     try:
         res = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
@@ -69,11 +73,12 @@ class Applier:
     def __init__(
         self,
         root: str | Path = "/",
-        runner: Runner = run_command,
+        runner: Runner | None = None,
         ethtool: EthtoolSource | None = None,
     ):
         self.root = Path(root)
-        self.runner = runner
+        live = self.root.resolve() == Path("/")
+        self.runner = runner or (run_command if live else refuse_command)
         self.ethtool = ethtool
 
     def facts(self, interfaces: Sequence[str]) -> HostFacts:
@@ -104,11 +109,19 @@ class Applier:
         interfaces: Sequence[str],
         dry_run: bool = False,
     ) -> ApplyResult:
-        """Plan from the host's facts and apply; PlanError before anything is touched."""
+        """Plan from the host's facts and apply; PlanError before anything is touched.
+
+        An interface that is not there (a dead card at boot) is reported as failed and the
+        others are still tuned; the udev rule applies again when it appears.
+        """
         facts = self.facts(interfaces)
+        missing = [name for name in interfaces if name not in facts.nics]
+        interfaces = [name for name in interfaces if name in facts.nics]
         plan = make_plan(node, profile, interfaces, facts)
         changes, notes = diff(plan, facts)
         result = ApplyResult(node, dry_run, plan, notes=list(notes))
+        for name in missing:
+            result.failed.append((Change(0, name, "absent", "tuned"), "no such interface"))
         if dry_run:
             result.changes = changes
             if any(c.phase == RESETS_DEVICE for c in changes):
@@ -137,7 +150,7 @@ class Applier:
         self, node: str, profile: NicProfile, interfaces: Sequence[str], result: ApplyResult
     ) -> None:
         """Anything still different after applying did not take effect: report it."""
-        if result.failed:
+        if any(change.phase for change, _ in result.failed):
             return
         facts = self.facts(interfaces)
         left, _ = diff(make_plan(node, profile, interfaces, facts), facts)

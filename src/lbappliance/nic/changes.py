@@ -16,7 +16,7 @@ STEERING = 2  # everything else, computed again from fresh facts after phase 1
 
 @dataclass(frozen=True)
 class Change:
-    phase: int
+    phase: int  # RESETS_DEVICE or STEERING (0: a failure that is not a change, e.g. no NIC)
     what: str
     before: str
     after: str
@@ -28,7 +28,7 @@ class Change:
         out = {"what": self.what, "before": self.before, "after": self.after}
         if self.argv:
             out["command"] = " ".join(self.argv)
-        else:
+        elif self.path:
             out["path"] = self.path
         return out
 
@@ -50,7 +50,16 @@ def diff(plan: Plan, facts: HostFacts) -> tuple[list[Change], list[str]]:
             notes.append(f"sysctl {key} is not present here; left alone")
         elif current != value:
             path = "/proc/sys/" + key.replace(".", "/")
-            changes.append(Change(STEERING, f"sysctl {key}", str(current), str(value), path=path))
+            changes.append(
+                Change(
+                    STEERING,
+                    f"sysctl {key}",
+                    str(current),
+                    str(value),
+                    path=path,
+                    content=str(value),
+                )
+            )
     return changes, notes
 
 

@@ -93,6 +93,8 @@ def plan_cmd(
         click.echo(render_plan(node, profile, interfaces, facts_root, fmt), nl=False)
     except PlanError as e:
         _fail_plan(e)
+    except OSError as e:
+        raise click.ClickException(f"{e.filename}: {e.strerror}") from e
 
 
 @nic.command("apply")
@@ -101,7 +103,8 @@ def plan_cmd(
     "config_path",
     default=DEFAULT_CONFIG,
     show_default=True,
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+    help="nic.json, or - to read it from stdin.",
 )
 @click.option("--dry-run", is_flag=True, help="Report what would change; change nothing.")
 @click.option("--root", default="/", show_default=True, hidden=True)
@@ -112,7 +115,10 @@ def apply_cmd(config_path: str, dry_run: bool, root: str, fmt: str) -> None:
     Exit 0: applied (or nothing to do); 1: some change failed; 2: the plan is refused.
     """
     try:
-        config = NicConfig.load(config_path)
+        if config_path == "-":
+            config = NicConfig.from_json(sys.stdin.read(), "stdin")
+        else:
+            config = NicConfig.load(config_path)
         result = Applier(root).apply(
             config.node, config.profile, config.interfaces, dry_run=dry_run
         )

@@ -30,6 +30,12 @@ class NicProfile:
     netdev_budget: int = 600
     busy_poll_us: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("housekeeping_cpus", "irq_cpus"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], node: str = "?") -> NicProfile:
         """Build a profile, reporting every bad field at once (missing fields take defaults)."""
@@ -122,6 +128,9 @@ class NicConfig:
     interfaces: tuple[str, ...]
     profile: NicProfile = field(default_factory=NicProfile)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "interfaces", tuple(self.interfaces))
+
     @classmethod
     def from_dict(cls, data: Any) -> NicConfig:
         if not isinstance(data, dict):
@@ -153,9 +162,17 @@ class NicConfig:
         return cls(node, tuple(interfaces), profile)
 
     @classmethod
+    def from_json(cls, text: str, source: str = "nic.json") -> NicConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise PlanError([Problem("?", "(file)", f"{source}: not valid JSON: {e}")]) from e
+        return cls.from_dict(data)
+
+    @classmethod
     def load(cls, path: str) -> NicConfig:
         with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+            return cls.from_json(f.read(), path)
 
     def to_json(self) -> str:
         """Canonical bytes for nic.json (sorted keys, two-space indent, final newline)."""
