@@ -174,3 +174,7 @@ from .status import status  # noqa: E402
 
 main.add_command(maintenance)
 main.add_command(status)
+
+from .nic.cli import nic  # noqa: E402
+
+main.add_command(nic)

@@ -435,8 +435,15 @@ class NicProfile:
         "Receive packet steering; `auto` = only with fewer hardware queues than cores.", "auto"
     )
     xps: bool = doc("Transmit packet steering matching the RX layout.", True)
-    ring_rx: Annotated[int, Range(64, 65536)] | None = doc("RX ring size (unset: leave).", None)
-    ring_tx: Annotated[int, Range(64, 65536)] | None = doc("TX ring size (unset: leave).", None)
+    irq_cpus: list[Annotated[int, Range(0, 4095)]] | None = doc(
+        "Explicit CPUs for the NIC's queues (online, not housekeeping); unset: planned.", None
+    )
+    ring_rx: Annotated[int, Range(64, 65536)] | Literal["max"] | None = doc(
+        "RX ring size, or `max` for the NIC's maximum (unset: leave as is).", None
+    )
+    ring_tx: Annotated[int, Range(64, 65536)] | Literal["max"] | None = doc(
+        "TX ring size, or `max` for the NIC's maximum (unset: leave as is).", None
+    )
     rx_flow_hash: bool = doc("Hash TCP/UDP on addresses and ports (4-tuple).", True)
     disable_offloads_for_xdp: bool = doc("Turn LRO and hardware GRO off for XDP.", True)
     irqbalance: Literal["stop", "ban", "leave"] = doc(

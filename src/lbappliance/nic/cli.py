@@ -33,8 +33,7 @@ def render_plan(
     plan = make_plan(node, profile, interfaces, facts)
     changes, notes = diff(plan, facts)
     if fmt == "json":
-        data = {**plan.to_dict(), "changes": [c.to_dict() for c in changes]}
-        data["notes"] += notes
+        data = {**plan.to_dict(), "changes": [c.to_dict() for c in changes], "notes": notes}
         return json.dumps(data, indent=2) + "\n"
     lines = [f"  {c.what}: {c.before} -> {c.after}" for c in changes]
     lines += [f"  note: {n}" for n in notes]
@@ -53,7 +52,30 @@ def nic() -> None:
     """NIC RSS/IRQ tuning: queues, IRQ affinity, RPS/XPS, irqbalance, sysctls."""
 
 
+def _site_config(inventory: str, site: str, node: str | None) -> NicConfig:
+    """The node's nic.json exactly as `render` writes it, from the site inventory."""
+    from pathlib import Path
+
+    from lbappliance.cli import load_or_exit
+    from lbappliance.inventory.derived import RuntimePaths
+    from lbappliance.inventory.derived import node as find_node
+    from lbappliance.render.specs import nic as nic_spec
+
+    if not node:
+        raise click.UsageError("--site needs --node")
+    loaded = load_or_exit(Path(inventory), site)
+    try:
+        spec = nic_spec(loaded.model, find_node(loaded.model, node), RuntimePaths())
+    except LookupError as e:
+        raise click.UsageError(str(e)) from e
+    return NicConfig.from_json(json.dumps(spec), f"site {site}")
+
+
 @nic.command("plan")
+@click.option("--site", help="Plan from the site inventory (with --node).")
+@click.option(
+    "--inventory", default="inventory", show_default=True, help="Inventory dir (with --site)."
+)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="nic.json.")
 @click.option(
     "--profile-json",
@@ -71,6 +93,8 @@ def nic() -> None:
 )
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def plan_cmd(
+    site: str | None,
+    inventory: str,
     config_path: str | None,
     profile_json: str | None,
     node: str | None,
@@ -78,9 +102,18 @@ def plan_cmd(
     facts_root: str,
     fmt: str,
 ) -> None:
-    """Print the plan for a node (default: /etc/lbappliance/nic.json against this host)."""
+    """Print the plan for a node (default: /etc/lbappliance/nic.json against this host).
+
+    \b
+    From the inventory, against a tree captured on the node (`nic capture`):
+      lbappliance nic plan --site tokyo --node tyo-lb1 --facts-root ./tyo-lb1-facts
+    """
     try:
-        if profile_json:
+        if site:
+            config = _site_config(inventory, site, node)
+            node, profile = config.node, config.profile
+            interfaces = interfaces or config.interfaces
+        elif profile_json:
             if not node or not interfaces:
                 raise click.UsageError("--profile-json needs --node and --interface")
             with open(profile_json, encoding="utf-8") as f:

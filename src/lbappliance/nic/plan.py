@@ -60,7 +60,6 @@ class Plan:
     nics: tuple[NicPlan, ...]
     sysctls: dict[str, int]
     irqbalance: IrqbalancePlan
-    notes: tuple[str, ...] = ()
 
     def nic(self, name: str) -> NicPlan:
         return next(n for n in self.nics if n.name == name)
@@ -77,7 +76,6 @@ class Plan:
                 "banned_cpulist": format_cpulist(ib.banned_cpus),
             },
             "sysctls": self.sysctls,
-            "notes": list(self.notes),
         }
 
     def render_text(self) -> str:
@@ -120,5 +118,4 @@ class Plan:
             )
         lines.append(text)
         lines.extend(f"  sysctl {k} = {v}" for k, v in self.sysctls.items())
-        lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines) + "\n"

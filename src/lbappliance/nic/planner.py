@@ -33,7 +33,6 @@ def make_plan(node: str, profile: NicProfile, interfaces: Sequence[str], facts: 
                 problems.extend(e.problems)
     if problems:
         raise PlanError(problems)
-    notes: list[str] = []
     ib = facts.irqbalance
     plan = Plan(
         node=node,
@@ -50,7 +49,6 @@ def make_plan(node: str, profile: NicProfile, interfaces: Sequence[str], facts: 
             banned_irqs=tuple(sorted(irq for n in nics for irq in n.irq_affinity)),
             banned_cpus=tuple(sorted({c for n in nics for g in n.groups for c in g})),
         ),
-        notes=tuple(notes),
     )
     validate_plan(plan, topo)
     return plan
