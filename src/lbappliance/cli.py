@@ -178,3 +178,7 @@ main.add_command(status)
 from .nic.cli import nic  # noqa: E402
 
 main.add_command(nic)
+
+from .dataplane.cli import dataplane  # noqa: E402
+
+main.add_command(dataplane)

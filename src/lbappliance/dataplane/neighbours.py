@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 _NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x80  # REACHABLE STALE DELAY PROBE PERMANENT
 
@@ -38,7 +39,12 @@ def resolve(
         ifindex = found[0]
         hops: dict[str, str] = {}
         for addr in addresses:
-            routes = list(ipr.route("get", dst=addr))
+            try:
+                routes = list(ipr.route("get", dst=addr))
+            except NetlinkError as e:
+                warnings.append(f"{addr}: no route ({e})")
+                macs[addr] = None
+                continue
             if not routes or routes[0].get("RTA_OIF") != ifindex:
                 warnings.append(f"{addr}: not routed via {interface}, XDP_TX cannot reach it")
                 macs[addr] = None
@@ -58,7 +64,7 @@ def resolve(
                 break
             if not poked:
                 for hop in pending:
-                    _poke(hop)
+                    _poke(hop, ifindex)
                 poked = True
             time.sleep(0.02)
         for addr, hop in hops.items():
@@ -75,8 +81,11 @@ def _lookup(ipr: IPRoute, ifindex: int, hop: str) -> str | None:
     return None
 
 
-def _poke(hop: str) -> None:
+def _poke(hop: str, ifindex: int) -> None:
     """Make the kernel resolve ``hop``: any datagram to it needs its MAC."""
-    family = socket.AF_INET6 if ":" in hop else socket.AF_INET
+    if ":" in hop:  # IPv6 gateways are often link-local: give the scope
+        family, dest = socket.AF_INET6, (hop, 9, 0, ifindex)
+    else:
+        family, dest = socket.AF_INET, (hop, 9)
     with socket.socket(family, socket.SOCK_DGRAM) as s, contextlib.suppress(OSError):
-        s.sendto(b"", (hop, 9))
+        s.sendto(b"", dest)
