@@ -160,7 +160,7 @@ class L4Backend:
     weight: Annotated[int, Range(0, 1000)] = doc(
         "Relative weight; 0 takes it out of the table.", 100
     )
-    mac: str | None = doc("Backend MAC, required for `l2dsr` forwarding.", None)
+    mac: str | None = doc("Backend MAC, required for `l2dsr` forwarding with `xdp`.", None)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -239,9 +239,11 @@ class Checker:
                         f"IPv{be.address.version} backend for an IPv{svc.vip.version} VIP",
                         "DSR encapsulates in the VIP's family: backends must match it",
                     )
-                if svc.forwarding == "l2dsr" and not be.mac:
+                if svc.forwarding == "l2dsr" and svc.dataplane == "xdp" and not be.mac:
                     self.err(
-                        (*path, "backends", j, "mac"), "l2dsr forwarding needs the backend MAC"
+                        (*path, "backends", j, "mac"),
+                        "l2dsr forwarding with the XDP data plane needs the backend MAC",
+                        "IPVS resolves it by ARP; XDP rewrites it from the spec",
                     )
             self.unique(
                 (
