@@ -2,21 +2,29 @@
 
     python bench/dataplane_e2e_pps.py [--count 1000000] [--seconds 10]
 
-Builds the namespace lab of tests/dataplane/dplab.py (client, LB, three
-backends on one bridge; lab addresses only) and has the client blast
-64-byte UDP frames at VIP:9 from 64 source ports (a small C sender using
-sendmmsg, compiled here; at most --count packets or --seconds each). Counted:
-frames arriving on the three backends' eth0 per second of sending.
+Runs in the project's namespace lab (``lbappliance.lab.netns``, from
+inventory/sites/lab.yml; lab addresses only): client -> router -> lb1 ->
+backend1, backend2, backend-23. One LB node only: the router gets a static
+route for the VIP via lb1 (no BGP, no health agent, which would withdraw the
+VIP while the forwarder is detached for the kernel run). lb1 runs its
+rendered data-plane spec plus one UDP service on port 9 with the same
+backends. The client blasts 64-byte UDP frames at VIP:9 from 64 source ports
+(a small C sender using sendmmsg, compiled here; at most --count packets or
+--seconds each) with tx checksum offload off (frames complete, as a NIC sends
+them; the same for every run). Counted: frames arriving on the three
+backends' eth1 per second of sending.
 
-1. xdp generic: the LB's XDP program encapsulates (IPIP) and sends back out
-   (XDP_TX); the backends strip the outer header (XDP) and deliver locally.
-2. xdp native: the same in xdpdrv mode (an XDP_PASS program on the bridge
-   side of the LB's veth, as native veth XDP_TX requires).
-3. kernel: no XDP on the LB; ip_forward with an L4-hashed ECMP route for the
-   VIP over the three backends (no encapsulation: the kernel here has no ipip).
+1. xdp generic: lb1's XDP program on eth1 encapsulates (IPIP) and redirects
+   out of eth2; the backends strip the outer header (XDP) and deliver locally.
+2. xdp native: the same in xdpdrv mode (an XDP_PASS program on the switch
+   side of lb1's veths, as native veth redirect requires).
+3. kernel: no XDP on lb1; ip_forward with an L4-hashed ECMP route for the VIP
+   over the three backends (the VIP taken off lb1's lo for this run; no
+   encapsulation: the kernel here has no ipip).
 
 On veth everything runs in the sender's CPU (veth hands packets to the peer
-in the same softirq), so pps measures the per-packet cost of the whole path.
+in the same softirq), so pps measures the per-packet cost of the whole path:
+sender, router, LB and backend.
 """
 
 from __future__ import annotations
@@ -24,17 +32,15 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
-import tempfile
+import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "tests" / "dataplane"))
+from lbappliance.dataplane.loader import compile_object
+from lbappliance.lab.netns import NetnsLab
+from lbappliance.render.specs import DATAPLANE_TARGET
 
-from dplab import BACKENDS, CLIENT, VIP, Lab  # noqa: E402
-
-from lbappliance.dataplane import loader  # noqa: E402
+VIP = "198.51.100.20"
+LB = "lb1"
 
 SENDER = r"""
 #define _GNU_SOURCE
@@ -98,16 +104,19 @@ PASS_C = (
 )
 
 
-def delivered(lab: Lab) -> int:
-    return sum(lab.rx_packets(b) for b in BACKENDS)
+def delivered(lab: NetnsLab) -> int:
+    return sum(
+        int(lab.run(b.name, ["cat", "/sys/class/net/eth1/statistics/rx_packets"]).stdout)
+        for b in lab.topology.backends
+        if b.loopback_vips
+    )
 
 
-def blast(lab: Lab, sender: Path, count: int, seconds: float) -> tuple[int, float, int]:
+def blast(lab: NetnsLab, sender: Path, count: int, seconds: float) -> tuple[int, float, int]:
+    client = str(lab.topology.client.address_on("client"))
     before = delivered(lab)
-    out = lab.exec("cl", str(sender), CLIENT, VIP, "9", "64", str(count), str(seconds))
-    sent, elapsed = out.split()
-    import time
-
+    cmd = [str(sender), client, VIP, "9", "64", str(count), str(seconds)]
+    sent, elapsed = lab.run("client", cmd, timeout=seconds + 30).stdout.split()
     time.sleep(0.5)
     return int(sent), float(elapsed), delivered(lab) - before
 
@@ -117,50 +126,53 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=1_000_000)
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="lbdp-pps-"))
-    fs = work / "bpffs"
-    fs.mkdir()
-    subprocess.run(["mount", "-t", "bpf", "bpf", str(fs)], check=True)
-    lab = Lab()
-    try:
+    with NetnsLab.create() as lab:
+        work = lab.workdir / "bench"
+        work.mkdir()
         (work / "blast.c").write_text(SENDER)
         subprocess.run(["cc", "-O2", "-o", str(work / "blast"), str(work / "blast.c")], check=True)
-        obj = loader.compile_object(REPO / "bpf" / "xdp_lb.c", work / "xdp_lb.o")
-        decap = loader.compile_object(REPO / "bpf" / "xdp_decap.c", work / "xdp_decap.o")
         (work / "pass.c").write_text(PASS_C)
-        pass_o = loader.compile_object(work / "pass.c", work / "pass.o")
-        lab.up(decap)
+        pass_o = compile_object(work / "pass.c", work / "pass.o")
+        lb = lab.topology.host(LB)
+        lb_index = lab.topology.hosts.index(lb)
+        peers = [lab.peer_ifname(lb_index, ifname) for ifname in ("eth1", "eth2")]
+        lab.run("router", ["ip", "route", "add", f"{VIP}/32", "via", str(lb.address_on("uplink"))])
+        lab.run("client", ["ethtool", "-K", "eth1", "tx", "off"])
         spec_path = work / "dataplane.json"
 
         def apply(mode: str) -> None:
-            spec = json.loads(lab.write_spec(spec_path, mode=mode).read_text())
-            spec["services"].append(dict(spec["services"][0], name="blast", port=9))
+            spec = json.loads(lab.config(LB, DATAPLANE_TARGET).read_text())
+            spec["xdp_mode"] = mode
+            udp = dict(spec["services"][0], name="blast", port=9, protocol="udp")
+            spec["services"].append(udp)
             spec_path.write_text(json.dumps(spec))
-            lab.dataplane("apply", "--spec", str(spec_path), "--object", str(obj),
-                          "--pin-root", str(fs / "lb"))  # fmt: skip
+            lab.dataplane(LB, "apply", spec=spec_path)
 
         results = {}
         apply("generic")
         results["xdp generic"] = blast(lab, work / "blast", args.count, args.seconds)
-        lab.ip("sw", "link", "set", "dev", "p-lb", "xdpdrv", "obj", str(pass_o), "sec", "xdp")
+        for peer in peers:
+            subprocess.run(["ip", "-n", lab.switch, "link", "set", "dev", peer, "xdpdrv",
+                            "obj", str(pass_o), "sec", "xdp"], check=True)  # fmt: skip
         apply("native")
         results["xdp native"] = blast(lab, work / "blast", args.count, args.seconds)
-        lab.dataplane("detach", "--interface", "eth0", "--pin-root", str(fs / "lb"))
-        lab.ip("sw", "link", "set", "dev", "p-lb", "xdpdrv", "off")
-        lab.sysctl("lb", net__ipv4__ip_forward=1, net__ipv4__fib_multipath_hash_policy=1)
-        lab.ip("lb", "route", "add", f"{VIP}/32",
-               *[w for a in BACKENDS.values() for w in ("nexthop", "via", a)])  # fmt: skip
+        lab.dataplane(LB, "detach", spec=spec_path)
+        for peer in peers:
+            subprocess.run(["ip", "-n", lab.switch, "link", "set", "dev", peer, "xdpdrv", "off"],
+                           check=True)  # fmt: skip
+        lab.run(LB, ["ip", "addr", "del", f"{VIP}/32", "dev", "lo"])
+        lab.run(LB, ["sysctl", "-qw", "net.ipv4.ip_forward=1",
+                     "net.ipv4.fib_multipath_hash_policy=1"])  # fmt: skip
+        hops = [str(b.address_on("backend")) for b in lab.topology.backends if b.loopback_vips]
+        lab.run(LB, ["ip", "route", "add", f"{VIP}/32",
+                     *[w for a in hops for w in ("nexthop", "via", a)]])  # fmt: skip
         results["kernel forwarding"] = blast(lab, work / "blast", args.count, args.seconds)
 
-        kernel_pps = results["kernel forwarding"][2] / results["kernel forwarding"][1]
-        print(f"{'path':<18} {'sent':>9} {'delivered':>9} {'seconds':>8} {'pps':>10} {'ratio':>6}")
-        for name, (sent, el, got) in results.items():
-            pps = got / el
-            print(f"{name:<18} {sent:>9} {got:>9} {el:>8.2f} {pps:>10.0f} {pps / kernel_pps:>6.2f}")
-    finally:
-        lab.close()
-        subprocess.run(["umount", "-l", str(fs)], check=False)
-        subprocess.run(["rm", "-rf", str(work)], check=False)
+    kernel_pps = results["kernel forwarding"][2] / results["kernel forwarding"][1]
+    print(f"{'path':<18} {'sent':>9} {'delivered':>9} {'seconds':>8} {'pps':>10} {'ratio':>6}")
+    for name, (sent, el, got) in results.items():
+        pps = got / el
+        print(f"{name:<18} {sent:>9} {got:>9} {el:>8.2f} {pps:>10.0f} {pps / kernel_pps:>6.2f}")
 
 
 if __name__ == "__main__":

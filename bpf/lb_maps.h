@@ -47,10 +47,13 @@ struct vip_info {
 };
 
 struct backend {
-	__u8 addr[16]; /* IPv4 in the first 4 bytes; outer destination for IPIP */
-	__u8 mac[6];   /* next-hop (IPIP) or backend (L2 DSR) MAC */
-	__u8 family;   /* 4 or 6 */
-	__u8 mode;     /* LB_MODE_* */
+	__u8 addr[16];   /* IPv4 in the first 4 bytes; outer destination for IPIP */
+	__u8 mac[6];     /* Ethernet destination: next-hop (IPIP) or backend (L2 DSR) MAC */
+	__u8 family;     /* 4 or 6 */
+	__u8 mode;       /* LB_MODE_* */
+	__u8 src_mac[6]; /* Ethernet source: the egress interface's own MAC */
+	__u16 pad;
+	__u32 ifindex;   /* egress interface: XDP_TX if it is the ingress one, else redirect */
 };
 
 struct lb_config {

@@ -182,3 +182,9 @@ main.add_command(nic)
 from .dataplane.cli import dataplane  # noqa: E402
 
 main.add_command(dataplane)
+
+from .deploy import deploy  # noqa: E402
+from .lab.podman import lab  # noqa: E402
+
+main.add_command(deploy)
+main.add_command(lab)

@@ -8,6 +8,12 @@ from typing import Any
 
 from lbappliance.dataplane import bpfmaps, bpfsys, loader
 from lbappliance.dataplane import spec as specmod
+from lbappliance.dataplane.neighbours import NextHop, Wanted
+
+# BPF_PROG_TEST_RUN runs the program as if the frame came in on the caller's
+# loopback device: ifindex 1 in every namespace. A next hop on it means XDP_TX.
+INGRESS_IFINDEX = 1
+OUR_MAC = "02:bb:00:00:00:02"
 
 
 def make_spec(services: list[dict[str, Any]], **top: Any) -> specmod.DataplaneSpec:
@@ -24,14 +30,21 @@ def make_spec(services: list[dict[str, Any]], **top: Any) -> specmod.DataplaneSp
     return specmod.parse(raw)
 
 
-def fake_macs(spec: specmod.DataplaneSpec) -> dict[str, str]:
+def fake_mac(address: str) -> str:
     """A distinct made-up next-hop MAC per backend (02:00:...: locally administered)."""
-    out = {}
-    for s in spec.services:
-        for b in s.backends:
-            tail = ipaddress.ip_address(b.address).packed[-3:]
-            out[b.address] = "02:00:00:" + tail.hex(":")
-    return out
+    return "02:00:00:" + ipaddress.ip_address(address).packed[-3:].hex(":")
+
+
+def fake_next_hops(
+    spec: specmod.DataplaneSpec, ifindex: int = INGRESS_IFINDEX, src_mac: str = OUR_MAC
+) -> dict[Wanted, NextHop | None]:
+    """Every backend behind ``ifindex`` (default: the ingress, XDP_TX), with
+    its static MAC or a made-up one."""
+    return {
+        (b.address, b.mac): NextHop(ifindex, "fake", src_mac, b.mac or fake_mac(b.address))
+        for s in spec.services
+        for b in s.backends
+    }
 
 
 class Forwarder:
@@ -47,7 +60,7 @@ class Forwarder:
         self,
         spec: specmod.DataplaneSpec,
         down: tuple[str, ...] = (),
-        macs: dict[str, str | None] | None = None,
+        next_hops: dict[Wanted, NextHop | None] | None = None,
     ) -> loader.ApplyReport:
         self.spec = spec
         rep = loader.apply(
@@ -55,7 +68,7 @@ class Forwarder:
             self.obj,
             self.root,
             down=down,
-            macs=fake_macs(spec) if macs is None else macs,
+            next_hops=fake_next_hops(spec) if next_hops is None else next_hops,
             attach_program=False,
         )
         if self._prog is not None:

@@ -11,9 +11,11 @@ import ipaddress
 import struct
 
 from lbappliance.dataplane import flowhash, maglev
+from lbappliance.dataplane.neighbours import NextHop, Wanted
 from lbappliance.dataplane.spec import DataplaneSpec
 
-XDP_DROP, XDP_PASS, XDP_TX = 1, 2, 3
+XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = 1, 2, 3, 4
+INGRESS_IFINDEX = 1  # BPF_PROG_TEST_RUN: the caller's lo
 
 
 _PROTO = {6: "tcp", 17: "udp"}
@@ -29,15 +31,18 @@ def ipv4_checksum(header: bytes) -> int:
 
 class Model:
     def __init__(
-        self, spec: DataplaneSpec, macs: dict[str, str | None], down: tuple[str, ...] = ()
+        self,
+        spec: DataplaneSpec,
+        next_hops: dict[Wanted, NextHop | None],
+        down: tuple[str, ...] = (),
     ) -> None:
         self.spec = spec
         self.services = {}
         for s in spec.services:
-            mac_of = {b.address: (b.mac or macs.get(b.address)) for b in s.backends}
-            off = set(down) | {a for a, m in mac_of.items() if m is None}
+            hop_of = {b.address: next_hops.get((b.address, b.mac)) for b in s.backends}
+            off = set(down) | {a for a, h in hop_of.items() if h is None}
             table = maglev.build(s.weights(), spec.table_size, down=off)
-            self.services[s.key] = (s, table, mac_of)
+            self.services[s.key] = (s, table, hop_of)
 
     def backend_for(self, src: str, dst: str, sport: int, dport: int, proto: int) -> str:
         _, table, _ = self.services[(dst, dport, _PROTO[proto])]
@@ -91,15 +96,17 @@ class Model:
         entry = self.services.get((dst, dport, _PROTO[proto]))
         if entry is None:
             return passed
-        svc, table, mac_of = entry
+        svc, table, hop_of = entry
         if not table.size:
             return XDP_DROP, frame
         h = flowhash.flow_hash(src, dst, sport, dport, proto)
         backend = table.backend_for_slot(flowhash.slot(h, table.size))
-        be_mac = bytes.fromhex(mac_of[backend].replace(":", ""))
-        our_mac = frame[0:6]
+        hop = hop_of[backend]
+        sent = XDP_TX if hop.ifindex == INGRESS_IFINDEX else XDP_REDIRECT
+        be_mac = bytes.fromhex(hop.mac.replace(":", ""))
+        our_mac = bytes.fromhex(hop.src_mac.replace(":", ""))
         if svc.forwarding == "l2dsr":
-            return XDP_TX, be_mac + our_mac + frame[12:]
+            return sent, be_mac + our_mac + frame[12:]
         be = ipaddress.ip_address(backend)
         inner_proto = 4 if family == 4 else 41
         if be.version == 4:
@@ -120,10 +127,10 @@ class Model:
                 be.packed,
             )
             hdr = hdr[:10] + struct.pack("!H", ipv4_checksum(hdr)) + hdr[12:]
-            return XDP_TX, be_mac + our_mac + b"\x08\x00" + hdr + frame[14:]
+            return sent, be_mac + our_mac + b"\x08\x00" + hdr + frame[14:]
         if inner_len > 0xFFFF:
             return passed
         src6 = ipaddress.IPv6Address(self.spec.tunnel_source_v6).packed
         first = (6 << 28) | (tos << 20) | (h & 0xFFFFF)
         hdr = struct.pack("!IHBB16s16s", first, inner_len, inner_proto, 64, src6, be.packed)
-        return XDP_TX, be_mac + our_mac + b"\x86\xdd" + hdr + frame[14:]
+        return sent, be_mac + our_mac + b"\x86\xdd" + hdr + frame[14:]

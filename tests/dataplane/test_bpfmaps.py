@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
 
 import pytest
-from dphelpers import Forwarder, fake_macs, make_spec
-from dpmodel import XDP_PASS, XDP_TX, Model
+from dphelpers import Forwarder, fake_next_hops, make_spec
+from dpmodel import XDP_PASS, XDP_REDIRECT, XDP_TX, Model
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
@@ -77,7 +78,10 @@ def test_struct_layouts_match_the_objects_btf(xdp_object):
     expect = {
         "vip_key": (bpfmaps.VIP_KEY, {"addr": 0, "port": 16, "proto": 18, "family": 19}),
         "vip_info": (bpfmaps.VIP_INFO, {"stats_id": 0, "table_id": 4, "table_size": 8}),
-        "backend": (bpfmaps.BACKEND, {"addr": 0, "mac": 16, "family": 22, "mode": 23}),
+        "backend": (
+            bpfmaps.BACKEND,
+            {"addr": 0, "mac": 16, "family": 22, "mode": 23, "src_mac": 24, "ifindex": 32},
+        ),
         "lb_config": (
             bpfmaps.CONFIG,
             {"src_v4": 0, "src_v6": 4, "has_v4": 20, "has_v6": 21, "object_sha256": 24},
@@ -113,7 +117,7 @@ def test_an_update_fills_the_other_slot_then_switches(fwd):
     with fwd.maps() as m:
         assert m.table(table_a) is not None  # the previous generation stays...
     after = route(fwd)
-    model_b = Model(spec_b, fake_macs(spec_b))
+    model_b = Model(spec_b, fake_next_hops(spec_b))
     for sport, be in after.items():
         assert be == Ether(model_b.expect(frame(sport))[1])[IP].dst
     assert after != before
@@ -151,22 +155,32 @@ def test_backend_entries_are_freed_one_apply_later(fwd):
         assert B[2] not in {e.address for e in m.backends().values()}
 
 
-def test_a_changed_mac_gets_a_new_entry(fwd):
+def test_a_changed_next_hop_gets_a_new_entry(fwd):
     spec = spec_of(service(B[:2]))
-    macs = fake_macs(spec)
-    fwd.apply(spec, macs=macs)
+    hops = fake_next_hops(spec)
+    fwd.apply(spec, next_hops=hops)
     flows = route(fwd, 100)
     sport = next(f for f, be in flows.items() if be == B[0])
-    macs = dict(macs, **{B[0]: "02:00:00:99:99:99"})
-    rep = fwd.apply(spec, macs=macs)
+    hops[(B[0], None)] = dataclasses.replace(hops[(B[0], None)], mac="02:00:00:99:99:99")
+    rep = fwd.apply(spec, next_hops=hops)
     assert rep.sync.backends_added == 1
     assert Ether(fwd.run(frame(sport)).data).dst == "02:00:00:99:99:99"
+    # Moved behind another interface: redirected there, with that one's MAC.
+    hops[(B[0], None)] = dataclasses.replace(
+        hops[(B[0], None)], ifindex=9, src_mac="02:09:09:09:09:09"
+    )
+    rep = fwd.apply(spec, next_hops=hops)
+    assert rep.sync.backends_added == 1
+    res = fwd.run(frame(sport))
+    assert res.retval == XDP_REDIRECT and Ether(res.data).src == "02:09:09:09:09:09"
+    with fwd.maps() as m:
+        assert {e.ifindex for e in m.backends().values() if e.address == B[0]} >= {9}
 
 
 def test_unresolved_next_hop_is_left_out_with_a_warning(fwd):
     spec = spec_of(service(B[:3]))
-    macs = dict(fake_macs(spec), **{B[2]: None})
-    rep = fwd.apply(spec, macs=macs)
+    hops = fake_next_hops(spec) | {(B[2], None): None}
+    rep = fwd.apply(spec, next_hops=hops)
     assert any(B[2] in w for w in rep.sync.warnings)
     assert B[2] not in route(fwd).values()
 
@@ -192,7 +206,7 @@ def test_table_size_change_is_atomic_too(fwd):
     fwd.apply(spec)
     stats_id, table_id, size = vip_info(fwd)
     assert size == 251 and table_id == 2 * stats_id + 1
-    model = Model(spec, fake_macs(spec))
+    model = Model(spec, fake_next_hops(spec))
     for sport, be in route(fwd).items():
         assert be == Ether(model.expect(frame(sport))[1])[IP].dst
 
@@ -216,7 +230,7 @@ def test_a_new_object_is_loaded_beside_and_swapped_in(fwd, tmp_path, xdp_object)
     rep = fwd.apply(spec)
     assert rep.reloaded and rep.prog_id != first.prog_id
     assert not (fwd.root / f"{spec.interface}:new").exists()
-    model = Model(spec, fake_macs(spec))
+    model = Model(spec, fake_next_hops(spec))
     for sport, be in route(fwd, 50).items():
         assert be == Ether(model.expect(frame(sport))[1])[IP].dst
 

@@ -1,148 +1,274 @@
-"""End to end in network namespaces: client -> LB (XDP) -> 3 DSR backends.
+"""End to end in the namespace lab: client -> router -> LB (XDP) -> three DSR backends.
 
-The backends decapsulate with bpf/xdp_decap.c instead of an ``ipip`` device:
-this machine's kernel is built without CONFIG_NET_IPIP. The packets on the
-wire are the same IPIP packets an ipip device would take.
+The lab is the project's one lab (``lbappliance.lab.netns``, built from
+inventory/sites/lab.yml): L4 service ``echo`` = 198.51.100.20:8080/tcp over
+10.30.0.21-23, each backend a lab HTTP server answering with its name. Both
+LB nodes run the forwarder from their rendered spec (``lab.start_all()``);
+their health agents announce the VIP once it is attached, and the router
+spreads it over lb1 and lb2 by ECMP, hashing on L4 ports here so that the
+flows of one client use both nodes. The nodes build the same Maglev table, so
+a flow's backend does not depend on the node it crosses: every expectation
+below is the Python table's answer, whichever node forwarded.
+
+The forwarder receives on eth1 (uplink) and redirects out of eth2 (backend
+segment); the backends strip the outer header with bpf/xdp_decap.c (this
+kernel has no ipip driver; the lab attaches it) and answer the client
+directly from the VIP on their loopback.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import shutil
+import socket
+import struct
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
-from dplab import BACKENDS, CLIENT, VIP, Lab
 
-from lbappliance.dataplane import flowhash, loader, maglev
+from lbappliance.dataplane import flowhash, maglev, neighbours
+from lbappliance.dataplane import spec as specmod
+from lbappliance.lab.netns import NetnsLab
+from lbappliance.render.specs import DATAPLANE_TARGET
 
 pytestmark = pytest.mark.slow
 
-NAMES = {addr: role for role, addr in BACKENDS.items()}
-PORTS = list(range(20000, 20240))
-TAGS: list[str] = []  # labs built by this module, checked at the end
+VIP, PORT = "198.51.100.20", 8080
+L4 = f"{VIP}/32"
+PORTS = list(range(20000, 20200))  # client source ports: one flow each
+LABS: list[NetnsLab] = []  # labs built by this module, checked at the end
 
 
-@pytest.fixture(scope="module")
-def decap_object(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("decap") / "xdp_decap.o"
-    return loader.compile_object(Path(__file__).parents[2] / "bpf" / "xdp_decap.c", out)
+@pytest.fixture
+def lab():
+    if os.geteuid() != 0 or not shutil.which("clang") or not shutil.which("bpftool"):
+        pytest.skip("needs root, clang and bpftool")
+    with NetnsLab.create() as lab:
+        LABS.append(lab)
+        lab.start_all()
+        lab.wait(lambda: lab.fib_nexthops(L4) == uplinks(lab), 20, f"{L4} over both nodes")
+        # L4 hashing at the router: one client's flows cross both nodes.
+        lab.run("router", ["sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1"])
+        # The client's frames as a real NIC puts them on the wire: segmented and
+        # checksummed. veth would otherwise carry 64 kB TSO super-frames (no NIC
+        # hands XDP those; encapsulated, they exceed eth2's MTU and the redirect
+        # drops them) with checksums left to "hardware" (CHECKSUM_PARTIAL, lost
+        # when native XDP turns the skb into a bare frame: the backend would drop
+        # the packet). Turning tx checksum offload off turns TSO off with it.
+        lab.run("client", ["ethtool", "-K", "eth1", "tx", "off"])
+        yield lab
+
+
+def uplinks(lab: NetnsLab) -> list[str]:
+    return sorted(str(lb.address_on("uplink")) for lb in lab.topology.lbs)
+
+
+def client(lab: NetnsLab) -> str:
+    return str(lab.topology.client.address_on("client"))
+
+
+def names(lab: NetnsLab) -> dict[str, str]:
+    return {str(h.address_on("backend")): h.name for h in lab.topology.backends}
+
+
+def rendered(lab: NetnsLab, node: str = "lb1") -> specmod.DataplaneSpec:
+    return specmod.load(lab.config(node, DATAPLANE_TARGET))
+
+
+def predicted(
+    lab: NetnsLab, ports: list[int], backends: list[str] | None = None, down: tuple = ()
+) -> dict[int, str]:
+    """Backend name per source port, as the Python Maglev table says."""
+    spec = rendered(lab)
+    weights = spec.services[0].weights()
+    if backends is not None:
+        weights = {b: w for b, w in weights.items() if b in backends}
+    table = maglev.build(weights, spec.table_size, down=down)
+    out = {}
+    for p in ports:
+        h = flowhash.flow_hash(client(lab), VIP, p, PORT, socket.IPPROTO_TCP)
+        out[p] = names(lab)[table.backend_for_slot(flowhash.slot(h, table.size))]
+    return out
+
+
+def ask(lab: NetnsLab, port: int, body: bytes | None = None) -> str:
+    """One HTTP exchange from client source port ``port`` to the VIP: the
+    answering backend's name. Closed with a RST, so the same flow (4-tuple)
+    can be used again at once."""
+    conn = http.client.HTTPConnection(VIP, PORT, timeout=3, source_address=(client(lab), port))
+    try:
+        conn.request("POST" if body else "GET", "/", body=body)
+        r = conn.getresponse()
+        assert r.status == 200
+        return r.read().decode().strip()
+    finally:
+        if conn.sock:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+
+def probe(lab: NetnsLab, ports: list[int]) -> dict[int, str]:
+    with lab.inside("client"):
+        return {p: ask(lab, p) for p in ports}
+
+
+def status(lab: NetnsLab, node: str) -> dict[str, Any]:
+    return json.loads(lab.dataplane(node, "status", "--json").stdout)
+
+
+def apply_everywhere(lab: NetnsLab, *args: str, spec: Path | None = None) -> None:
+    for lb in lab.topology.lbs:
+        lab.dataplane(lb.name, "apply", *args, spec=spec)
+
+
+def spec_copy(lab: NetnsLab, path: Path, **changes: Any) -> Path:
+    """The rendered spec with top-level ``changes``; ``backends`` replaces the service's."""
+    raw = json.loads(lab.config("lb1", DATAPLANE_TARGET).read_text())
+    if "backends" in changes:
+        keep = changes.pop("backends")
+        svc = raw["services"][0]
+        svc["backends"] = [b for b in svc["backends"] if b["address"] in keep]
+    raw.update(changes)
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def mac(lab: NetnsLab, host: str, ifname: str) -> str:
+    return json.loads(lab.run(host, ["ip", "-j", "link", "show", ifname]).stdout)[0]["address"]
+
+
+def test_next_hops_come_from_the_kernels_routes(lab: NetnsLab):
+    """Backends: out of eth2 (not the ingress eth1) with eth2's MAC, to the
+    backend's own MAC; via a gateway: its MAC; lo is no Ethernet egress."""
+    gone = "127.0.0.1"
+    with lab.inside("lb1"):
+        hops, warnings = neighbours.resolve(
+            [(a, None) for a in names(lab)] + [(client(lab), None), (gone, None)]
+        )
+    for addr, host in names(lab).items():
+        hop = hops[(addr, None)]
+        assert hop is not None
+        assert (hop.ifname, hop.src_mac) == ("eth2", mac(lab, "lb1", "eth2"))
+        assert hop.mac == mac(lab, host, "eth1")
+    via_router = hops[(client(lab), None)]
+    assert via_router is not None and via_router.ifname == "eth1"
+    assert via_router.mac == mac(lab, "router", "eth1")
+    assert hops[(gone, None)] is None
+    assert warnings == [f"{gone}: not routed via an Ethernet interface"]
+
+
+def test_flows_follow_the_table_on_both_nodes_and_tcp_completes(lab: NetnsLab):
+    for lb in lab.topology.lbs:
+        st = status(lab, lb.name)
+        assert st["attached"]["mode"] == "generic"
+        (svc,) = st["services"]
+        assert {b["egress"] for b in svc["backends"]} == {"eth2"}
+        assert {b["address"] for b in svc["backends"]} == set(names(lab))
+
+    # Many flows, spread exactly as the Python table says, over all three.
+    expected = predicted(lab, PORTS)
+    assert probe(lab, PORTS) == expected
+    assert set(expected.values()) == set(names(lab).values())
+    # ...through both nodes (L4 ECMP at the router), which agree.
+    counts = {lb.name: status(lab, lb.name)["services"][0]["packets"] for lb in lab.topology.lbs}
+    assert all(n > 0 for n in counts.values()), counts
+    assert sum(counts.values()) >= 3 * len(PORTS)  # SYN, ACK + request, ACK of FIN, RST
+
+    # One flow stays on one backend.
+    assert set(probe(lab, [PORTS[0]] * 20).values()) == {expected[PORTS[0]]}
+
+    # A TCP connection through the VIP completes with full-size segments from
+    # the client (a 64 kB POST: the backend's advertised MSS leaves room for
+    # the outer header), answered directly by the backend the table names.
+    with lab.inside("client"):
+        assert ask(lab, 21000, body=b"x" * 65536) == predicted(lab, [21000])[21000]
+
+    # Nothing dropped by the forwarder.
+    for lb in lab.topology.lbs:
+        assert set(status(lab, lb.name)["drops"].values()) == {0}
+
+
+def test_a_failed_backend_moves_only_its_flows(lab: NetnsLab):
+    before = probe(lab, PORTS)
+    gone = "10.30.0.22"
+    apply_everywhere(lab, "--down", gone)
+    after = probe(lab, PORTS)
+    assert after == predicted(lab, PORTS, down=(gone,))
+    moved = {p for p in PORTS if after[p] != before[p]}
+    assert moved == {p for p in PORTS if before[p] == names(lab)[gone]}
+    for lb in lab.topology.lbs:
+        backends = status(lab, lb.name)["services"][0]["backends"]
+        assert {b["address"] for b in backends} == set(names(lab)) - {gone}
+    # Back up: exactly its flows return.
+    apply_everywhere(lab)
+    assert probe(lab, PORTS) == before
+
+
+def test_leaving_the_spec_moves_flows_as_the_rebuilt_table_says(lab: NetnsLab, tmp_path: Path):
+    keep = ["10.30.0.21", "10.30.0.23"]
+    apply_everywhere(lab, spec=spec_copy(lab, tmp_path / "dataplane.json", backends=keep))
+    assert probe(lab, PORTS) == predicted(lab, PORTS, backends=keep)
+
+
+def test_detached_node_is_withdrawn_the_other_carries_on(lab: NetnsLab):
+    lb1, lb2 = lab.topology.lbs
+    out = lab.dataplane(lb1.name, "detach").stdout
+    assert "detached" in out
+    link = json.loads(lab.run(lb1.name, ["ip", "-j", "-d", "link", "show", "eth1"]).stdout)[0]
+    assert "prog" not in link.get("xdp", {})
+    assert not (lab.pin_root(lb1.name) / "eth1").exists()
+    # The health agent sees no XDP program on eth1: lb1's route goes.
+    lab.wait(lambda: lab.fib_nexthops(L4) == [str(lb2.address_on("uplink"))], 10, "lb1 withdrawn")
+    assert probe(lab, PORTS[:40]) == predicted(lab, PORTS[:40])
 
 
 @pytest.fixture(scope="module")
 def pass_object(tmp_path_factory) -> Path:
-    """XDP_PASS for the bridge side of the LB's veth: native XDP_TX on veth
-    only delivers to a peer that has an XDP program (LAB-NOTES)."""
+    """XDP_PASS, for the switch side of the LBs' veths: native XDP_TX/redirect
+    on veth only delivers to a peer that has an XDP program (LAB-NOTES)."""
     d = tmp_path_factory.mktemp("pass")
     (d / "xdp_pass.c").write_text(
         "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n"
         'SEC("xdp") int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }\n'
         'char _license[] SEC("license") = "Apache-2.0";\n'
     )
-    return loader.compile_object(d / "xdp_pass.c", d / "xdp_pass.o")
+    from lbappliance.dataplane.loader import compile_object
+
+    return compile_object(d / "xdp_pass.c", d / "xdp_pass.o")
 
 
-@pytest.fixture
-def lab(decap_object, bpffs):
-    if shutil.which("ip") is None:
-        pytest.skip("iproute2 missing")
-    lab = Lab()
-    TAGS.append(lab.tag)
-    try:
-        lab.up(decap_object)
-        lab.start_servers()
-        yield lab
-    finally:
-        lab.close()
-
-
-def predicted(ports, backends=None, down=()):
-    table = maglev.build(list(backends or BACKENDS.values()), down=down)
-    out = {}
-    for p in ports:
-        h = flowhash.flow_hash(CLIENT, VIP, p, 53, 17)
-        out[p] = NAMES[table.backend_for_slot(flowhash.slot(h, table.size))]
-    return out
-
-
-def apply(lab, tmp_path, xdp_object, bpffs, *extra, mode="generic", backends=None):
-    spec = lab.write_spec(tmp_path / "dataplane.json", mode=mode, backends=backends)
-    return lab.dataplane(
-        "apply", "--spec", str(spec), "--object", str(xdp_object),
-        "--pin-root", str(bpffs / lab.tag), *extra,
-    )  # fmt: skip
-
-
-def test_flows_follow_the_table_and_dsr_completes(lab, tmp_path, xdp_object, bpffs):
-    out = apply(lab, tmp_path, xdp_object, bpffs, "--json")
-    report = json.loads(out.stdout)
-    assert report["reloaded"] and not report["warnings"], report
-
-    # Many flows, spread exactly as the Python table says.
-    seen = lab.udp_probe(PORTS)
-    assert {p: a[0] for p, a in seen.items()} == predicted(PORTS)
-    assert set(predicted(PORTS).values()) == set(BACKENDS)
-
-    # One flow stays on one backend.
-    again = lab.udp_probe([PORTS[0]], tries=20)[PORTS[0]]
-    assert set(again) == {predicted(PORTS[:1])[PORTS[0]]}
-
-    # A TCP connection through the VIP completes (handshake, > 1 segment each
-    # way, FIN), answered directly by the backend the table names.
-    name, n = lab.tcp_probe()
-    assert name in BACKENDS and n == len(name) + 1 + 2400
-
-    # A failed backend: only its flows move.
-    gone = BACKENDS["b2"]
-    apply(lab, tmp_path, xdp_object, bpffs, "--down", gone)
-    after = {p: a[0] for p, a in lab.udp_probe(PORTS).items()}
-    before = predicted(PORTS)
-    assert after == predicted(PORTS, down=(gone,))
-    assert {p for p in PORTS if after[p] != before[p]} == {p for p in PORTS if before[p] == "b2"}
-
-    # Counters: the status report shows every probe.
-    st = json.loads(
-        lab.dataplane("status", "--interface", "eth0", "--pin-root", str(bpffs / lab.tag),
-                      "--json").stdout
-    )  # fmt: skip
-    dns = next(s for s in st["services"] if s["port"] == 53)
-    assert dns["packets"] >= len(PORTS) * 2 + 20
-    assert {b["address"] for b in dns["backends"]} == set(BACKENDS.values()) - {gone}
-    assert st["attached"]["mode"] == "generic"
-
-    # Detach: the kernel gets the VIP's packets again (and drops them, it has
-    # no route for them), nothing is left pinned.
-    out = lab.dataplane("detach", "--interface", "eth0", "--pin-root", str(bpffs / lab.tag))
-    assert "detached" in out.stdout
-    link = json.loads(lab.ip("lb", "-j", "-d", "link", "show", "eth0"))[0]
-    assert "xdp" not in link or "prog" not in link["xdp"]
-    assert not (bpffs / lab.tag / "eth0").exists()
-
-
-def test_leaving_the_spec_moves_flows_as_the_rebuilt_table_says(lab, tmp_path, xdp_object, bpffs):
-    apply(lab, tmp_path, xdp_object, bpffs)
-    apply(lab, tmp_path, xdp_object, bpffs, backends=["b1", "b3"])
-    seen = {p: a[0] for p, a in lab.udp_probe(PORTS).items()}
-    assert seen == predicted(PORTS, backends=(BACKENDS["b1"], BACKENDS["b3"]))
-
-
-def test_native_mode(lab, tmp_path, xdp_object, bpffs, pass_object):
-    lab.ip("sw", "link", "set", "dev", "p-lb", "xdpdrv", "obj", str(pass_object), "sec", "xdp")
-    out = apply(lab, tmp_path, xdp_object, bpffs, "--json", mode="native")
-    assert json.loads(out.stdout)["mode"] == "native"
-    link = json.loads(lab.ip("lb", "-j", "-d", "link", "show", "eth0"))[0]
-    assert link["xdp"]["mode"] == 1  # XDP_FLAGS_DRV_MODE
-    seen = {p: a[0] for p, a in lab.udp_probe(PORTS[:60]).items()}
-    assert seen == predicted(PORTS[:60])
-    assert lab.tcp_probe()[0] in BACKENDS
-    # Switching the spec back to generic re-attaches in generic mode.
-    out = apply(lab, tmp_path, xdp_object, bpffs, "--json")
-    assert json.loads(out.stdout)["reloaded"]
-    assert json.loads(lab.ip("lb", "-j", "-d", "link", "show", "eth0"))[0]["xdp"]["mode"] == 2
+def test_native_mode(lab: NetnsLab, tmp_path: Path, pass_object: Path):
+    for i, host in enumerate(lab.topology.hosts):
+        if host.kind == "lb":
+            for ifname in ("eth1", "eth2"):
+                peer = lab.peer_ifname(i, ifname)
+                subprocess.run(
+                    ["ip", "-n", lab.switch, "link", "set", "dev", peer, "xdpdrv",
+                     "obj", str(pass_object), "sec", "xdp"],
+                    check=True,
+                )  # fmt: skip
+    apply_everywhere(lab, spec=spec_copy(lab, tmp_path / "native.json", xdp_mode="native"))
+    for lb in lab.topology.lbs:
+        link = json.loads(lab.run(lb.name, ["ip", "-j", "-d", "link", "show", "eth1"]).stdout)[0]
+        assert link["xdp"]["mode"] == 1  # XDP_FLAGS_DRV_MODE
+    assert probe(lab, PORTS[:60]) == predicted(lab, PORTS[:60])
+    with lab.inside("client"):
+        assert ask(lab, 21000, body=b"x" * 65536) == predicted(lab, [21000])[21000]
+    # Back to the rendered spec: re-attached in generic mode.
+    apply_everywhere(lab)
+    assert status(lab, "lb1")["attached"]["mode"] == "generic"
 
 
 def test_nothing_is_left_behind():
-    """Runs after the lab tests in this module: none of their namespaces remain."""
-    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert TAGS and not [t for t in TAGS if f"lbdp-{t}-" in names]
+    """Runs after the lab tests in this module: no namespace, bpffs or workdir remains."""
+    names_ = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    mounts = Path("/proc/mounts").read_text()
+    assert LABS
+    for lab in LABS:
+        assert f"{lab.name}-" not in names_
+        assert str(lab.workdir) not in mounts
+        assert not lab.workdir.exists()

@@ -11,10 +11,10 @@ Update protocol, chosen so that no packet ever sees a half-written state:
 - The replaced table stays in the inactive slot until the next apply that
   leaves the VIP unchanged, which deletes it: by then no packet can still be
   reading it.
-- Backend entries are immutable: a backend whose address, MAC or mode changes
-  gets a new index, written before any table refers to it. An entry is zeroed
-  only when no table left in ``lb_tables`` refers to it, so not before the
-  apply after the one that stopped using it.
+- Backend entries are immutable: a backend whose address, next hop (egress
+  interface, MACs) or mode changes gets a new index, written before any table
+  refers to it. An entry is zeroed only when no table left in ``lb_tables``
+  refers to it, so not before the apply after the one that stopped using it.
 - A removed VIP is deleted from ``lb_vips`` first; its tables are dropped on
   the next apply.
 
@@ -34,6 +34,7 @@ from pathlib import Path
 
 from lbappliance.dataplane import bpfsys, maglev
 from lbappliance.dataplane.bpfsys import Fd
+from lbappliance.dataplane.neighbours import NextHop, Wanted
 from lbappliance.dataplane.spec import DataplaneSpec
 
 MAX_SERVICES = 1024
@@ -48,7 +49,7 @@ DROP_REASONS = ("no_backend", "no_table", "no_tunnel_source", "adjust_head_faile
 
 VIP_KEY = struct.Struct("=16sHBB")  # addr, port (network order), proto, family
 VIP_INFO = struct.Struct("=IIII")  # stats_id, table_id, table_size, pad
-BACKEND = struct.Struct("=16s6sBB")  # addr, mac, family, mode
+BACKEND = struct.Struct("=16s6sBB6s2xI")  # addr, mac, family, mode, src_mac, ifindex
 CONFIG = struct.Struct("=4s16sBB2x32s")  # src_v4, src_v6, has_v4, has_v6, object_sha256
 COUNTERS = struct.Struct("=QQ")  # packets, bytes
 U32 = struct.Struct("=I")
@@ -80,28 +81,36 @@ def parse_vip_key(raw: bytes) -> tuple[str, int, str]:
     return ip.compressed, socket.ntohs(port), PROTO_NAMES.get(proto, str(proto))
 
 
+def _mac(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
+
+
 @dataclass(frozen=True)
 class BackendEntry:
     address: str
-    mac: str
+    mac: str  # Ethernet destination
     mode: int
+    src_mac: str  # Ethernet source: the egress interface's MAC
+    ifindex: int  # egress interface
 
     def pack(self) -> bytes:
         ip = ipaddress.ip_address(self.address)
         return BACKEND.pack(
             ip.packed.ljust(16, b"\0"),
-            bytes.fromhex(self.mac.replace(":", "")),
+            _mac(self.mac),
             ip.version,
             self.mode,
+            _mac(self.src_mac),
+            self.ifindex,
         )
 
     @classmethod
     def unpack(cls, raw: bytes) -> BackendEntry | None:
-        addr, mac, family, mode = BACKEND.unpack(raw)
+        addr, mac, family, mode, src_mac, ifindex = BACKEND.unpack(raw)
         if mode == MODE_UNUSED:
             return None
         ip = ipaddress.ip_address(addr[:4] if family == 4 else addr)
-        return cls(ip.compressed, mac.hex(":"), mode)
+        return cls(ip.compressed, mac.hex(":"), mode, src_mac.hex(":"), ifindex)
 
 
 @dataclass
@@ -243,14 +252,15 @@ class Maps:
     def sync(
         self,
         spec: DataplaneSpec,
-        macs: Mapping[str, str | None],
+        next_hops: Mapping[Wanted, NextHop | None],
         down: Iterable[str] = (),
     ) -> SyncResult:
         """Make the maps forward as ``spec`` says.
 
-        ``macs`` maps each IPIP backend address to its next-hop MAC (None:
-        unresolved, the backend is treated as down). ``down`` lists backend
-        addresses that failed: their slots, and only theirs, go to the others.
+        ``next_hops`` maps each backend's (address, static MAC) to its egress
+        interface and MACs (None or missing: unresolved, the backend is treated
+        as down). ``down`` lists backend addresses that failed: their slots,
+        and only theirs, go to the others.
         """
         res = SyncResult()
         down = set(down)
@@ -269,13 +279,15 @@ class Maps:
             entries: dict[str, BackendEntry] = {}
             svc_down = set(down)
             for b in svc.backends:
-                mac = b.mac if b.mac else macs.get(b.address)
-                if b.weight and mac is None:
-                    res.warnings.append(f"{label}: no MAC for {b.address}, left out")
+                hop = next_hops.get((b.address, b.mac))
+                if b.weight and hop is None:
+                    res.warnings.append(f"{label}: no next hop for {b.address}, left out")
                     svc_down.add(b.address)
                     continue
-                if mac is not None:
-                    entries[b.address] = BackendEntry(b.address, mac, MODES[svc.forwarding])
+                if hop is not None:
+                    entries[b.address] = BackendEntry(
+                        b.address, hop.mac, MODES[svc.forwarding], hop.src_mac, hop.ifindex
+                    )
             table = maglev.build(svc.weights(), spec.table_size, down=svc_down)
             # Backend map index of every Maglev backend (allocate new entries).
             index: list[int] = []

@@ -123,7 +123,7 @@ def status(spec_path: Path, interface: str | None, pin_root: Path, as_json: bool
         )
         for b in s["backends"]:
             click.echo(
-                f"  {b['address']:<39} {b['forwarding']:<5} {b['mac']} "
+                f"  {b['address']:<39} {b['forwarding']:<5} via {b['egress']} to {b['mac']} "
                 f"{b['slots']:>6} slots {b['packets']} pkts {b['bytes']} bytes"
             )
     drops = {k: v for k, v in st.get("drops", {}).items() if v}

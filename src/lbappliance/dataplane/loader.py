@@ -16,8 +16,9 @@ What does what, and why:
   back with ``ip -j -d link show``. iproute2 is present on every node and its
   XDP flags are the documented interface; pyroute2's XDP attribute support
   varies between releases.
-- Maps are then read and written with raw bpf(2) calls (bpfsys.py), routes and
-  neighbours with pyroute2 (neighbours.py).
+- Maps are then read and written with raw bpf(2) calls (bpfsys.py); each
+  backend's egress interface and MACs come from the kernel's routes and
+  neighbours through pyroute2 (neighbours.py).
 
 Pins live on a bpf filesystem (mounted at /sys/fs/bpf by systemd; mounted here
 if missing), so they vanish at reboot: the lb_dataplane role's oneshot unit
@@ -32,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -174,17 +176,9 @@ class ApplyReport:
         return out
 
 
-def ipip_next_hops(spec: DataplaneSpec) -> list[str]:
-    """IPIP backends whose next-hop MAC must be resolved."""
-    return sorted(
-        {
-            b.address
-            for s in spec.services
-            if s.forwarding == "ipip"
-            for b in s.backends
-            if b.weight and b.mac is None
-        }
-    )
+def wanted_next_hops(spec: DataplaneSpec) -> list[neighbours.Wanted]:
+    """(address, static MAC) of every backend in a table: each needs a next hop."""
+    return sorted({(b.address, b.mac) for s in spec.services for b in s.backends if b.weight})
 
 
 def apply(
@@ -192,21 +186,22 @@ def apply(
     obj: Path,
     pin_root: Path = DEFAULT_PIN_ROOT,
     down: Iterable[str] = (),
-    macs: Mapping[str, str | None] | None = None,
+    next_hops: Mapping[neighbours.Wanted, neighbours.NextHop | None] | None = None,
     attach_program: bool = True,
 ) -> ApplyReport:
     """Bring the forwarder on ``spec.interface`` in line with ``spec``.
 
-    ``macs`` overrides next-hop resolution (tests); ``attach_program=False``
-    loads and fills without attaching (BPF_PROG_TEST_RUN, benchmarks).
+    ``next_hops`` overrides resolution from the kernel (tests, benchmarks);
+    ``attach_program=False`` loads and fills without attaching
+    (BPF_PROG_TEST_RUN, benchmarks).
     """
     ensure_bpffs(pin_root)
     pin_root.mkdir(parents=True, exist_ok=True)
     digest = bpfmaps.object_digest(obj)
     pin_dir = pin_dir_for(pin_root, spec.interface)
     warnings: list[str] = []
-    if macs is None:
-        macs, warnings = neighbours.resolve(ipip_next_hops(spec), spec.interface)
+    if next_hops is None:
+        next_hops, warnings = neighbours.resolve(wanted_next_hops(spec))
 
     att = attachment(spec.interface) if attach_program else Attachment(spec.xdp_mode, None)
     pid = pinned_prog_id(pin_dir)
@@ -217,7 +212,7 @@ def apply(
         if same_object and attached:
             with bpfmaps.Maps(pin_dir / "maps") as m:
                 m.write_config(spec.tunnel_source_v4, spec.tunnel_source_v6, digest)
-                res = m.sync(spec, macs, down)
+                res = m.sync(spec, next_hops, down)
             res.warnings[:0] = warnings
             return ApplyReport(spec.interface, spec.xdp_mode, False, pid, res)
 
@@ -227,7 +222,7 @@ def apply(
     try:
         with bpfmaps.Maps(staging / "maps") as m:
             m.write_config(spec.tunnel_source_v4, spec.tunnel_source_v6, digest)
-            res = m.sync(spec, macs, down)
+            res = m.sync(spec, next_hops, down)
         if attach_program:
             if att.mode is not None and att.mode != spec.xdp_mode:
                 detach_xdp(spec.interface, att.mode)
@@ -298,6 +293,8 @@ def status(
                     "backends": [
                         {
                             "address": backends[idx].address,
+                            "egress": _ifname(backends[idx].ifindex),
+                            "src_mac": backends[idx].src_mac,
                             "mac": backends[idx].mac,
                             "forwarding": bpfmaps.MODE_NAMES[backends[idx].mode],
                             "slots": n,
@@ -312,3 +309,10 @@ def status(
         out["drops"] = m.drops()
         out["tunnel_source_v4"], out["tunnel_source_v6"], _ = m.config()
     return out
+
+
+def _ifname(ifindex: int) -> str:
+    try:
+        return socket.if_indextoname(ifindex)
+    except OSError:
+        return f"ifindex {ifindex}"

@@ -1,16 +1,21 @@
-"""Next-hop MACs of IPIP backends, from the kernel's routing and neighbour tables.
+"""Where each backend's packets leave: egress interface and MACs, from the kernel.
 
-The XDP program sends encapsulated packets straight back out of the interface
-it received them on (XDP_TX), so it has to write the Ethernet destination
-itself. The control plane asks the kernel (pyroute2, netlink) which next hop
-the outer packet would take — the backend itself if on-link, else the route's
-gateway — and that next hop's MAC, provoking an ARP/ND resolution with one UDP
-datagram to the discard port when the entry is missing. A backend whose route
-leaves by another interface, or whose next hop does not answer, gets no MAC and
-is left out of the table (reported as a warning).
+The XDP program writes the Ethernet header itself and sends the packet out of
+one interface: back out of the one it came in on (XDP_TX) or another one
+(bpf_redirect) — on a real LB node the uplink faces the routers and another
+interface faces the servers. The control plane asks the kernel (pyroute2,
+netlink) for the route to each backend: its output interface is the egress
+interface, that interface's own MAC the Ethernet source, and the next hop —
+the backend itself if on-link, else the route's gateway — gives the Ethernet
+destination, read from the neighbour table (one UDP datagram to the discard
+port provokes an ARP/ND resolution when the entry is missing). A static MAC in
+the spec (always there for L2 DSR) replaces the neighbour lookup, not the route
+lookup. A backend without a route, routed through an interface without an
+Ethernet address (a tunnel, lo), or whose next hop does not answer, gets no
+next hop and is left out of the table (reported as a warning).
 
-MACs are read at apply time only: if a next hop's MAC changes, run ``apply``
-again (it rewrites just the affected backend entries).
+Next hops are read at apply time only: if a route or a MAC changes, run
+``apply`` again (it rewrites just the affected backend entries).
 """
 
 from __future__ import annotations
@@ -19,59 +24,96 @@ import contextlib
 import socket
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 _NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x80  # REACHABLE STALE DELAY PROBE PERMANENT
+_ARPHRD_ETHER = 1
+
+
+@dataclass(frozen=True)
+class NextHop:
+    """How the program reaches one backend."""
+
+    ifindex: int  # egress interface
+    ifname: str
+    src_mac: str  # the egress interface's own MAC
+    mac: str  # next hop (IPIP) or backend (L2 DSR) MAC
+
+
+Wanted = tuple[str, str | None]  # (backend address, static MAC from the spec or None)
 
 
 def resolve(
-    addresses: Iterable[str], interface: str, timeout: float = 3.0
-) -> tuple[dict[str, str | None], list[str]]:
-    """MAC of each address's next hop on ``interface``, and any warnings."""
-    macs: dict[str, str | None] = {}
+    wanted: Iterable[Wanted], timeout: float = 3.0
+) -> tuple[dict[Wanted, NextHop | None], list[str]]:
+    """The next hop of each (address, static MAC), and any warnings."""
+    out: dict[Wanted, NextHop | None] = {}
     warnings: list[str] = []
     with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=interface)
-        if not found:
-            raise LookupError(f"no interface {interface!r}")
-        ifindex = found[0]
-        hops: dict[str, str] = {}
-        for addr in addresses:
+        links: dict[int, tuple[str, str] | None] = {}
+        routed: dict[Wanted, tuple[int, str, str, str]] = {}  # ifindex, name, MAC, hop
+        for addr, mac in wanted:
             try:
                 routes = list(ipr.route("get", dst=addr))
             except NetlinkError as e:
                 warnings.append(f"{addr}: no route ({e})")
-                macs[addr] = None
+                out[(addr, mac)] = None
                 continue
-            if not routes or routes[0].get("RTA_OIF") != ifindex:
-                warnings.append(f"{addr}: not routed via {interface}, XDP_TX cannot reach it")
-                macs[addr] = None
+            oif = routes[0].get("RTA_OIF") if routes else None
+            if oif and oif not in links:
+                links[oif] = _link(ipr, oif)
+            link = links.get(oif) if oif else None
+            if link is None:
+                warnings.append(f"{addr}: not routed via an Ethernet interface")
+                out[(addr, mac)] = None
                 continue
-            hops[addr] = routes[0].get("RTA_GATEWAY") or addr
-        pending = set(hops.values())
-        deadline = time.monotonic() + timeout
-        poked = False
-        known: dict[str, str] = {}
-        while pending:
-            for hop in list(pending):
-                mac = _lookup(ipr, ifindex, hop)
-                if mac:
-                    known[hop] = mac
-                    pending.discard(hop)
-            if not pending or time.monotonic() > deadline:
-                break
-            if not poked:
-                for hop in pending:
-                    _poke(hop, ifindex)
-                poked = True
-            time.sleep(0.02)
-        for addr, hop in hops.items():
-            macs[addr] = known.get(hop)
-            if macs[addr] is None:
-                warnings.append(f"{addr}: next hop {hop} did not resolve on {interface}")
-    return macs, warnings
+            routed[(addr, mac)] = (oif, *link, routes[0].get("RTA_GATEWAY") or addr)
+        unknown = {(oif, hop) for (_, mac), (oif, _, _, hop) in routed.items() if mac is None}
+        known = _neighbours(ipr, unknown, timeout)
+        for (addr, mac), (oif, ifname, src_mac, hop) in routed.items():
+            dst_mac = mac or known.get((oif, hop))
+            if dst_mac is None:
+                warnings.append(f"{addr}: next hop {hop} did not resolve on {ifname}")
+                out[(addr, mac)] = None
+                continue
+            out[(addr, mac)] = NextHop(oif, ifname, src_mac, dst_mac)
+    return out, warnings
+
+
+def _link(ipr: IPRoute, ifindex: int) -> tuple[str, str] | None:
+    """(name, MAC) of an Ethernet interface; None for anything else."""
+    link = ipr.get_links(ifindex)[0]
+    mac = link.get("IFLA_ADDRESS")
+    if link["ifi_type"] != _ARPHRD_ETHER or not mac:
+        return None
+    return link.get("IFLA_IFNAME"), mac
+
+
+def _neighbours(
+    ipr: IPRoute, hops: set[tuple[int, str]], timeout: float
+) -> dict[tuple[int, str], str]:
+    """MAC of each (ifindex, address), resolving missing entries for up to ``timeout`` s."""
+    pending = set(hops)
+    known: dict[tuple[int, str], str] = {}
+    deadline = time.monotonic() + timeout
+    poked = False
+    while pending:
+        for ifindex, hop in list(pending):
+            mac = _lookup(ipr, ifindex, hop)
+            if mac:
+                known[(ifindex, hop)] = mac
+                pending.discard((ifindex, hop))
+        if not pending or time.monotonic() > deadline:
+            break
+        if not poked:
+            for ifindex, hop in pending:
+                _poke(hop, ifindex)
+            poked = True
+        time.sleep(0.02)
+    return known
 
 
 def _lookup(ipr: IPRoute, ifindex: int, hop: str) -> str | None:

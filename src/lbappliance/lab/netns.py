@@ -13,10 +13,20 @@ filesystem. They are children of the calling process, each in its own process
 group, and the calling process becomes a child subreaper so nothing is left as
 an unreaped orphan.
 
+The L4 data plane: backends that own L4 VIPs on lo (DSR) strip the LB's IPIP
+header with bpf/xdp_decap.c in generic XDP mode (this kernel has no ipip
+driver), attached when the lab is built. ``start_dataplane`` loads the XDP
+forwarder on a node from its rendered spec — a oneshot ``python -m
+lbappliance.dataplane apply``, like the role's unit — with that node's pins on
+the lab's own bpf filesystem (``<workdir>/bpffs/<node>``: the namespaces share
+one filesystem); ``close()`` detaches it and unmounts that filesystem. BPF
+objects are compiled once per lab into ``<workdir>/bpf/``.
+
 Usage::
 
     with NetnsLab.create() as lab:               # namespaces, links, addresses (~1 s)
-        lab.start_all()                          # backends, BIRD, HAProxy, keepalived, ExaBGP
+        lab.start_all()                          # backends, BIRD, HAProxy, keepalived,
+                                                 # XDP forwarder, BFD, ExaBGP
         lab.wait(lambda: len(lab.fib_nexthops("198.51.100.10/32")) == 2, 15, "ECMP")
         with lab.inside("client"):               # sockets made here live in that namespace
             http.client.HTTPConnection("198.51.100.10", 80).request("GET", "/")
@@ -45,10 +55,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..dataplane.loader import bpf_source_dir, compile_object
 from ..inventory import Site, load_site
 from ..inventory.derived import RuntimePaths
 from ..paths import project_dir
 from ..render import render_site
+from ..render.specs import DATAPLANE_TARGET
 from ..secrets import Secrets
 from .backend import set_control
 from .topology import LabHost, Topology, lab_topology
@@ -56,6 +68,12 @@ from .topology import LabHost, Topology, lab_topology
 CLONE_NEWNET = 0x40000000
 PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)
+# TCP MSS the DSR backends advertise: a 1500-byte segment less the TCP and IP
+# headers and the 20 bytes of the LB's outer IPv4 header, so that a full-size
+# client segment still fits the backend segment's MTU once encapsulated.
+DSR_ADVMSS = 1500 - 20 - 20 - 20
+# What start_all() starts, in dependency order ("dataplane" is a oneshot apply).
+ALL_DAEMONS = ("backend", "bird", "haproxy", "keepalived", "dataplane", "bfd", "exabgp")
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -78,6 +96,8 @@ class NetnsLab:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
         self.daemons: dict[tuple[str, str], Daemon] = {}
         self._namespaces: list[str] = []
+        self._bpffs: Path | None = None
+        self._dataplanes: set[str] = set()  # nodes with a forwarder applied
 
     # --- construction ------------------------------------------------------------
 
@@ -118,6 +138,7 @@ class NetnsLab:
             _ip("-n", self.switch, "link", "set", f"br-{seg.name}", "up")
         for i, host in enumerate(self.topology.hosts):
             self._wire(i, host)
+        self._decapsulate()
         self.render()
 
     def _sysctl(self, ns: str, *settings: str) -> None:
@@ -149,6 +170,26 @@ class NetnsLab:
             self._sysctl(ns, "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2")
             for vip in host.loopback_vips:
                 _ip("-n", ns, "addr", "add", f"{vip}/{vip.max_prefixlen}", "dev", "lo")
+
+    def _decapsulate(self) -> None:
+        """DSR backends (L4 VIPs on lo) strip the LB's outer header in XDP and
+        advertise an MSS that leaves room for it."""
+        for host in self.topology.backends:
+            if not host.loopback_vips:
+                continue
+            ns, dev = self.ns(host.name), host.ifname_on("backend")
+            obj = self.bpf_object("xdp_decap")
+            _ip("-n", ns, "link", "set", "dev", dev, "xdpgeneric", "obj", str(obj), "sec", "xdp")
+            if host.gateway:
+                _ip("-n", ns, "route", "replace", "default", "via", str(host.gateway),
+                    "advmss", str(DSR_ADVMSS))  # fmt: skip
+
+    def bpf_object(self, name: str) -> Path:
+        """``bpf/<name>.c`` compiled (once per lab, the project's clang flags)."""
+        out = self.workdir / "bpf" / f"{name}.o"
+        if not out.exists():
+            compile_object(bpf_source_dir() / f"{name}.c", out)
+        return out
 
     # --- rendering ---------------------------------------------------------------
 
@@ -286,10 +327,40 @@ class NetnsLab:
         cfg = self.config(node, "etc/exabgp/exabgp.conf")
         return self.popen(node, "exabgp", ["exabgp", "server", str(cfg)], env=self.exabgp_env(node))
 
-    def start_all(
-        self,
-        daemons: tuple[str, ...] = ("backend", "bird", "haproxy", "keepalived", "bfd", "exabgp"),
-    ) -> None:
+    @property
+    def bpffs(self) -> Path:
+        """The lab's own bpf filesystem (mounted on first use, unmounted by close())."""
+        if self._bpffs is None:
+            path = self.workdir / "bpffs"
+            path.mkdir(exist_ok=True)
+            subprocess.run(["mount", "-t", "bpf", "bpf", str(path)], check=True)
+            self._bpffs = path
+        return self._bpffs
+
+    def pin_root(self, node: str) -> Path:
+        return self.bpffs / node
+
+    def dataplane(
+        self, node: str, command: str, *args: str, spec: Path | None = None
+    ) -> subprocess.CompletedProcess:
+        """``python -m lbappliance.dataplane COMMAND`` in ``node``'s namespace, on its
+        rendered spec (or ``spec``), its pins and the lab's compiled forwarder."""
+        opts = ["--spec", str(spec or self.config(node, DATAPLANE_TARGET))]
+        opts += ["--pin-root", str(self.pin_root(node))]
+        if command == "apply":
+            opts += ["--object", str(self.bpf_object("xdp_lb"))]
+            self._dataplanes.add(node)
+        cmd = [sys.executable, "-m", "lbappliance.dataplane", command, *opts, *args]
+        out = self.run(node, cmd, check=False, timeout=60)
+        if out.returncode:
+            raise RuntimeError(f"dataplane {command} on {node}: {out.stderr or out.stdout}")
+        return out
+
+    def start_dataplane(self, node: str) -> subprocess.CompletedProcess:
+        """The node's XDP forwarder from its rendered spec: a oneshot, not a daemon."""
+        return self.dataplane(node, "apply")
+
+    def start_all(self, daemons: tuple[str, ...] = ALL_DAEMONS) -> None:
         """Start the requested daemons everywhere they belong, in dependency order."""
         if "backend" in daemons:
             # Before HAProxy: a server failing its very first check starts DOWN.
@@ -300,7 +371,7 @@ class NetnsLab:
                     self.wait_tcp(host.name, str(host.address_on("backend")), port)
         if "bird" in daemons:
             self.start_bird()
-        for kind in ("haproxy", "keepalived", "bfd", "exabgp"):
+        for kind in ("haproxy", "keepalived", "dataplane", "bfd", "exabgp"):
             if kind in daemons:
                 for lb in self.topology.lbs:
                     getattr(self, f"start_{kind}")(lb.name)
@@ -429,6 +500,10 @@ class NetnsLab:
     def close(self) -> None:
         for host, kind in list(self.daemons):
             self.stop(host, kind)
+        for node in sorted(self._dataplanes):
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                self.dataplane(node, "detach")
+        self._dataplanes.clear()
         for ns in reversed(self._namespaces):
             # Anything still running in the namespace (e.g. a daemon's stray child) goes too.
             pids = _ip("netns", "pids", ns, check=False).stdout.split()
@@ -437,6 +512,9 @@ class NetnsLab:
                     os.kill(int(pid), signal.SIGKILL)
             _ip("netns", "del", ns, check=False)
         self._namespaces.clear()
+        if self._bpffs is not None:
+            subprocess.run(["umount", "-l", str(self._bpffs)], check=False, capture_output=True)
+            self._bpffs = None
         with contextlib.suppress(ChildProcessError):
             while os.waitpid(-1, os.WNOHANG)[0]:
                 pass

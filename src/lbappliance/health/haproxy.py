@@ -1,0 +1,98 @@
+"""HAProxy's admin socket: ``show stat`` parsed into what the agent and status need."""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+import time
+from dataclasses import dataclass
+
+from .signals import HaproxyView, Servers
+
+
+class HaproxyError(Exception):
+    pass
+
+
+def command(path: str, line: str, timeout: float) -> str:
+    """Send one command on the admin socket and return the whole answer."""
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(line.encode() + b"\n")
+            chunks = []
+            while True:
+                s.settimeout(max(0.001, deadline - time.monotonic()))
+                data = s.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+    except FileNotFoundError:
+        raise HaproxyError(f"admin socket {path} missing (HAProxy not running?)") from None
+    except ConnectionRefusedError:
+        raise HaproxyError(f"admin socket {path} refuses connections (HAProxy dead?)") from None
+    except TimeoutError:
+        raise HaproxyError(
+            f"admin socket {path}: no answer within {timeout * 1000:.0f} ms"
+        ) from None
+    except OSError as exc:
+        raise HaproxyError(f"admin socket {path}: {exc.strerror or exc}") from None
+    return b"".join(chunks).decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class StatRow:
+    proxy: str
+    name: str  # FRONTEND, BACKEND or the server name
+    status: str
+    scur: int
+    backup: bool
+    weight: int
+
+    @property
+    def is_server(self) -> bool:
+        return self.name not in ("FRONTEND", "BACKEND")
+
+    @property
+    def up(self) -> bool:
+        """Takes new traffic: UP (even "UP 1/3", going down) or unchecked."""
+        return self.status.startswith("UP") or self.status == "no check"
+
+
+def parse_stat(text: str) -> list[StatRow]:
+    lines = text.lstrip("# ").splitlines()
+    if not lines or not lines[0].startswith("pxname,"):
+        raise HaproxyError(f"unexpected answer to 'show stat': {text[:80]!r}")
+    rows = []
+    for rec in csv.DictReader(io.StringIO("\n".join(lines))):
+        if not rec.get("pxname"):
+            continue
+        rows.append(
+            StatRow(
+                proxy=rec["pxname"],
+                name=rec["svname"],
+                status=rec.get("status", ""),
+                scur=int(rec.get("scur") or 0),
+                backup=rec.get("bck") == "1",
+                weight=int(rec.get("weight") or 0),
+            )
+        )
+    return rows
+
+
+def view(rows: list[StatRow]) -> HaproxyView:
+    frontends = {r.proxy: r.status for r in rows if r.name == "FRONTEND"}
+    sessions = {r.proxy: r.scur for r in rows if r.name == "FRONTEND"}
+    backends: dict[str, Servers] = {}
+    for proxy in dict.fromkeys(r.proxy for r in rows if r.name == "BACKEND"):
+        servers = [r for r in rows if r.proxy == proxy and r.is_server]
+        active = [r for r in servers if not r.backup] or servers
+        backends[proxy] = Servers(up=sum(1 for r in active if r.up), total=len(active))
+    return HaproxyView(frontends, sessions, backends)
+
+
+def read_view(path: str, timeout: float) -> HaproxyView:
+    return view(parse_stat(command(path, "show stat", timeout)))

@@ -1,0 +1,207 @@
+"""Reading the real signals, each bounded by the configured timeout.
+
+One round reads each source once, whatever the number of VIPs using it:
+HAProxy's ``show stat``, the XDP attachment of each interface (netlink), the
+IPVS table (``/proc/net/ip_vs``), every distinct probe, the maintenance file.
+They run in parallel; a source that has not answered by the deadline counts
+as failed for this round.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import AgentConfig, Probe, canonical_service
+from .haproxy import HaproxyError, read_view
+from .signals import Observation, ProbeResult
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def run_probe(probe: Probe, timeout: float) -> ProbeResult:
+    """One TCP connect or HTTP(S) request, all of it within ``timeout``."""
+    start = time.monotonic()
+    deadline = start + timeout
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        return remaining
+
+    family = socket.AF_INET6 if ":" in probe.address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as raw:
+            raw.settimeout(left())
+            raw.connect((probe.address, probe.port))
+            if probe.kind == "tcp":
+                return ProbeResult(True, f"connected in {_ms(time.monotonic() - start)}")
+            sock: socket.socket = raw
+            if probe.kind == "https":
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE  # the node's own VIP; liveness, not identity
+                sock = ctx.wrap_socket(raw, server_hostname=probe.host or None)
+            host = probe.host or probe.address
+            request = (
+                f"GET {probe.path} HTTP/1.1\r\nHost: {host}\r\n"
+                "User-Agent: lbappliance-health\r\nConnection: close\r\n\r\n"
+            )
+            sock.settimeout(left())
+            sock.sendall(request.encode())
+            head = b""
+            while b"\r\n" not in head:
+                sock.settimeout(left())
+                data = sock.recv(1024)
+                if not data:
+                    return ProbeResult(False, "connection closed before a status line")
+                head += data
+            parts = head.split(b"\r\n", 1)[0].split()
+            status = int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
+            took = _ms(time.monotonic() - start)
+            if status != probe.expect_status:
+                return ProbeResult(False, f"status {status} (want {probe.expect_status}) in {took}")
+            return ProbeResult(True, f"{status} in {took}")
+    except TimeoutError:
+        return ProbeResult(False, f"timeout after {_ms(timeout)}")
+    except ssl.SSLError as exc:
+        return ProbeResult(False, f"TLS error: {exc.reason or exc}")
+    except OSError as exc:
+        return ProbeResult(False, (exc.strerror or str(exc)).lower())
+
+
+def read_xdp(interface: str) -> str | None:
+    """The XDP program attached to ``interface`` ("xdpgeneric id 42"), or None."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        links = ipr.link("get", ifname=interface)
+        xdp = links[0].get_attr("IFLA_XDP") if links else None
+        mode = xdp.get_attr("IFLA_XDP_ATTACHED") if xdp is not None else None
+        if not mode:
+            return None
+        return f"{mode} id {xdp.get_attr('IFLA_XDP_PROG_ID')}"
+
+
+def _ipvs_endpoint(text: str) -> str:
+    """``C6336414:1F90`` or ``[2001:0db8::0014]:1F90`` -> ``198.51.100.20:8080``."""
+    host, _, port = text.rpartition(":")
+    if host.startswith("["):
+        addr = ipaddress.ip_address(host.strip("[]"))
+    else:
+        addr = ipaddress.ip_address(int(host, 16))
+    return f"{addr}:{int(port, 16)}"
+
+
+def parse_ipvs(text: str) -> dict[str, int]:
+    """``/proc/net/ip_vs`` -> {"vip:port/proto": real servers with weight > 0}."""
+    services: dict[str, int] = {}
+    current = None
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] in ("TCP", "UDP", "SCTP") and len(words) >= 2:
+            current = f"{_ipvs_endpoint(words[1])}/{words[0].lower()}"
+            services[current] = 0
+        elif words[0] == "->" and current and len(words) >= 4 and words[3].isdigit():
+            services[current] += int(words[3]) > 0
+    return services
+
+
+def maintenance_state(path: str) -> tuple[bool, str]:
+    try:
+        text = Path(path).read_text().strip()
+    except FileNotFoundError:
+        return False, ""
+    except OSError as exc:
+        # Unreadable but present: be conservative, it is someone's maintenance.
+        return True, f"maintenance file {path} present (unreadable: {exc.strerror})"
+    note = f": {text.splitlines()[0][:120]}" if text else ""
+    return True, f"maintenance file {path} present{note}"
+
+
+class Sensors:
+    """Reads everything one round needs, in parallel, within the timeout."""
+
+    def __init__(self, cfg: AgentConfig, workers: int = 16):
+        self.cfg = cfg
+        self.pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="signal")
+        self.probes = list(
+            dict.fromkeys(
+                p for v in cfg.vips for p in (*v.probes, *(t for pl in v.pools for t in pl.targets))
+            )
+        )
+        self.xdp_interfaces = sorted(
+            {
+                v.dataplane.xdp_interface
+                for v in cfg.vips
+                if v.dataplane and v.dataplane.xdp_interface
+            }
+        )
+        self.need_haproxy = any(v.haproxy for v in cfg.vips)
+        self.need_ipvs = any(v.dataplane and v.dataplane.ipvs_services for v in cfg.vips)
+
+    def observe(self) -> Observation:
+        cfg = self.cfg
+        timeout = cfg.timeout
+        jobs: dict[cf.Future, tuple[str, Any]] = {}
+
+        def submit(kind: str, key: Any, fn: Callable, *args: Any) -> None:
+            jobs[self.pool.submit(fn, *args)] = (kind, key)
+
+        if self.need_haproxy:
+            submit("haproxy", None, read_view, cfg.haproxy_socket, timeout)
+        for iface in self.xdp_interfaces:
+            submit("xdp", iface, read_xdp, iface)
+        if self.need_ipvs:
+            submit("ipvs", None, lambda: parse_ipvs(Path(cfg.ipvs_table).read_text()))
+        for probe in self.probes:
+            submit("probe", probe, run_probe, probe, timeout)
+        obs = Observation()
+        obs.maintenance, obs.maintenance_reason = maintenance_state(cfg.maintenance_file)
+        done, late = cf.wait(jobs, timeout=timeout + 0.05)
+        for fut in late:
+            kind, key = jobs[fut]
+            self._fail(obs, kind, key, f"no answer within {_ms(timeout)}")
+        for fut in done:
+            kind, key = jobs[fut]
+            exc = fut.exception()
+            if exc is not None:
+                msg = str(exc) if isinstance(exc, HaproxyError) else f"{type(exc).__name__}: {exc}"
+                self._fail(obs, kind, key, msg)
+                continue
+            value = fut.result()
+            if kind == "haproxy":
+                obs.haproxy, obs.haproxy_error = value, ""
+            elif kind == "xdp":
+                obs.xdp[key] = value
+            elif kind == "ipvs":
+                obs.ipvs, obs.ipvs_error = {canonical_service(k): n for k, n in value.items()}, ""
+            else:
+                obs.probes[key] = value
+        return obs
+
+    @staticmethod
+    def _fail(obs: Observation, kind: str, key: Any, msg: str) -> None:
+        if kind == "haproxy":
+            obs.haproxy_error = msg
+        elif kind == "xdp":
+            obs.xdp[key] = None
+            obs.xdp_errors[key] = msg
+        elif kind == "ipvs":
+            obs.ipvs_error = msg
+        else:
+            obs.probes[key] = ProbeResult(False, msg)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

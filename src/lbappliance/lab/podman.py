@@ -1,0 +1,732 @@
+"""The container lab: the lab topology as rootful podman containers running systemd.
+
+Built from ``topology.py`` (the same hosts, segments and addresses as the
+namespace lab): one podman network per segment, one systemd container per host
+(``lbalab-lb1``, ``lbalab-router``, ...). The LB nodes are bare: ``lbappliance
+deploy --site lab`` provisions them over SSH like production nodes (the lab's
+SSH key is generated on every ``up``; ``lbappliance lab env`` prints what the
+deploy needs). The router runs BIRD with the rendered ``routers/<peer>/bird.conf``,
+the backends run the lab HTTP backend, the client is a plain host behind the router.
+
+Host fixes (see LAB-NOTES): podman reads the lab's own ``containers.conf``
+(runc, ulimits) through ``CONTAINERS_CONF``; nothing in ``/etc/containers``
+changes. Every network is ``--internal`` (no NAT, no route off the machine); the
+management segment carries the host's address for SSH, the others have no host
+address (IPAM ``none``) and each container sets its own addresses at boot
+(``lab-net.service``), so a restarted container comes back as it was. ``down``
+removes containers and networks (labelled, so leftovers of a crashed run go too)
+and puts back ``net.ipv4.ip_forward`` if netavark changed it.
+
+The router pins every forwarded flow to the next hop it started on (conntrack
+mark + policy routing): established connections stay on a draining node after
+its route is withdrawn, as on edge routers with flow-sticky ECMP. New flows
+follow BGP, spread by an L4 hash (``fib_multipath_hash_policy=1``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..dataplane.loader import bpf_source_dir, compile_object
+from ..inventory import Site, load_site
+from ..paths import project_dir
+from ..render import render_site
+from ..secrets import Secrets
+from .image import ensure_image
+from .netns import DSR_ADVMSS
+from .topology import LabHost, Topology, lab_topology
+
+PREFIX = "lbalab"
+LABEL = "lbappliance.lab"
+CAPS = "SYS_ADMIN,NET_ADMIN,NET_RAW,NET_BROADCAST"  # BIRD keeps NET_BROADCAST
+CLONE_NEWNET = 0x40000000
+BACKEND_CONTROL = "/etc/lab-backend.json"
+DECAP_OBJECT = "/usr/local/lib/lab/xdp_decap.o"
+CONTAINERS_CONF = """\
+# Written by lbappliance for its container lab (rootful podman on this host kind).
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+
+[engine]
+runtime = "runc"
+"""
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def state_dir() -> Path:
+    """Where the lab keeps its containers.conf, image cache, SSH key and state."""
+    env = os.environ.get("LBAPPLIANCE_LAB_DIR")
+    return Path(env) if env else project_dir() / ".lab" / "podman"
+
+
+class PodmanError(RuntimeError):
+    pass
+
+
+class Podman:
+    """Runs rootful podman with the lab's own containers.conf (never /etc/containers)."""
+
+    def __init__(self, state: Path):
+        self.conf = state / "containers.conf"
+        state.mkdir(parents=True, exist_ok=True)
+        if not self.conf.is_file() or self.conf.read_text() != CONTAINERS_CONF:
+            self.conf.write_text(CONTAINERS_CONF)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "CONTAINERS_CONF": str(self.conf)}
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 300, **kw: Any
+    ) -> subprocess.CompletedProcess:
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        proc = subprocess.run(
+            ["podman", *args], env=self.env, text=True, timeout=timeout, check=False, **kw
+        )
+        if check and proc.returncode != 0:
+            raise PodmanError(f"podman {' '.join(args[:3])}…: {(proc.stderr or '').strip()}")
+        return proc
+
+    def ok(self, *args: str) -> bool:
+        return self.run(*args, check=False).returncode == 0
+
+
+@dataclass
+class HostStatus:
+    name: str
+    kind: str
+    state: str
+    addresses: list[str]
+    services: dict[str, str]
+
+
+class PodmanLab:
+    """The lab site as containers. ``up()`` is idempotent; ``down()`` leaves nothing."""
+
+    def __init__(self, site: Site, state: Path | None = None):
+        self.site = site
+        self.topology: Topology = lab_topology(site)
+        self.state = state or state_dir()
+        self.podman = Podman(self.state)
+
+    @classmethod
+    def load(cls, site: str = "lab", inventory: Path | None = None, **kw: Any) -> PodmanLab:
+        return cls(load_site(inventory or project_dir() / "inventory", site), **kw)
+
+    # --- names -------------------------------------------------------------------
+
+    def container(self, host: str) -> str:
+        return f"{PREFIX}-{host}"
+
+    def network(self, segment: str) -> str:
+        return f"{PREFIX}-{segment}"
+
+    @property
+    def key(self) -> Path:
+        return self.state / "ssh" / "id_ed25519"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state / "lab.json"
+
+    @property
+    def log(self) -> Path:
+        return self.state / "lab.log"
+
+    # --- up ----------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return all(
+            self.podman.ok("container", "exists", self.container(h.name)) for h in self.hosts
+        )
+
+    @property
+    def hosts(self) -> tuple[LabHost, ...]:
+        return self.topology.hosts
+
+    def up(self, progress: Callable[[str], None] = lambda _: None) -> dict[str, float]:
+        """Build what is missing (image, networks, containers); returns step timings."""
+        timings: dict[str, float] = {}
+        t = time.monotonic()
+        image, how = ensure_image(self.podman, self.state / "images", self.state / "image.log")
+        timings[f"image ({how})"] = time.monotonic() - t
+        progress(f"image {image}: {how} in {timings[f'image ({how})']:.1f} s")
+        if self.exists():
+            self.start_stopped()
+            self.wait_ready()
+            progress("lab already up")
+            return timings
+        self.down(quiet=True)
+        t = time.monotonic()
+        state = {"image": image, "ip_forward": _read_sysctl("net.ipv4.ip_forward")}
+        self.state_file.write_text(json.dumps(state, indent=2))
+        self._ssh_key()
+        shutil.rmtree(self.state / "bpf", ignore_errors=True)  # compiled afresh per lab
+        try:
+            for seg in self.topology.segments:
+                self._create_network(seg.name, seg.subnets)
+            for host in self.hosts:
+                self._run_container(host, image)
+            for host in self.hosts:
+                self._provision(host)
+            self.wait_ready()
+        except BaseException:
+            if not os.environ.get("LBAPPLIANCE_KEEP_LAB"):
+                self.down(quiet=True)
+            raise
+        timings["containers"] = time.monotonic() - t
+        progress(f"{len(self.hosts)} containers up in {timings['containers']:.1f} s")
+        return timings
+
+    def _ssh_key(self) -> None:
+        self.key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for path in (self.key, self.key.with_suffix(".pub")):
+            path.unlink(missing_ok=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lbappliance-lab",
+             "-f", str(self.key)],
+            check=True,
+        )  # fmt: skip
+
+    def _create_network(self, segment: str, subnets: tuple) -> None:
+        args = ["network", "create", "--internal", "--disable-dns", "--label", f"{LABEL}={PREFIX}"]
+        if segment == "mgmt":  # the host's address for SSH: the first of the subnet
+            for net in subnets:  # explicit: internal networks without DNS get none
+                args += ["--subnet", str(net), "--gateway", str(next(net.hosts()))]
+        else:  # the router owns the first addresses here; the host stays out
+            args += ["--ipam-driver", "none"]
+        self.podman.run(*args, self.network(segment))
+
+    def _run_container(self, host: LabHost, image: str) -> None:
+        args = [
+            "run", "-d", "--name", self.container(host.name), "--hostname", host.name,
+            "--label", f"{LABEL}={PREFIX}", "--systemd=always", "--cap-add", CAPS,
+            "--stop-timeout", "5",
+        ]  # fmt: skip
+        for setting in self.sysctls(host):
+            args += ["--sysctl", setting]
+        for att in sorted(host.attachments, key=lambda a: a.ifname):
+            opts = [f"interface_name={att.ifname}"]
+            if att.segment == "mgmt":
+                opts += [f"ip={a.ip}" for a in att.addresses]
+            args += ["--network", f"{self.network(att.segment)}:{','.join(opts)}"]
+        self.podman.run(*args, image)
+
+    @staticmethod
+    def sysctls(host: LabHost) -> list[str]:
+        """Kernel settings of lab hosts (LB nodes get theirs from the deploy)."""
+        if host.kind == "lb":
+            return []
+        settings = ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"]
+        if host.kind == "router":
+            settings += ["net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"]
+        if host.loopback_vips:  # DSR: own the VIPs on lo without answering ARP for them
+            settings += ["net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"]
+        return settings
+
+    def exec(
+        self, host: str, *cmd: str, check: bool = True, stdin: str | None = None, timeout=60
+    ) -> subprocess.CompletedProcess:
+        """Run a command in a lab host (``podman exec``)."""
+        args = ["exec", *(["-i"] if stdin is not None else []), self.container(host), *cmd]
+        return self.podman.run(*args, check=check, input=stdin, timeout=timeout)
+
+    def write(self, host: str, path: str, content: str, mode: str = "0644") -> None:
+        script = f"mkdir -p {shlex.quote(str(Path(path).parent))} && cat > {shlex.quote(path)}"
+        self.exec(host, "sh", "-c", f"{script} && chmod {mode} {shlex.quote(path)}", stdin=content)
+
+    def _provision(self, host: LabHost) -> None:
+        self._wait_systemd(host.name)
+        self.write(host.name, "/usr/local/sbin/lab-net", self.net_script(host), "0755")
+        self.write(host.name, "/etc/systemd/system/lab-net.service", LAB_NET_UNIT)
+        units = ["lab-net.service"]
+        if host.kind == "lb":
+            pub = self.key.with_suffix(".pub").read_text()
+            self.write(host.name, "/root/.ssh/authorized_keys", pub, "0600")
+        if host.kind == "router":
+            self.write(host.name, "/etc/bird/bird.conf", self.bird_conf(), "0640")
+            self.exec(host.name, "chown", "root:bird", "/etc/bird/bird.conf")
+            units.append("bird.service")
+        if host.kind == "backend" and host.loopback_vips:
+            self.podman.run("cp", str(self.decap_object()), f"{self.container(host.name)}:/tmp/")
+            self.exec(host.name, "install", "-D", "-m", "0644", "/tmp/xdp_decap.o", DECAP_OBJECT)
+        if host.kind == "backend":
+            backend = Path(__file__).with_name("backend.py").read_text()
+            self.write(host.name, "/usr/local/lib/lab-backend.py", backend)
+            self.write(host.name, BACKEND_CONTROL, "{}\n")
+            ports = " ".join(f"--port {p}" for p in host.http_ports)
+            self.write(
+                host.name,
+                "/etc/systemd/system/lab-backend.service",
+                BACKEND_UNIT.format(name=host.name, ports=ports, control=BACKEND_CONTROL),
+            )
+            units.append("lab-backend.service")
+        self.exec(host.name, "systemctl", "daemon-reload")
+        self.exec(host.name, "systemctl", "enable", "--now", *units)
+
+    def net_script(self, host: LabHost) -> str:
+        """The host's addresses and routes, applied at every boot by lab-net.service."""
+        lines = ["#!/bin/sh", "# Written by lbappliance lab: this host's lab addresses.", "set -e"]
+        for att in host.attachments:
+            if att.segment != "mgmt":  # podman's IPAM sets the management address
+                lines += [f"ip address replace {a} dev {att.ifname}" for a in att.addresses]
+            lines.append(f"ip link set {att.ifname} up")
+        if host.kind == "lb":
+            lines += [
+                "# Per-namespace kernel settings (net.*) must be writable for the node's sysctls.",
+                "mountpoint -q /proc/sys/net || mount --bind /proc/sys/net /proc/sys/net",
+                "mount -o remount,bind,rw /proc/sys/net",
+                "# The XDP data plane pins its maps in bpffs.",
+                "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf",
+            ]
+        dsr = host.kind == "backend" and bool(host.loopback_vips)
+        if host.gateway:  # LB nodes: the router, never the management segment
+            # DSR backends: leave room in the MSS for the LB's IPIP header.
+            mss = f" advmss {DSR_ADVMSS}" if dsr else ""
+            lines.append(f"ip route replace default via {host.gateway}{mss}")
+        if dsr:  # strip the LB's IPIP header (this kernel has no ipip driver)
+            dev = host.ifname_on("backend")
+            lines.append(f"ip link set dev {dev} xdpgeneric off")
+            lines.append(f"ip link set dev {dev} xdpgeneric obj {DECAP_OBJECT} sec xdp")
+        if host.loopback_vips and host.kind != "lb":  # LB nodes: the deploy's vips unit
+            lines += [
+                f"ip address replace {v}/{v.max_prefixlen} dev lo" for v in host.loopback_vips
+            ]
+        if host.kind == "router":
+            lines += self._flow_pinning()
+        return "\n".join(lines) + "\n"
+
+    def _flow_pinning(self) -> list[str]:
+        """Keep each forwarded flow on the LB it started on (see the module docstring)."""
+        prefixes = [str(v.prefix) for v in self.site.model.anycast if v.prefix.version == 4]
+        lbs = [(i + 1, lb.address_on("uplink")) for i, lb in enumerate(self.topology.lbs)]
+        if not prefixes:
+            return []
+        rules = [
+            "table ip lab_pin",
+            "delete table ip lab_pin",
+            "table ip lab_pin {",
+            "  chain pre {",
+            "    type filter hook prerouting priority mangle; policy accept;",
+            "    ct mark != 0 meta mark set ct mark",
+            "  }",
+            "  chain post {",
+            "    type filter hook postrouting priority mangle; policy accept;",
+            f"    ct mark 0 ip daddr {{ {', '.join(prefixes)} }} jump pin",
+            "  }",
+            "  chain pin {",
+            *(f"    rt ip nexthop {addr} ct mark set {mark}" for mark, addr in lbs),
+            "  }",
+            "}",
+        ]
+        lines = ["nft -f - <<'EOF'", *rules, "EOF"]
+        for mark, addr in lbs:
+            table = 100 + mark
+            lines.append(f"ip rule del fwmark {mark} lookup {table} 2>/dev/null || true")
+            lines.append(f"ip rule add fwmark {mark} lookup {table}")
+            lines += [f"ip route replace {p} via {addr} table {table}" for p in prefixes]
+        return lines
+
+    def decap_object(self) -> Path:
+        """bpf/xdp_decap.c compiled once per lab (the project's clang flags)."""
+        out = self.state / "bpf" / "xdp_decap.o"
+        if not out.is_file():
+            compile_object(bpf_source_dir() / "xdp_decap.c", out)
+        return out
+
+    def bird_conf(self) -> str:
+        rendered = render_site(self.site, Secrets(None, None))
+        peer = self.site.model.bgp.peers[0]
+        return rendered.by_path()[f"routers/{peer.name}/bird.conf"].content.decode()
+
+    def _wait_systemd(self, host: str, timeout: float = 60) -> None:
+        def booted() -> bool:
+            out = self.exec(host, "systemctl", "is-system-running", check=False).stdout.strip()
+            return out in ("running", "degraded")
+
+        wait(booted, timeout, f"systemd in {host}")
+
+    def start_stopped(self) -> None:
+        for host in self.hosts:
+            if self.container_state(host.name) != "running":
+                self.start(host.name)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """systemd up everywhere, SSH answering on every LB node's management address."""
+        for host in self.hosts:
+            self._wait_systemd(host.name, timeout)
+        for lb in self.topology.lbs:
+            addr = str(lb.address_on("mgmt"))
+            self.assert_lab_route(addr)
+            wait(lambda a=addr: _tcp_open(a, 22), timeout, f"SSH on {lb.name} ({addr})")
+
+    def assert_lab_route(self, address: str) -> None:
+        """Refuse to send anything unless ``address`` is reached over the lab's own bridge.
+
+        Without this, a lab address missing from the host would be routed to
+        the machine's real uplink.
+        """
+        out = self.podman.run("network", "inspect", self.network("mgmt")).stdout
+        bridge = json.loads(out)[0]["network_interface"]
+        route = subprocess.run(
+            ["ip", "-j", "route", "get", address], capture_output=True, text=True, check=True
+        )
+        dev = json.loads(route.stdout)[0].get("dev")
+        if dev != bridge:
+            raise PodmanError(f"{address} would leave through {dev}, not the lab bridge {bridge}")
+
+    # --- down ----------------------------------------------------------------------
+
+    def down(self, quiet: bool = False) -> list[str]:
+        """Remove every lab container and network (by label); restore ip_forward."""
+        removed = []
+        ids = self.podman.run(
+            "ps", "-a", "-q", "--filter", f"label={LABEL}={PREFIX}", check=False
+        ).stdout.split()
+        if ids:
+            self.podman.run("rm", "-f", "-t", "0", *ids, check=False)
+            removed += [f"{len(ids)} containers"]
+        nets = self.podman.run(
+            "network", "ls", "-q", "--filter", f"label={LABEL}={PREFIX}", check=False
+        ).stdout.split()
+        if nets:
+            self.podman.run("network", "rm", "-f", *nets, check=False)
+            removed += [f"{len(nets)} networks"]
+        if nets and self._podman_idle():
+            removed += _remove_netavark_chains()
+        if self.state_file.is_file():
+            before = json.loads(self.state_file.read_text()).get("ip_forward")
+            if before is not None and _read_sysctl("net.ipv4.ip_forward") != before:
+                _write_sysctl("net.ipv4.ip_forward", before)
+                removed.append(f"ip_forward restored to {before}")
+            self.state_file.unlink()
+        if self.key.parent.is_dir():
+            for path in self.key.parent.iterdir():
+                path.unlink()
+            self.key.parent.rmdir()
+        return removed
+
+    def _podman_idle(self) -> bool:
+        """No container runs and only podman's default network is left."""
+        containers = self.podman.run("ps", "-q", check=False).stdout.split()
+        networks = self.podman.run("network", "ls", "--format", "{{.Name}}", check=False)
+        return not containers and networks.stdout.split() == ["podman"]
+
+    # --- status and operations -----------------------------------------------------
+
+    def container_state(self, host: str) -> str:
+        proc = self.podman.run(
+            "inspect", "-f", "{{.State.Status}}", self.container(host), check=False
+        )
+        return proc.stdout.strip() if proc.returncode == 0 else "absent"
+
+    def status(self) -> list[HostStatus]:
+        result = []
+        for host in self.hosts:
+            state = self.container_state(host.name)
+            addresses: list[str] = []
+            services: dict[str, str] = {}
+            if state == "running":
+                addresses = self.addresses(host.name)
+                units = {
+                    "lb": ["ssh", "haproxy", "keepalived", "exabgp"],
+                    "router": ["bird"],
+                    "backend": ["lab-backend"],
+                }.get(host.kind, [])
+                if units:
+                    out = self.exec(host.name, "systemctl", "is-active", *units, check=False)
+                    services = dict(zip(units, out.stdout.split(), strict=False))
+            result.append(HostStatus(host.name, host.kind, state, addresses, services))
+        return result
+
+    def addresses(self, host: str) -> list[str]:
+        out = self.exec(host, "ip", "-j", "address", "show", check=False).stdout
+        return sorted(
+            f"{link['ifname']} {a['local']}/{a['prefixlen']}"
+            for link in json.loads(out or "[]")
+            for a in link.get("addr_info", [])
+            if a.get("family") == "inet" and a["local"] != "127.0.0.1"
+        )
+
+    def vrrp_holders(self, vip: str) -> list[str]:
+        """LB nodes that hold ``vip`` now (exactly one when VRRP is healthy)."""
+        holders = []
+        for lb in self.topology.lbs:
+            if self.container_state(lb.name) != "running":
+                continue
+            out = self.exec(lb.name, "ip", "-j", "address", "show", check=False).stdout
+            local = {a["local"] for link in json.loads(out or "[]") for a in link["addr_info"]}
+            if vip in local:
+                holders.append(lb.name)
+        return holders
+
+    def fib_nexthops(self, prefix: str) -> list[str]:
+        """Next hops of ``prefix`` in the router's kernel FIB (ECMP gives several)."""
+        out = self.exec("router", "ip", "-j", "route", "show", prefix, check=False).stdout
+        hops = []
+        for route in json.loads(out or "[]"):
+            if route.get("dst") not in (prefix, prefix.split("/")[0]):
+                continue
+            hops += [h["gateway"] for h in route.get("nexthops", [])]
+            if "gateway" in route:
+                hops.append(route["gateway"])
+        return sorted(hops)
+
+    def birdc(self, *args: str) -> str:
+        return self.exec("router", "birdc", *args, check=False).stdout
+
+    def pid(self, host: str) -> int:
+        out = self.podman.run("inspect", "-f", "{{.State.Pid}}", self.container(host)).stdout
+        return int(out.strip())
+
+    @contextlib.contextmanager
+    def inside(self, host: str) -> Iterator[None]:
+        """Run the block with this thread in ``host``'s network namespace."""
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(f"/proc/{self.pid(host)}/ns/net", os.O_RDONLY)
+        try:
+            if _libc.setns(target, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns failed")
+            yield
+        finally:
+            _libc.setns(own, CLONE_NEWNET)
+            os.close(target)
+            os.close(own)
+
+    def host_veths(self, host: str) -> list[int]:
+        """Host-side interface indexes of ``host``'s links (the far ends of its cables)."""
+        out = self.exec(host, "sh", "-c", "cat /sys/class/net/eth*/iflink").stdout
+        return [int(x) for x in out.split()]
+
+    def cut_links(self, host: str) -> None:
+        """Pull every cable of ``host``: its links go down at the switch side at once."""
+        for index in self.host_veths(host):
+            cmd = ["ip", "link", "set", "dev", _ifname(index), "down"]
+            subprocess.run(cmd, check=True, capture_output=True)
+
+    def kill(self, host: str) -> None:
+        """Kill a host outright (SIGKILL to its init: every process dies)."""
+        self.podman.run("kill", "--signal", "KILL", self.container(host), check=False)
+        wait(lambda: self.container_state(host) != "running", 30, f"{host} dead")
+
+    def start(self, host: str) -> None:
+        """Boot a stopped host again; lab-net.service restores its addresses."""
+        self.podman.run("start", self.container(host))
+        self._wait_systemd(host)
+
+    def set_backend(self, backend: str, **values: Any) -> None:
+        """Change a running backend: latency_ms, error_rate, health_status (see backend.py)."""
+        self.write(backend, BACKEND_CONTROL, json.dumps(values))
+
+    def deploy_env(self) -> dict[str, str]:
+        """What ``lbappliance deploy --site lab`` needs to reach the nodes over SSH."""
+        return {
+            "ANSIBLE_PRIVATE_KEY_FILE": str(self.key),
+            "ANSIBLE_SSH_COMMON_ARGS": "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no"
+            " -o LogLevel=ERROR",
+        }
+
+    def instance_config(self) -> list[dict[str, str]]:
+        """Molecule's view of the LB nodes (podman connection)."""
+        return [
+            {
+                "instance": lb.name,
+                "address": str(lb.address_on("mgmt")),
+                "connection": "containers.podman.podman",
+                "container": self.container(lb.name),
+            }
+            for lb in self.topology.lbs
+        ]
+
+
+LAB_NET_UNIT = """\
+[Unit]
+Description=lbappliance lab: this host's addresses and routes
+DefaultDependencies=no
+After=systemd-sysctl.service
+Before=network.target network-online.target ssh.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/lab-net
+
+[Install]
+WantedBy=multi-user.target network-online.target
+"""
+
+BACKEND_UNIT = """\
+[Unit]
+Description=lbappliance lab backend {name}
+After=lab-net.service
+
+[Service]
+ExecStart=/usr/bin/python3 /usr/local/lib/lab-backend.py --name {name} {ports} --control {control}
+Restart=always
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _ifname(index: int) -> str:
+    out = subprocess.run(
+        ["ip", "-j", "link", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    return next(link["ifname"] for link in json.loads(out) if link["ifindex"] == index)
+
+
+def _remove_netavark_chains() -> list[str]:
+    """Delete the NETAVARK* iptables chains netavark leaves after its last network goes."""
+    removed = []
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat"):
+            rules = subprocess.run(
+                [tool, "-t", table, "-S"], capture_output=True, text=True, check=False
+            ).stdout.splitlines()
+            chains = [r.split()[1] for r in rules if r.startswith("-N NETAVARK")]
+            if not chains:
+                continue
+            for rule in rules:  # jumps into the chains from the built-in ones
+                words = shlex.split(rule)
+                if words[0] == "-A" and not words[1].startswith("NETAVARK") and "NETAVARK" in rule:
+                    subprocess.run([tool, "-t", table, "-D", *words[1:]], check=False)
+            for chain in chains:
+                subprocess.run([tool, "-t", table, "-F", chain], check=False)
+            for chain in chains:
+                subprocess.run([tool, "-t", table, "-X", chain], check=False)
+            removed.append(f"{tool} {table}: {', '.join(chains)}")
+    if removed:  # iptables-nft leaves its tables behind, empty: drop those
+        for family in ("ip", "ip6"):
+            for table in ("filter", "nat"):
+                out = subprocess.run(
+                    ["nft", "-j", "list", "table", family, table],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                items = json.loads(out.stdout or "{}").get("nftables", [])
+                if out.returncode == 0 and not any("rule" in item for item in items):
+                    subprocess.run(["nft", "delete", "table", family, table], check=False)
+    return removed
+
+
+def _tcp_open(address: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((address, port)) == 0
+
+
+def _read_sysctl(key: str) -> str:
+    return Path("/proc/sys", *key.split(".")).read_text().strip()
+
+
+def _write_sysctl(key: str, value: str) -> None:
+    Path("/proc/sys", *key.split(".")).write_text(value)
+
+
+def wait(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+# --- `lbappliance lab` ---------------------------------------------------------------
+
+_site = click.option("--site", default="lab", show_default=True, help="Site the lab is built from.")
+_inventory = click.option(
+    "--inventory",
+    "inventory_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Inventory directory (default: the project's).",
+)
+
+
+@click.group()
+def lab() -> None:
+    """The container lab: the lab site as rootful podman containers running systemd.
+
+    \b
+    lb1 and lb2 start bare (SSH only); `lbappliance deploy --site lab` provisions
+    them over SSH. The router (BIRD), two backends and a client come up ready.
+      lbappliance lab up                       image (cached), networks, containers
+      eval "$(lbappliance lab env)"            the lab's SSH key for Ansible
+      lbappliance deploy --site lab            converge lb1, then lb2
+      lbappliance lab status                   containers, addresses, daemons
+      lbappliance lab down                     remove everything the lab created
+    """
+
+
+@lab.command()
+@_site
+@_inventory
+def up(site: str, inventory_dir: Path | None) -> None:
+    """Build the lab (or start what is stopped); seconds once the image is cached."""
+    podlab = PodmanLab.load(site, inventory_dir)
+    t = time.monotonic()
+    podlab.up(progress=click.echo)
+    click.echo(f"lab up in {time.monotonic() - t:.1f} s")
+    _print_status(podlab)
+    click.echo('next: eval "$(lbappliance lab env)" && lbappliance deploy --site ' + site)
+
+
+@lab.command()
+@_site
+@_inventory
+def down(site: str, inventory_dir: Path | None) -> None:
+    """Remove the lab's containers and networks (and what netavark left behind)."""
+    removed = PodmanLab.load(site, inventory_dir).down()
+    click.echo(f"lab down: removed {', '.join(removed) if removed else 'nothing (no lab)'}")
+
+
+@lab.command()
+@_site
+@_inventory
+def status(site: str, inventory_dir: Path | None) -> None:
+    """Containers, their addresses and daemons; VRRP holder and BGP sessions."""
+    podlab = PodmanLab.load(site, inventory_dir)
+    _print_status(podlab)
+    if podlab.container_state("router") == "running":
+        for g in podlab.site.model.vrrp:
+            for vip in g.vips:
+                holders = podlab.vrrp_holders(str(vip.ip))
+                click.echo(f"VRRP {g.name} {vip.ip}: {', '.join(holders) or 'nobody'}")
+        click.echo(podlab.birdc("show", "protocols").rstrip())
+
+
+@lab.command()
+@_site
+@_inventory
+def env(site: str, inventory_dir: Path | None) -> None:
+    """Print the environment `lbappliance deploy --site lab` needs (for eval)."""
+    for key, value in PodmanLab.load(site, inventory_dir).deploy_env().items():
+        click.echo(f"export {key}={shlex.quote(value)}")
+
+
+def _print_status(podlab: PodmanLab) -> None:
+    for h in podlab.status():
+        services = " ".join(f"{k}={v}" for k, v in h.services.items())
+        click.echo(f"  {h.name:<9} {h.kind:<8} {h.state:<8} {', '.join(h.addresses)}")
+        if services:
+            click.echo(f"  {'':<9} {'':<8} {'':<8} {services}")

@@ -1,0 +1,225 @@
+"""`lbappliance maintenance enter|exit`: take an LB node out of service and back.
+
+enter: over Ansible, sets the node's maintenance file (the health agent announces
+       every VIP with GRACEFUL_SHUTDOWN for ``maintenance_drain``, then withdraws)
+       and demotes it in VRRP. ``--wait`` returns once no VIP is announced, no VRRP
+       VIP is held and HAProxy's in-flight sessions are gone, then puts the VIPs'
+       HAProxy servers in MAINT (or reports what is still pending at the timeout).
+exit:  returns those servers to READY, which starts HAProxy's slow start, clears
+       the maintenance file and the VRRP demotion; the agent re-announces after
+       ``rise`` good rounds. ``--wait`` returns once every VIP is announced again.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .health.cliopts import inventory_option, lab_options, load_inventory, runner_for, site_option
+from .health.remote import NodeError
+from .inventory.derived import node as find_node
+from .inventory.schema import Inventory
+
+POLL = 1.0
+EXIT_TIMEOUT = 1
+EXIT_ERROR = 3
+
+
+def _gated(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return report.get("agent", {}).get("vips") or {}
+
+
+def drain_pending(report: dict[str, Any]) -> list[str]:
+    """What still sends or holds traffic on a node entering maintenance."""
+    pending = []
+    agent = report.get("agent", {})
+    if not agent.get("running"):
+        pending.append(f"health agent not running ({agent.get('error') or 'stale state'})")
+    for prefix, v in _gated(report).items():
+        if v.get("announced"):
+            pending.append(f"{prefix} still announced ({v['state']}: {v['reason']})")
+    for g in report.get("vrrp") or []:
+        if g["state"] == "MASTER":
+            pending.append(f"VRRP {g['name']} still MASTER here ({', '.join(g['vips'])})")
+    h = report.get("haproxy", {})
+    if "error" not in h and h.get("sessions"):
+        pending.append(f"{h['sessions']} client sessions in flight")
+    return pending
+
+
+def return_pending(report: dict[str, Any]) -> list[str]:
+    """What is healthy but not serving yet on a node leaving maintenance."""
+    agent = report.get("agent", {})
+    if not agent.get("running"):
+        return [f"health agent not running ({agent.get('error') or 'stale state'})"]
+    return [
+        f"{prefix} not announced yet ({v['state']}: {v['reason']})"
+        for prefix, v in _gated(report).items()
+        if not v.get("announced")
+        and (v["state"] in ("withdrawn", "draining") or v.get("health") != "fail")
+    ]
+
+
+def unhealthy(report: dict[str, Any]) -> list[str]:
+    """VIPs that stay withdrawn for a health reason (nothing to wait for)."""
+    out = []
+    for prefix, v in _gated(report).items():
+        if not v.get("announced") and v.get("health") == "fail":
+            why = "; ".join(c["reason"] for c in v["signals"].values() if c["health"] == "fail")
+            out.append(f"{prefix} stays withdrawn, unhealthy: {why}")
+    return out
+
+
+def wait_until(
+    runner: Callable[[str, list[str]], dict[str, Any]],
+    node: str,
+    pending_of: Callable[[dict[str, Any]], list[str]],
+    timeout: float,
+    echo: Callable[[str], None],
+    poll: float = POLL,
+) -> tuple[bool, dict[str, Any], list[str]]:
+    """Poll the node's report until nothing is pending; False and what is left on timeout."""
+    deadline = time.monotonic() + timeout
+    last: list[str] | None = None
+    while True:
+        report = runner(node, ["report"])
+        pending = pending_of(report)
+        if not pending:
+            return True, report, []
+        if pending != last:
+            echo(f"  waiting: {'; '.join(pending)}")
+            last = pending
+        if time.monotonic() + poll > deadline:
+            return False, report, pending
+        time.sleep(poll)
+
+
+def enter(
+    runner: Callable[[str, list[str]], dict[str, Any]],
+    inv: Inventory,
+    node: str,
+    note: str,
+    wait: bool,
+    timeout: float | None,
+    echo: Callable[[str], None] = click.echo,
+    poll: float = POLL,
+) -> int:
+    drain = float(inv.health_agent.maintenance_drain)
+    runner(node, ["maintenance-on", "--note", note])
+    echo(
+        f"{node}: in maintenance ({note}). The agent announces its VIPs with GRACEFUL_SHUTDOWN "
+        f"(65535:0) for {drain:g} s, then withdraws them" + ("; VRRP demoted." if inv.vrrp else ".")
+    )
+    if not wait:
+        return 0
+    limit = timeout if timeout is not None else drain + float(inv.l7.policy.drain_timeout) + 30
+    started = time.monotonic()
+    ok, _report, pending = wait_until(runner, node, drain_pending, limit, echo, poll)
+    if not ok:
+        echo(f"{node}: TIMEOUT after {limit:g} s; still pending: {'; '.join(pending)}")
+        return EXIT_TIMEOUT
+    done = runner(node, ["servers-maint"]).get("servers_maint", [])
+    echo(
+        f"{node}: drained in {time.monotonic() - started:.1f} s — routes withdrawn, no VRRP VIP, "
+        f"no session in flight; HAProxy servers in MAINT: {', '.join(done) or 'none'}"
+    )
+    return 0
+
+
+def leave(
+    runner: Callable[[str, list[str]], dict[str, Any]],
+    inv: Inventory,
+    node: str,
+    wait: bool,
+    timeout: float | None,
+    echo: Callable[[str], None] = click.echo,
+    poll: float = POLL,
+) -> int:
+    if find_node(inv, node).maintenance:
+        echo(
+            f"{node}: the inventory puts this node in maintenance (nodes[].maintenance: true); "
+            "change the inventory and deploy to bring it back."
+        )
+        return EXIT_ERROR
+    report = runner(node, ["maintenance-off"])
+    ready = report.get("servers_ready", [])
+    agent = inv.health_agent
+    echo(
+        f"{node}: maintenance over. HAProxy servers back to READY with slow start: "
+        f"{', '.join(ready) or 'none'}; VIPs re-announced after {agent.rise} good rounds."
+    )
+    if not wait:
+        return 0
+    limit = timeout if timeout is not None else 30 + agent.rise * float(agent.interval)
+    started = time.monotonic()
+    ok, report, pending = wait_until(runner, node, return_pending, limit, echo, poll)
+    if not ok:
+        echo(f"{node}: TIMEOUT after {limit:g} s; still pending: {'; '.join(pending)}")
+        return EXIT_TIMEOUT
+    echo(f"{node}: serving again after {time.monotonic() - started:.1f} s.")
+    for line in unhealthy(report):
+        echo(f"{node}: warning: {line}")
+    return 0
+
+
+node_option = click.option("--node", required=True, help="The LB node (inventory name).")
+wait_option = click.option("--wait", is_flag=True, help="Return only when done (or timed out).")
+timeout_option = click.option(
+    "--timeout", type=float, help="Seconds --wait waits (default from the site's drain times)."
+)
+
+
+@click.group("maintenance")
+def maintenance() -> None:
+    """Take an LB node out of service (BGP GRACEFUL_SHUTDOWN, withdraw, VRRP demote) and back."""
+
+
+def _run(action: Callable[..., int], site: str, inventory_dir: Path, node: str, **kw: Any) -> None:
+    inv = load_inventory(inventory_dir, site)
+    try:
+        find_node(inv, node)
+    except LookupError as exc:
+        raise click.BadParameter(str(exc), param_hint="--node") from None
+    node_exec, node_root = kw.pop("node_exec"), kw.pop("node_root")
+    with runner_for(inv, node_exec, node_root) as runner:
+        try:
+            code = action(runner, inv, node, **kw)
+        except NodeError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            code = EXIT_ERROR
+    sys.exit(code)
+
+
+@maintenance.command("enter")
+@site_option
+@inventory_option
+@node_option
+@wait_option
+@timeout_option
+@click.option("--note", default="lbappliance maintenance", help="Why (kept in the file).")
+@lab_options
+def enter_cmd(site: str, inventory_dir: Path, node: str, **kw: Any) -> None:
+    """Drain a node: GRACEFUL_SHUTDOWN, then withdraw; VRRP moves to the peer.
+
+    \b
+    Exit status: 0 done, 1 --wait timed out (what is pending is printed),
+    3 the node could not be reached.
+    """
+    _run(enter, site, inventory_dir, node, **kw)
+
+
+@maintenance.command("exit")
+@site_option
+@inventory_option
+@node_option
+@wait_option
+@timeout_option
+@lab_options
+def exit_cmd(site: str, inventory_dir: Path, node: str, **kw: Any) -> None:
+    """Return a node to service: servers READY with slow start, then re-announce."""
+    _run(leave, site, inventory_dir, node, **kw)

@@ -1,0 +1,127 @@
+"""`lbappliance status`: per node — BGP sessions, VIPs announced or withdrawn and why,
+VRRP state, HAProxy backends up/total, maintenance. Read on the nodes over Ansible
+(``python -m lbappliance.health.node report``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .health.cliopts import inventory_option, lab_options, load_inventory, runner_for, site_option
+from .health.remote import NodeError
+
+
+def _ago(ts: float | None, now: float) -> str:
+    if not ts:
+        return "?"
+    seconds = max(0.0, now - ts)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_node(name: str, r: dict[str, Any]) -> list[str]:
+    """A node's report as lines for people."""
+    if "report_error" in r:
+        return [f"{name}  UNREACHABLE  {r['report_error']}"]
+    now = r.get("time") or time.time()
+    agent = r.get("agent", {})
+    maint = r.get("maintenance", {})
+    if maint.get("file") or maint.get("inventory"):
+        why = maint.get("note") or "the inventory says so"
+        m = f"maintenance: YES ({why})"
+    else:
+        m = "maintenance: no"
+    if agent.get("running"):
+        head = f"agent running (pid {agent.get('pid')}, state {agent.get('age')} s old)"
+    elif agent.get("error"):
+        head = f"agent NOT RUNNING ({agent['error']})"
+    else:
+        head = f"agent NOT RUNNING (state file last written {_ago(agent.get('updated'), now)} ago)"
+    lines = [f"{name}  {head}  {m}"]
+    neighbors = agent.get("neighbors") or {}
+    bgp = ", ".join(
+        f"{addr} {n['state']} for {_ago(n.get('since'), now)}"
+        + (f" ({n['reason']})" if n.get("reason") else "")
+        for addr, n in neighbors.items()
+    )
+    lines.append(f"  BGP      {bgp or 'no session reported by ExaBGP yet'}")
+    vrrp = r.get("vrrp") or []
+    if vrrp:
+        lines.append(
+            "  VRRP     "
+            + ", ".join(
+                f"{g['name']} {g['state']}" + (" (demoted)" if g.get("demoted") else "")
+                for g in vrrp
+            )
+        )
+    h = r.get("haproxy", {})
+    if "error" in h:
+        lines.append(f"  HAProxy  {h['error']}")
+    else:
+        backends = ", ".join(f"{b} {s['up']}/{s['total']} UP" for b, s in h["backends"].items())
+        lines.append(f"  HAProxy  {backends or 'no backend'}; {h['sessions']} sessions in flight")
+    for prefix, v in (agent.get("vips") or {}).items():
+        announced = "announced" if v.get("announced") else "withdrawn"
+        lines.append(
+            f"  VIP {prefix:<20} {v['state']:<9} {announced:<9} "
+            f"for {_ago(v.get('since'), now)}: {v['reason']}"
+        )
+    return lines
+
+
+def collect(runner: Any, nodes: list[str]) -> dict[str, dict[str, Any]]:
+    reports: dict[str, dict[str, Any]] = {}
+    for node, result in runner.many(nodes, ["report"]).items():
+        reports[node] = {"report_error": str(result)} if isinstance(result, NodeError) else result
+    return reports
+
+
+@click.command("status")
+@site_option
+@inventory_option
+@click.option("--node", "only", multiple=True, help="Only this node (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document for machines.")
+@lab_options
+def status(
+    site: str,
+    inventory_dir: Path,
+    only: tuple[str, ...],
+    as_json: bool,
+    node_exec: str | None,
+    node_root: str | None,
+) -> None:
+    """Per node: BGP sessions, VIPs announced or withdrawn and why, VRRP, HAProxy backends.
+
+    \b
+    Read on each node over Ansible (SSH to the inventory's management address):
+    the health agent's state file, HAProxy's admin socket, the VRRP addresses.
+    Exit status 1 when a node could not be read.
+    """
+    inv = load_inventory(inventory_dir, site)
+    names = [n.name for n in inv.nodes]
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise click.BadParameter(f"no node {unknown[0]!r}; nodes: {', '.join(names)}")
+    nodes = list(only) or names
+    with runner_for(inv, node_exec, node_root) as runner:
+        reports = collect(runner, nodes)
+    if as_json:
+        click.echo(json.dumps({"site": inv.site.name, "nodes": reports}, indent=1, sort_keys=True))
+    else:
+        click.echo(
+            f"site {inv.site.name}" + (f": {inv.site.description}" if inv.site.description else "")
+        )
+        for node in nodes:
+            click.echo("")
+            for line in format_node(node, reports[node]):
+                click.echo(line)
+    if any("report_error" in r for r in reports.values()):
+        sys.exit(1)

@@ -1,0 +1,268 @@
+"""The weight policy of seed 001, as a pure function of one pool's signals.
+
+Per server with fresh signals (latency ``L``, error ratio ``e``, request rate ``λ``;
+requests queued at the server's maxconn mean no headroom at all):
+
+- estimated capacity ``C = λ (1 - e) T / L`` (requests/s it could serve at the
+  target latency ``T``), the seed's ``load x target / actual``;
+- headroom per unit of weight ``g = (1 - e) T / max(L, 0.1 T) - 1`` (``>= 0``): the
+  seed's ``(capacity - load) / load``. Taking it per unit of weight, not per
+  server, keeps a server that happens to get more traffic from looking bigger
+  and pulling even more (two equal servers would drift apart); latencies under
+  10 % of the target count as equal so millisecond noise does not move weights;
+- target weight ``inventory weight x g / max(g)``, then lowered until the load it
+  would bring stays under ``max_capacity_fraction`` (80 %) of ``C``;
+- floor: ``min_weight_percent`` (5 %) of the inventory weight, never below 1, so a
+  slow server keeps a canary trickle and its recovery is seen;
+- smoothing: ``w = alpha x target + (1 - alpha) x w`` (alpha 0.3), applied only when it
+  moves the HAProxy weight by ``hysteresis_percent`` (5 %) or reaches a bound.
+
+A server whose signals are missing (no response while requests are in flight,
+empty counters, failing agent-check, no traffic although its weight should bring
+some) is degraded: its target is the floor and its weight never rises. Below
+``panic_threshold`` healthy servers the pool is in panic (seed 004): every
+server with signals goes back to its inventory weight, so the load is spread
+instead of crushing the few fast ones. Servers in maintenance, drain or DOWN
+are HAProxy's business and are not touched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .config import PoolConfig
+from .signals import Signals
+
+LATENCY_RESOLUTION = 0.1  # latencies below this fraction of the target count as equal
+ERROR_DEGRADED = 0.05  # error ratio above which a server is not healthy
+POOL_MIN_RESPONSES = 20  # fewer responses in the pool's window: nothing learned, hold
+EXPECTED_MIN = 10  # responses a server's weight should have brought before silence is odd
+CAP_PASSES = 3  # capping one server raises the others' shares: a few fixed-point passes
+
+
+@dataclass
+class ServerState:
+    smoothed: float  # the controller's continuous weight
+    applied: int  # the HAProxy weight last applied or observed
+
+
+@dataclass
+class PoolState:
+    servers: dict[str, ServerState] = field(default_factory=dict)
+    panic: bool = False
+    last_decision: float = -math.inf
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """One server's classification and numbers, for the log and the metrics."""
+
+    server: str
+    state: str  # healthy | degraded | missing | hold | down | excluded | absent
+    signals: Signals | None = None
+    capacity: float | None = None
+    headroom: float | None = None
+    target: float | None = None  # target weight before smoothing
+    weight: int | None = None  # HAProxy weight after this decision
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Change:
+    pool: str
+    server: str
+    old: int
+    new: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    pool: str
+    assessments: list[Assessment]
+    changes: list[Change]
+    healthy_fraction: float | None
+    panic: bool
+    idle: bool
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def decide(cfg: PoolConfig, signals: dict[str, Signals | None], state: PoolState) -> Decision:
+    """One control step for a pool; updates ``state`` and returns the weight changes."""
+    t = cfg.target_latency
+    floor = cfg.min_weight_percent / 100
+    kind: dict[str, str] = {}
+    why: dict[str, str] = {}
+    for name in cfg.servers:
+        sig = signals.get(name)
+        if sig is None:
+            kind[name] = "absent"
+            continue
+        cur = sig.stat.uweight
+        st = state.servers.get(name)
+        if cur is not None and (st is None or st.applied != cur):
+            state.servers[name] = ServerState(float(cur), cur)  # first sight or changed outside
+        if sig.stat.admin_excluded:
+            kind[name] = "excluded"
+        elif not sig.stat.up:
+            kind[name] = "down"
+        elif sig.missing:
+            kind[name], why[name] = "missing", f"signals missing ({sig.missing})"
+        elif sig.latency is None:
+            kind[name] = "hold"
+        else:
+            kind[name] = "measured"
+    # Servers HAProxy sends traffic to and whose current weight is known.
+    up = [n for n, k in kind.items() if k in ("measured", "hold", "missing") and n in state.servers]
+    responses = sum(signals[n].responses for n in up)  # type: ignore[union-attr]
+    idle = responses < POOL_MIN_RESPONSES
+    total_weight = sum(state.servers[n].applied for n in up) or 1
+    for n in up:
+        sig = signals[n]
+        assert sig is not None
+        expected = responses * state.servers[n].applied / total_weight
+        if kind[n] == "hold" and sig.window and sig.responses == 0 and expected >= EXPECTED_MIN:
+            kind[n] = "missing"
+            why[n] = f"signals missing (no response although ~{expected:.0f} were expected)"
+
+    capacity: dict[str, float] = {}
+    headroom: dict[str, float] = {}
+    healthy: set[str] = set()
+    for n in (n for n in up if kind[n] == "measured"):
+        sig = signals[n]
+        assert sig is not None and sig.latency is not None
+        good = 1 - sig.error_ratio
+        capacity[n] = sig.rate * good * t / max(sig.latency, 1e-4)
+        headroom[n] = max(good * t / max(sig.latency, LATENCY_RESOLUTION * t) - 1, 0.0)
+        queued = sig.stat.qcur or 0
+        if queued:  # at its maxconn: no headroom, whatever the latency says
+            headroom[n] = 0.0
+        if sig.latency <= t and sig.error_ratio <= ERROR_DEGRADED and not queued:
+            healthy.add(n)
+        why[n] = (
+            f"latency {_ms(sig.latency)} (target {_ms(t)}), errors {sig.error_ratio:.1%}, "
+            f"capacity {capacity[n]:.1f} req/s" + (f", {queued} queued" if queued else "")
+        )
+    healthy |= {n for n in up if kind[n] == "hold"}
+    counted = [n for n, k in kind.items() if k not in ("excluded", "absent")]
+    fraction = len(healthy) / len(counted) if counted else None
+    if not idle and fraction is not None:
+        state.panic = fraction < cfg.panic_threshold
+
+    # Target weights, as a fraction of each server's inventory weight.
+    ratio: dict[str, float] = {}
+    if state.panic:
+        for n in up:
+            if kind[n] != "missing":
+                ratio[n] = 1.0
+                why[n] = (
+                    f"panic: {len(healthy)}/{len(counted)} servers healthy "
+                    f"< {cfg.panic_threshold:.0%}, spreading over all; " + why.get(n, "no data")
+                )
+    elif not idle and headroom:
+        best = max(headroom.values())
+        for n in headroom:
+            if best > 0:
+                ratio[n] = headroom[n] / best
+                why[n] += f", headroom {headroom[n]:.2f} of best {best:.2f}"
+            else:  # every server over target (panic disabled): by capacity
+                ratio[n] = capacity[n] / max(max(capacity.values()), 1e-9)
+                why[n] += ", all over target: by capacity"
+        _cap(cfg, signals, state, up, ratio, capacity, why)
+    for n in up:
+        if kind[n] == "missing":
+            ratio[n] = floor
+            why[n] += "; degraded, weight never raised"
+
+    assessments, changes = [], []
+    for name, weight in cfg.servers.items():
+        sig = signals.get(name)
+        st = state.servers.get(name)
+        target = None
+        if name in ratio and st is not None:
+            target = weight * max(ratio[name], floor)
+            change = _step(cfg, name, weight, target, st, kind[name] == "missing", why[name])
+            if change:
+                changes.append(change)
+        state_name = kind[name]
+        if state_name == "measured":
+            state_name = "healthy" if name in healthy else "degraded"
+        assessments.append(
+            Assessment(
+                server=name,
+                state=state_name,
+                signals=sig,
+                capacity=capacity.get(name),
+                headroom=headroom.get(name),
+                target=target,
+                weight=st.applied if st else None,
+                reason=why.get(name, "pool idle: holding" if idle else ""),
+            )
+        )
+    return Decision(cfg.name, assessments, changes, fraction, state.panic, idle)
+
+
+def _cap(
+    cfg: PoolConfig,
+    signals: dict[str, Signals | None],
+    state: PoolState,
+    up: list[str],
+    ratio: dict[str, float],
+    capacity: dict[str, float],
+    why: dict[str, str],
+) -> None:
+    """Lower targets whose share of the pool's load would exceed the capacity fraction."""
+    load = sum(signals[n].rate for n in up)  # type: ignore[union-attr]
+    if load <= 0:
+        return
+    if load > cfg.max_capacity_fraction * sum(capacity[n] for n in ratio):
+        for n in ratio:  # overloaded: no split satisfies the cap, keep it proportional
+            why[n] += f", pool load over {cfg.max_capacity_fraction:.0%} of estimated capacity"
+        return
+    floor = cfg.min_weight_percent / 100
+    capped: set[str] = set()
+    for _ in range(CAP_PASSES):
+        planned = {
+            n: cfg.servers[n] * ratio[n] if n in ratio else state.servers[n].smoothed for n in up
+        }
+        total = sum(planned.values()) or 1.0
+        for n in ratio:
+            share_load = load * planned[n] / total
+            limit = cfg.max_capacity_fraction * capacity[n]
+            if share_load > limit and ratio[n] > floor:
+                ratio[n] = max(floor, ratio[n] * limit / share_load)
+                capped.add(n)
+    for n in capped:
+        why[n] += f", capped at {cfg.max_capacity_fraction:.0%} of estimated capacity"
+
+
+def _step(
+    cfg: PoolConfig,
+    name: str,
+    weight: int,
+    target: float,
+    st: ServerState,
+    degraded: bool,
+    reason: str,
+) -> Change | None:
+    """Smooth toward ``target``; return the HAProxy change if it is worth applying."""
+    previous = st.smoothed
+    st.smoothed = cfg.alpha * target + (1 - cfg.alpha) * st.smoothed
+    if degraded:
+        st.smoothed = min(st.smoothed, previous)
+    low = max(1, round(weight * cfg.min_weight_percent / 100))
+    new = min(max(round(st.smoothed), low), weight)
+    if degraded:
+        new = min(new, st.applied)
+    old = st.applied
+    if new == old:
+        return None
+    step = abs(new - old)
+    if step < max(1.0, cfg.hysteresis_percent / 100 * old) and new not in (low, weight):
+        return None
+    st.applied = new
+    return Change(cfg.name, name, old, new, reason)

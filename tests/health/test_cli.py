@@ -1,0 +1,185 @@
+"""`status` and `maintenance`: Ansible output parsing, the wait logic, the table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from lbappliance.health.remote import NodeError, NodeRunner, parse_adhoc
+from lbappliance.inventory import load_site
+from lbappliance.maintenance import EXIT_ERROR, EXIT_TIMEOUT, drain_pending, enter, leave
+from lbappliance.status import format_node
+
+from ..conftest import INVENTORY
+
+WEB = "198.51.100.10/32"
+
+
+@pytest.fixture(scope="module")
+def inv():
+    return load_site(INVENTORY, "lab").model
+
+
+def report(
+    announced: bool = True,
+    state: str = "up",
+    health: str = "ok",
+    vrrp: str = "BACKUP",
+    sessions: int = 0,
+) -> dict:
+    return {
+        "node": "lb1",
+        "time": 1000.0,
+        "maintenance": {"file": False, "note": "", "inventory": False},
+        "agent": {
+            "running": True,
+            "pid": 42,
+            "age": 0.3,
+            "neighbors": {"10.10.0.1": {"state": "up", "reason": "", "since": 900.0}},
+            "vips": {
+                WEB: {
+                    "state": state,
+                    "announced": "announce route ..." if announced else None,
+                    "reason": "3 consecutive good rounds",
+                    "health": health,
+                    "since": 990.0,
+                    "signals": {"probe": {"health": health, "reason": "probe: timeout"}},
+                }
+            },
+        },
+        "haproxy": {
+            "frontends": {"web": {"status": "OPEN", "sessions": sessions}},
+            "backends": {"web": {"up": 2, "total": 2, "servers": []}},
+            "sessions": sessions,
+            "streams": sessions,
+        },
+        "vrrp": [{"name": "public", "state": vrrp, "vips": ["203.0.113.10"], "demoted": False}],
+    }
+
+
+def test_parse_adhoc_outputs():
+    body = json.dumps({"node": "lb1", "ok": True})
+    out = (
+        f"lb1 | CHANGED | rc=0 >>\n{body}\n"
+        'lb2 | UNREACHABLE! => {\n    "changed": false,\n'
+        '    "msg": "Failed to connect to the host via ssh: timeout",\n    "unreachable": true\n}\n'
+    )
+    results = parse_adhoc(["lb1", "lb2", "lb3"], out)
+    assert results["lb1"] == {"node": "lb1", "ok": True}
+    assert str(results["lb2"]) == "lb2: unreachable: Failed to connect to the host via ssh: timeout"
+    assert "no result in ansible output" in str(results["lb3"])
+    failed = parse_adhoc(["lb1"], 'lb1 | FAILED | rc=1 >>\n{"error": "servers-maint: x"}\n')
+    assert failed["lb1"] == {"error": "servers-maint: x"}
+    module = parse_adhoc(
+        ["lb1"],
+        'lb1 | FAILED! => {"msg": "Module result deserialization failed",'
+        ' "module_stderr": "python: not found\\nmore"}',
+    )
+    assert str(module["lb1"]) == (
+        "lb1: failed: Module result deserialization failed (python: not found)"
+    )
+    junk = parse_adhoc(["lb1"], "lb1 | FAILED | rc=2 >>\nTraceback ...\n")
+    assert isinstance(junk["lb1"], NodeError) and "rc=2 without a report" in str(junk["lb1"])
+
+
+def test_runner_command_over_ssh(inv):
+    with NodeRunner(inv) as runner:
+        cmd = runner.command("lb1", runner.helper("lb1", ["report"]))
+        assert cmd[:2] == ["ansible", "lb1"]
+        assert cmd[-2:] == [
+            "-a",
+            "/opt/lbappliance/venv/bin/python -m lbappliance.health.node "
+            "--config /etc/lbappliance/health-agent.json report",
+        ]
+        hosts = runner.inventory.read_text()
+        assert "ansible_host: 10.99.0.11" in hosts and "ansible_user: root" in hosts
+
+
+class FakeRunner:
+    def __init__(self, reports: list[dict]):
+        self.reports = reports
+        self.calls: list[list[str]] = []
+
+    def __call__(self, node: str, action: list[str]) -> dict:
+        self.calls.append(action)
+        if action[0] == "servers-maint":
+            return {**self.reports[-1], "servers_maint": ["web/backend1", "web/backend2"]}
+        if action[0] == "maintenance-off":
+            return {**self.reports[0], "servers_ready": ["web/backend1"]}
+        return self.reports.pop(0) if len(self.reports) > 1 else self.reports[0]
+
+
+def test_enter_waits_for_withdraw_vrrp_and_sessions(inv):
+    runner = FakeRunner(
+        [
+            report(),  # answer to maintenance-on
+            report(state="draining", vrrp="MASTER", sessions=3),
+            report(announced=False, state="withdrawn", sessions=1),
+            report(announced=False, state="withdrawn"),
+        ]
+    )
+    lines: list[str] = []
+    assert enter(runner, inv, "lb1", "test", True, 10, lines.append, poll=0) == 0
+    assert [c[0] for c in runner.calls] == [
+        "maintenance-on",
+        "report",
+        "report",
+        "report",
+        "servers-maint",
+    ]
+    assert lines[1] == (
+        "  waiting: 198.51.100.10/32 still announced (draining: 3 consecutive good rounds); "
+        "VRRP public still MASTER here (203.0.113.10); 3 client sessions in flight"
+    )
+    assert lines[-1].endswith("HAProxy servers in MAINT: web/backend1, web/backend2")
+
+
+def test_enter_reports_a_timeout(inv):
+    runner = FakeRunner([report(), report(state="draining")])
+    lines: list[str] = []
+    assert enter(runner, inv, "lb1", "test", True, 0, lines.append, poll=0) == EXIT_TIMEOUT
+    assert lines[-1].startswith("lb1: TIMEOUT after 0 s; still pending: 198.51.100.10/32")
+    assert "servers-maint" not in [c[0] for c in runner.calls]
+
+
+def test_drain_pending_needs_a_live_agent():
+    dead = report(announced=False, state="withdrawn")
+    dead["agent"] = {"running": False, "error": "no state file"}
+    assert drain_pending(dead) == ["health agent not running (no state file)"]
+
+
+def test_leave_waits_only_for_healthy_vips(inv):
+    runner = FakeRunner(
+        [
+            report(announced=False, state="withdrawn"),
+            report(announced=False, state="down", health="fail"),
+        ]
+    )
+    lines: list[str] = []
+    assert leave(runner, inv, "lb1", True, 5, lines.append, poll=0) == 0
+    assert "servers back to READY with slow start: web/backend1" in lines[0]
+    assert lines[-1] == "lb1: warning: 198.51.100.10/32 stays withdrawn, unhealthy: probe: timeout"
+
+
+def test_leave_refuses_when_the_inventory_says_maintenance(inv):
+    nodes = [replace(inv.nodes[0], maintenance=True), *inv.nodes[1:]]
+    runner = FakeRunner([report()])
+    lines: list[str] = []
+    assert leave(runner, replace(inv, nodes=nodes), "lb1", False, None, lines.append) == EXIT_ERROR
+    assert runner.calls == []
+
+
+def test_status_table():
+    lines = format_node("lb1", report())
+    assert lines[0] == "lb1  agent running (pid 42, state 0.3 s old)  maintenance: no"
+    assert lines[1] == "  BGP      10.10.0.1 up for 100 s"
+    assert lines[2] == "  VRRP     public BACKUP"
+    assert lines[3] == "  HAProxy  web 2/2 UP; 0 sessions in flight"
+    assert lines[4] == (
+        "  VIP 198.51.100.10/32     up        announced for 10 s: 3 consecutive good rounds"
+    )
+    assert format_node("lb2", {"report_error": "lb2: unreachable: timeout"}) == [
+        "lb2  UNREACHABLE  lb2: unreachable: timeout"
+    ]

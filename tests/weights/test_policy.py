@@ -1,0 +1,299 @@
+"""The weight policy (seed 001): pure decisions on synthetic and recorded signals."""
+
+from __future__ import annotations
+
+from lbappliance.weights.config import PoolConfig
+from lbappliance.weights.policy import PoolState, decide
+from lbappliance.weights.signals import Signals, server_signals
+
+from .fixtures import recording, stat
+
+SERVERS = {"s1": 100, "s2": 100, "s3": 100, "s4": 100}
+
+
+def pool(**kw: object) -> PoolConfig:
+    return PoolConfig(name="web", servers=dict(kw.pop("servers", SERVERS)), **kw)  # type: ignore[arg-type]
+
+
+def sig(
+    server: str,
+    latency: float | None = 0.002,
+    *,
+    rate: float = 25.0,
+    errors: float = 0.0,
+    responses: int = 100,
+    missing: str | None = None,
+    **row: object,
+) -> Signals:
+    return Signals(
+        stat=stat(server, **row),
+        window=5.0 if latency is not None or missing else 0.0,
+        responses=responses if latency is not None else 0,
+        rate=rate,
+        latency=latency,
+        error_ratio=errors,
+        missing=missing,
+    )
+
+
+def healthy(*names: str, **kw: object) -> dict[str, Signals]:
+    return {n: sig(n, **kw) for n in names}  # type: ignore[arg-type]
+
+
+def run(cfg: PoolConfig, state: PoolState, signals_fn, steps: int) -> list[dict[str, int]]:
+    """Apply ``steps`` decisions, feeding each applied weight back as HAProxy's uweight."""
+    weights = {
+        n: state.servers[n].applied if n in state.servers else w for n, w in cfg.servers.items()
+    }
+    history = []
+    for _ in range(steps):
+        signals = {n: s for n, s in signals_fn().items()}
+        for n, s in signals.items():
+            signals[n] = Signals(
+                **{**s.__dict__, "stat": stat(n, **{**_row(s), "uweight": weights[n]})}
+            )
+        d = decide(cfg, signals, state)
+        for c in d.changes:
+            weights[c.server] = c.new
+        history.append(dict(weights))
+    return history
+
+
+def _row(s: Signals) -> dict[str, object]:
+    return {k: getattr(s.stat, k) for k in ("status", "qcur", "agent_status")}
+
+
+def test_all_healthy_nothing_changes() -> None:
+    state = PoolState()
+    for _ in range(20):
+        d = decide(pool(), healthy(*SERVERS), state)
+        assert not d.changes and not d.panic and d.healthy_fraction == 1
+
+
+def test_hard_gray_failure_goes_to_the_floor_and_stays() -> None:
+    state = PoolState()
+    history = run(
+        pool(),
+        state,
+        lambda: {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.9)},
+        25,
+    )
+    s4 = [h["s4"] for h in history]
+    assert s4 == sorted(s4, reverse=True)  # monotone, no bounce
+    assert s4[0] < 100 and s4[-1] == 5  # floor: 5 % of its inventory weight
+    assert s4.index(5) <= 16  # alpha 0.3 per second: ~15 s from 100 to the floor
+    assert all(h[n] == 100 for h in history for n in ("s1", "s2", "s3"))
+
+
+def test_first_step_is_smoothed_and_explained() -> None:
+    state = PoolState()
+    d = decide(pool(), {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.9)}, state)
+    (change,) = d.changes
+    assert (change.server, change.old, change.new) == ("s4", 100, 72)  # 0.3*5 + 0.7*100
+    assert "latency 900.0 ms (target 100.0 ms)" in change.reason
+    assert (
+        "capped at 80% of estimated capacity" in change.reason or "headroom 0.00" in change.reason
+    )
+
+
+def test_soft_failure_gets_its_headroom_share() -> None:
+    # 60 ms against a 100 ms target still has headroom 100/60 - 1 = 0.67 of the best 9.
+    history = run(
+        pool(), PoolState(), lambda: {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.06)}, 30
+    )
+    assert 6 <= history[-1]["s4"] <= 8
+    # Over the target there is none: the floor.
+    history = run(
+        pool(target_latency=0.05),
+        PoolState(),
+        lambda: {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.06)},
+        30,
+    )
+    assert history[-1]["s4"] == 5
+
+
+def test_floor_follows_min_weight_percent_and_never_reaches_zero() -> None:
+    history = run(
+        pool(min_weight_percent=1),
+        PoolState(),
+        lambda: {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.9)},
+        40,
+    )
+    assert history[-1]["s4"] == 1
+    history = run(
+        pool(min_weight_percent=0),
+        PoolState(),
+        lambda: {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.9)},
+        40,
+    )
+    assert history[-1]["s4"] == 1  # 0 would be HAProxy's drain, the operator's tool
+
+
+def test_close_latencies_settle_without_oscillation() -> None:
+    history = run(
+        pool(servers={"s1": 100, "s2": 100}),
+        PoolState(),
+        lambda: {"s1": sig("s1", 0.020), "s2": sig("s2", 0.024)},
+        60,
+    )
+    s2 = [h["s2"] for h in history]
+    assert history[-1]["s1"] == 100 and 76 <= s2[-1] <= 84  # (100/24-1)/(100/20-1) = 0.79
+    assert s2 == sorted(s2, reverse=True)
+    assert len(set(s2[12:])) == 1  # settled after ~12 s
+
+
+def test_recorded_close_latencies_bounded_change_per_minute() -> None:
+    """Replayed on real HAProxy readings: weights move once, then stay (no sawtooth)."""
+    snaps = recording("close_20_24ms")
+    cfg = pool(servers={"backend1": 100, "backend2": 100})
+    state = PoolState()
+    applied = {"backend1": 100, "backend2": 100}
+    changes = []
+    for i in range(2, len(snaps) + 1):
+        window = snaps[:i]
+        signals = {}
+        for n in cfg.servers:
+            s = server_signals(window, ("web", n), cfg.min_span, cfg.max_span, 0.01)
+            signals[n] = Signals(**{**s.__dict__, "stat": stat(n, uweight=applied[n])})
+        for c in decide(cfg, signals, state).changes:
+            applied[c.server] = c.new
+            changes.append(c)
+    assert applied["backend1"] == 100 and 75 <= applied["backend2"] <= 88
+    assert all(c.server == "backend2" and c.new < c.old for c in changes)  # one direction only
+    assert len(changes) <= 6
+
+
+def test_missing_signals_degrade_and_never_rise() -> None:
+    state = PoolState()
+    # s4's stale numbers would look excellent; it is degraded all the same.
+    stale = sig("s4", None, missing="no response for 3.0 s with 12 requests in flight")
+    history = run(pool(), state, lambda: {**healthy("s1", "s2", "s3"), "s4": stale}, 20)
+    s4 = [h["s4"] for h in history]
+    assert s4 == sorted(s4, reverse=True) and s4[-1] == 5
+    d = decide(
+        pool(),
+        {**healthy("s1", "s2", "s3"), "s4": sig("s4", None, missing="x", uweight=40)},
+        PoolState(),
+    )
+    assert [c.new for c in d.changes] == [30]  # 0.3 * 5 + 0.7 * 40
+    assert "degraded, weight never raised" in d.changes[0].reason
+    # Below the floor already (an operator set it): it stays there, it does not rise to the floor.
+    d = decide(
+        pool(),
+        {**healthy("s1", "s2", "s3"), "s4": sig("s4", None, missing="x", uweight=2)},
+        PoolState(),
+    )
+    assert not d.changes
+
+
+def test_missing_never_rises_even_in_panic() -> None:
+    slow = {n: sig(n, 0.5) for n in ("s1", "s2", "s3")}
+    state = PoolState()
+    d = decide(pool(), {**slow, "s4": sig("s4", None, missing="x", uweight=50)}, state)
+    assert d.panic and [c.server for c in d.changes] == ["s4"] and d.changes[0].new < 50
+
+
+def test_silent_server_with_weight_is_missing() -> None:
+    silent = sig("s4", None, responses=0)
+    silent = Signals(**{**silent.__dict__, "window": 5.0})
+    d = decide(pool(), {**healthy("s1", "s2", "s3"), "s4": silent}, PoolState())
+    assert "no response although ~75 were expected" in d.changes[0].reason
+
+
+def test_panic_spreads_over_all_servers() -> None:
+    cfg = pool()
+    state = PoolState()
+    weights = {"s1": 5, "s2": 5, "s3": 5, "s4": 100}
+    signals = {n: sig(n, 0.4, uweight=w) for n, w in weights.items()}
+    signals["s4"] = sig("s4", 0.01, uweight=100)
+    d = decide(cfg, signals, state)  # 1 of 4 healthy < 50 %
+    assert d.panic and d.healthy_fraction == 0.25
+    assert {c.server for c in d.changes} == {"s1", "s2", "s3"}
+    assert all(c.new > c.old and "panic" in c.reason for c in d.changes)
+    history = run(
+        cfg,
+        state,
+        lambda: {**{n: sig(n, 0.4) for n in ("s1", "s2", "s3")}, "s4": sig("s4", 0.01)},
+        20,
+    )
+    assert history[-1] == {"s1": 100, "s2": 100, "s3": 100, "s4": 100}
+
+
+def test_panic_threshold_zero_never_panics() -> None:
+    signals = {n: sig(n, 0.4) for n in SERVERS}
+    signals["s4"] = sig("s4", 0.8)
+    d = decide(pool(panic_threshold=0), signals, PoolState())
+    assert not d.panic
+    # All over target and overloaded: proportional to estimated capacity (s4 has half).
+    assert [c.server for c in d.changes] == ["s4"]
+    assert "all over target: by capacity" in d.changes[0].reason
+
+
+def test_down_excluded_and_absent_servers_are_left_alone() -> None:
+    signals = {
+        "s1": sig("s1", 0.9, status="DOWN"),
+        "s2": sig("s2", 0.9, status="MAINT"),
+        "s3": sig("s3", 0.9, status="DRAIN"),
+        "s4": sig("s4", 0.002),
+    }
+    d = decide(pool(), signals, PoolState())
+    assert not d.changes
+    states = {a.server: a.state for a in d.assessments}
+    assert states == {"s1": "down", "s2": "excluded", "s3": "excluded", "s4": "healthy"}
+    d = decide(pool(), {"s4": sig("s4")}, PoolState())
+    assert {a.server: a.state for a in d.assessments}["s1"] == "absent"
+
+
+def test_hysteresis_skips_small_moves() -> None:
+    # Latencies under 10 % of the target count as equal: 3 ms and 9 ms are both "fast".
+    d = decide(
+        pool(), {"s1": sig("s1", 0.003), "s2": sig("s2", 0.009), **healthy("s3", "s4")}, PoolState()
+    )
+    assert not d.changes
+    # 11 ms vs 10 ms: target 0.88 of inventory; one step 100 -> 96.4 is under 5 %: skipped,
+    # the next ones add up and pass.
+    state = PoolState()
+    sigs = {"s1": sig("s1", 0.011), **healthy("s2", "s3", "s4")}
+    first = decide(pool(), sigs, state)
+    assert not first.changes
+    history = run(pool(), state, lambda: sigs, 10)
+    assert history[-1]["s1"] < 100
+
+
+def test_weights_changed_outside_are_adopted() -> None:
+    state = PoolState()
+    decide(pool(), healthy(*SERVERS), state)
+    d = decide(pool(), {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.002, uweight=40)}, state)
+    assert state.servers["s4"].applied in (40, d.changes[0].new if d.changes else 40)
+    assert all(c.old == 40 for c in d.changes)  # restarted from HAProxy's value, not ours
+
+
+def test_capacity_cap_limits_growth_near_the_target() -> None:
+    # s4 at 90 ms (capacity 25*100/90 = 27.8 req/s, 80 % = 22.2) cannot be given its
+    # headroom share if that would bring it more than 22 req/s.
+    state = PoolState()
+    d = decide(
+        pool(),
+        {**healthy("s1", "s2", "s3", rate=5), "s4": sig("s4", 0.09, rate=25, uweight=10)},
+        state,
+    )
+    assert all(c.new <= 10 for c in d.changes)
+
+
+def test_idle_pool_holds() -> None:
+    quiet = {n: sig(n, 0.9 if n == "s4" else 0.002, responses=2) for n in SERVERS}
+    d = decide(pool(), quiet, PoolState())
+    assert d.idle and not d.changes
+
+
+def test_errors_lower_capacity_and_health() -> None:
+    signals = {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.002, errors=0.5)}
+    d = decide(pool(), signals, PoolState())
+    s4 = next(a for a in d.assessments if a.server == "s4")
+    assert s4.state == "degraded" and d.changes and d.changes[0].new < 100
+    assert "errors 50.0%" in d.changes[0].reason
+
+
+def test_queued_requests_mean_no_headroom() -> None:
+    d = decide(pool(), {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.002, qcur=7)}, PoolState())
+    assert d.changes and "7 queued" in d.changes[0].reason
