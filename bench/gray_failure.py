@@ -25,8 +25,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
+import math
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lbappliance.paths import project_dir
 
 
 async def _one(host: str, port: int, timeout: float) -> tuple[int, str]:
@@ -83,8 +97,261 @@ def load_main(argv: list[str]) -> None:
     json.dump(results, sys.stdout)
 
 
+# --- the benchmark ----------------------------------------------------------------------
+
+FAILURES: dict[str, dict[str, Any]] = {
+    "healthy": {},
+    "hard": {"latency_ms": 900},
+    "soft": {"latency_ms": 60},
+    "intermittent": {"slow_fraction": 0.1, "slow_ms": 900},
+}
+SLOW = "backend1"
+VIP = "198.51.100.10"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One way of running the pool: its policy in the site, and whether the controller runs."""
+
+    name: str
+    label: str
+    pool_policy: dict[str, Any]  # l7.pools[web].policy
+    site_policy: dict[str, Any]  # merged into l7.policy
+    controller: dict[str, Any] | None  # l7.pools[web].policy.weight_controller; None: off
+    settle: float  # seconds of load before the measured window (the failure starts with it)
+
+
+# The appliance's policy for this pool: its active check on the real request path ("/", the
+# one the gray failure slows) with a 500 ms budget. HAProxy 2.6 bounds a check by
+# min(inter, timeout connect) unless the TCP connect completes synchronously (tcpcheck.c), so
+# `timeout check` alone does not cap a slow answer: the connect timeout must be as short.
+REAL_PATH_CHECK = {"health_check": {"path": "/", "timeout": "500ms"}}
+CHECK_BOUND = {"timeouts": {"connect": "500ms"}}
+TUNED = {"target_latency": "50ms", "min_weight_percent": 1}
+
+CONFIGS = {
+    "a": Config("a", "round-robin, /health check", {"balance": "roundrobin"}, {}, None, 1),
+    "b0": Config("b0", "rendered L7 policy, inventory defaults", {}, {}, None, 10),
+    "b": Config("b", "rendered L7 policy", REAL_PATH_CHECK, CHECK_BOUND, None, 10),
+    "c": Config("c", "policy + weight controller", REAL_PATH_CHECK, CHECK_BOUND, {}, 18),
+    "c*": Config(
+        "c*",
+        "policy + controller (target 50 ms, floor 1 %)",
+        REAL_PATH_CHECK,
+        CHECK_BOUND,
+        TUNED,
+        18,
+    ),
+}
+
+
+def bench_site(cfg: Config) -> dict[str, Any]:
+    """The lab site with four backends in its pool and ``cfg``'s policy."""
+    site = yaml.safe_load((project_dir() / "inventory" / "sites" / "lab.yml").read_text())
+    site["site"]["name"] = "gray"
+    site["l4_services"] = []
+    site["anycast"] = [a for a in site["anycast"] if a["prefix"].startswith(VIP)]
+    site["l7"]["policy"].update(cfg.site_policy)
+    pool = site["l7"]["pools"][0]
+    pool["servers"] = [
+        {"name": f"backend{i}", "address": f"10.30.0.{20 + i}", "port": 8080} for i in range(1, 5)
+    ]
+    controller = {"enabled": False} if cfg.controller is None else cfg.controller
+    pool["policy"] = {**cfg.pool_policy, "weight_controller": controller}
+    return site
+
+
+NODELAY = (
+    "import http.server, runpy, sys; "
+    "http.server.BaseHTTPRequestHandler.disable_nagle_algorithm = True; "
+    "sys.argv[0] = 'backend'; runpy.run_module('lbappliance.lab.backend', run_name='__main__')"
+)
+
+
+def start_backends(lab: Any) -> None:
+    """Start the lab backends with TCP_NODELAY.
+
+    Stopgap until ``lbappliance.lab.backend`` sets ``disable_nagle_algorithm``:
+    it writes headers and body separately, and Nagle plus delayed ACKs on
+    HAProxy's kept-alive server connections add 40 ms to ~10 % of responses.
+    """
+    for host in lab.topology.backends:
+        cmd = [sys.executable, "-c", NODELAY, "--name", host.name]
+        cmd += [a for p in host.http_ports for a in ("--port", str(p))]
+        cmd += ["--control", str(lab.control_file(host.name))]
+        lab.popen(host.name, "backend", cmd)
+    for host in lab.topology.backends:
+        for port in host.http_ports:
+            lab.wait_tcp(host.name, str(host.address_on("backend")), port)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def summarize(results: list[list[Any]]) -> dict[str, Any]:
+    ok = sorted(r[1] * 1000 for r in results)
+    return {
+        "requests": len(results),
+        "errors": sum(1 for r in results if r[2] != 200),
+        "p50_ms": percentile(ok, 50),
+        "p99_ms": percentile(ok, 99),
+        "p999_ms": percentile(ok, 99.9),
+        "max_ms": ok[-1],
+        "slow_share": sum(1 for r in results if r[3] == SLOW) / len(results),
+    }
+
+
+def run_one(cfg: Config, failure: str, rate: float, duration: float) -> dict[str, Any]:
+    from lbappliance.lab.netns import NetnsLab
+    from lbappliance.weights.haproxy import AdminSocket
+
+    settle = cfg.settle if failure != "healthy" else 2.0
+    with tempfile.TemporaryDirectory(prefix="gray-inv-") as tmp:
+        inv = Path(tmp)
+        (inv / "sites").mkdir()
+        shutil.copy(project_dir() / "inventory" / "defaults.yml", inv / "defaults.yml")
+        (inv / "sites" / "gray.yml").write_text(yaml.safe_dump(bench_site(cfg)))
+        with NetnsLab.create(site="gray", inventory=inv) as lab:
+            start_backends(lab)
+            lab.start_haproxy("lb1")
+            uplink = str(lab.topology.host("lb1").address_on("uplink"))
+            lab.run("router", ["ip", "route", "replace", f"{VIP}/32", "via", uplink])
+            lab.wait_tcp("client", VIP, 80)
+            sock = AdminSocket(str(lab.config("lb1", "run/haproxy/admin.sock")))
+            lab.wait(
+                lambda: all(s.status == "UP" for s in sock.show_stat() if s.pool == "web"),
+                15,
+                "all servers UP",
+            )
+            if cfg.controller is not None:
+                conf = lab.config("lb1", "etc/lbappliance/weights.json")
+                lab.popen("lb1", "weights", [sys.executable, "-m", "lbappliance.weights",
+                                             "--config", str(conf)])  # fmt: skip
+            cmd = ["ip", "netns", "exec", lab.ns("client"), sys.executable, __file__, "load"]
+            cmd += ["--host", VIP, "--rate", str(rate), "--duration", str(settle + duration)]
+            load = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            if FAILURES[failure]:
+                time.sleep(0.05)  # the failure starts with the load
+                lab.set_backend(SLOW, **FAILURES[failure])
+            out, _ = load.communicate(timeout=settle + duration + 60)
+            stats = [s for s in sock.show_stat() if s.pool == "web"]
+            log = ""
+            if cfg.controller is not None:
+                log = (lab.workdir / "logs" / "lb1-weights.log").read_text()
+    results = json.loads(out)
+    measured = [r for r in results if r[0] >= settle]
+    settling = [r for r in results if r[0] < settle]
+    return {
+        "config": cfg.name,
+        "label": cfg.label,
+        "failure": failure,
+        "settle_s": settle,
+        "measured": summarize(measured),
+        "settling": summarize(settling) if settling else None,
+        "final_weights": {s.server: s.uweight for s in stats},
+        "final_status": {s.server: s.status for s in stats},
+        "weight_changes": sum(1 for line in log.splitlines() if "->" in line),
+        "slowest": sorted(measured, key=lambda r: -r[1])[
+            :5
+        ],  # (offset s, latency s, status, backend)
+    }
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    lines = [
+        "| failure | config | p50 ms | p99 ms | p99.9 ms | errors | slow share "
+        "| settle p99 ms | slow backend at end |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in runs:
+        m, s = r["measured"], r["settling"]
+        settle = f"{s['p99_ms']:.1f}" if s else "-"
+        end = f"weight {r['final_weights'].get(SLOW)}, {r['final_status'].get(SLOW)}"
+        lines.append(
+            f"| {r['failure']} | ({r['config']}) {r['label']} | {m['p50_ms']:.1f} "
+            f"| {m['p99_ms']:.1f} | {m['p999_ms']:.1f} | {m['errors']}/{m['requests']} "
+            f"| {m['slow_share']:.1%} | {settle} | {end} |"
+        )
+    return "\n".join(lines)
+
+
+def _verdict(x: float, limit: float) -> str:
+    return f"target <= {limit:g}: {'met' if x <= limit else 'MISSED'}"
+
+
+def ratios(runs: list[dict[str, Any]]) -> list[str]:
+    by = {(r["failure"], r["config"]): r["measured"] for r in runs}
+    out = []
+    if ("hard", "a") in by and ("hard", "b") in by:
+        x = by[("hard", "b")]["p99_ms"] / by[("hard", "a")]["p99_ms"]
+        out.append(f"hard: (b) p99 / (a) p99 = {x:.3f} ({_verdict(x, 0.02)})")
+    healthy = next((by[k] for k in (("healthy", "c"), ("healthy", "b")) if k in by), None)
+    for cfg in ("c", "c*"):
+        if healthy and ("soft", cfg) in by:
+            x = by[("soft", cfg)]["p99_ms"] / healthy["p99_ms"]
+            out.append(f"soft: ({cfg}) p99 / healthy p99 = {x:.2f} ({_verdict(x, 1.5)})")
+        if ("intermittent", cfg) in by and ("intermittent", "a") in by:
+            x = by[("intermittent", cfg)]["p999_ms"] / by[("intermittent", "a")]["p999_ms"]
+            out.append(f"intermittent: ({cfg}) p99.9 / (a) p99.9 = {x:.3f} ({_verdict(x, 0.1)})")
+    errors = sum(r["measured"]["errors"] + (r["settling"] or {}).get("errors", 0) for r in runs)
+    out.append(f"client errors in all runs (settle phases included): {errors}")
+    return out
+
+
+def main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="gray_failure.py", description=__doc__.splitlines()[0])
+    p.add_argument("--failures", default="healthy,hard,soft,intermittent")
+    p.add_argument(
+        "--configs",
+        default="a,b,c,c*",
+        help=f"configs to run each failure against, of {', '.join(CONFIGS)}",
+    )
+    p.add_argument("--healthy-configs", default="c", help="configs of the healthy baseline")
+    p.add_argument("--skip", default="hard:c*", help="failure:config pairs not to run")
+    p.add_argument("--rate", type=float, default=100.0)
+    p.add_argument("--duration", type=float, default=20.0, help="measured seconds per run")
+    p.add_argument("--quick", action="store_true", help="5 s measured, settles of 8 s at most")
+    p.add_argument("--out", type=Path, help="also write the results as JSON here")
+    a = p.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (network namespaces)")
+    duration = 5.0 if a.quick else a.duration
+    skip = set(a.skip.split(",")) if a.skip else set()
+    runs = []
+    started = time.monotonic()
+    for failure in a.failures.split(","):
+        names = a.healthy_configs if failure == "healthy" else a.configs
+        for name in names.split(","):
+            if f"{failure}:{name}" in skip:
+                continue
+            cfg = CONFIGS[name]
+            if a.quick:
+                cfg = dataclasses.replace(cfg, settle=min(cfg.settle, 8))
+            r = run_one(cfg, failure, a.rate, duration)
+            runs.append(r)
+            m = r["measured"]
+            print(
+                f"{failure:>12} ({name}) p50 {m['p50_ms']:7.1f}  p99 {m['p99_ms']:7.1f}  "
+                f"p99.9 {m['p999_ms']:7.1f}  errors {m['errors']}  slow {m['slow_share']:.1%}  "
+                f"weights {r['final_weights']}",
+                flush=True,
+            )
+    took = time.monotonic() - started
+    print(f"\n{len(runs)} runs in {took:.0f} s; {a.rate:g} req/s, {duration:g} s measured\n")
+    print(table(runs))
+    print()
+    print("\n".join(ratios(runs)))
+    if a.out:
+        a.out.write_text(
+            json.dumps({"args": vars(a) | {"out": str(a.out)}, "runs": runs}, indent=2)
+        )
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["load"]:
         load_main(sys.argv[2:])
     else:
-        raise SystemExit("orchestrator not written yet")
+        main(sys.argv[1:])

@@ -9,9 +9,12 @@ lb1 and lb2, real HAProxy and backends), with the site's default agent policy
 1. haproxy:  lb1's HAProxy is SIGKILLed (the L7 service dies);
    backends: lb1 can no longer reach any backend (its packets to them dropped);
    agent:    lb1's health agent is SIGKILLed (ExaBGP respawns it; the new agent
-             withdraws before anything else).
-   Measured: time from the event until lb1's next hop leaves 198.51.100.10/32 in
-   the router's kernel FIB (polled every 5 ms). Each trial starts at a random
+             withdraws before anything else);
+   xdp:      lb1's XDP forwarder is detached (the L4 VIP 198.51.100.20 loses its
+             data plane on lb1).
+   Measured: time from the event until lb1's next hop leaves the VIP
+   (198.51.100.10/32; 198.51.100.20/32 for xdp) in the router's kernel FIB
+   (polled every 5 ms). Each trial starts at a random
    phase of the agent's probe cycle; between trials the service is restored and
    lb1's ExaBGP restarted (so flap dampening, which would rightly hold a VIP that
    died 20 times in a minute, does not hide the detection time).
@@ -35,8 +38,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lbappliance.lab.netns import NetnsLab  # noqa: E402
 from tests.health.labtools import (  # noqa: E402
+    L4,
     WEB,
     agent_pid,
     bgp_counters,
@@ -45,6 +48,8 @@ from tests.health.labtools import (  # noqa: E402
     dropped,
     uplink,
 )
+
+from lbappliance.lab.netns import NetnsLab  # noqa: E402
 
 
 def summary(name: str, xs: list[float]) -> dict[str, float | int | str]:
@@ -62,29 +67,46 @@ def ecmp(lab: NetnsLab) -> list[str]:
     return sorted([uplink(lab, "lb1"), uplink(lab, "lb2")])
 
 
-def restart_exabgp(lab: NetnsLab) -> None:
+def restart_exabgp(lab: NetnsLab, vip: str) -> None:
     lab.stop("lb1", "exabgp")
     lab.start_exabgp("lb1")
-    lab.wait(lambda: lab.fib_nexthops(WEB) == ecmp(lab), 30, "ECMP after restart")
+    lab.wait(lambda: lab.fib_nexthops(vip) == ecmp(lab), 30, "ECMP after restart")
 
 
 def trial(lab: NetnsLab, scenario: str, rng: random.Random) -> float:
-    lab.wait(lambda: lab.fib_nexthops(WEB) == ecmp(lab), 30, "ECMP")
+    vip = L4 if scenario == "xdp" else WEB
+    lab.wait(lambda: lab.fib_nexthops(vip) == ecmp(lab), 30, "ECMP")
     time.sleep(1 + rng.uniform(0, 1))  # steady state, random phase of the 500 ms cycle
     if scenario == "haproxy":
         lab.stop("lb1", "haproxy", sig=signal.SIGKILL)
     elif scenario == "backends":
         cut_backends(lab, "lb1")
+    elif scenario == "xdp":
+        lab.dataplane("lb1", "detach")
     else:
         os.kill(agent_pid(lab, "lb1"), signal.SIGKILL)
     lb2 = [uplink(lab, "lb2")]
-    elapsed = lab.time_until(lambda: lab.fib_nexthops(WEB) == lb2, 15, f"{WEB} leaving lb1")
+    elapsed = lab.time_until(lambda: lab.fib_nexthops(vip) == lb2, 15, f"{vip} leaving lb1")
     if scenario == "haproxy":
         lab.start_haproxy("lb1")
     elif scenario == "backends":
         cut_backends(lab, "lb1", cut=False)
-    restart_exabgp(lab)
+    elif scenario == "xdp":
+        reapply(lab)
+    restart_exabgp(lab, vip)
     return elapsed
+
+
+def reapply(lab: NetnsLab, attempts: int = 3) -> None:
+    """Re-attach lb1's forwarder (``apply`` right after ``detach`` fails now and then)."""
+    for attempt in range(attempts):
+        try:
+            lab.start_dataplane("lb1")
+            return
+        except RuntimeError as exc:
+            print(json.dumps({"warning": f"dataplane apply, attempt {attempt + 1}: {exc}"}))
+            time.sleep(1)
+    raise RuntimeError("lb1's forwarder could not be re-applied")
 
 
 def loss(lab: NetnsLab, seconds: float, percent: float) -> dict[str, int | float]:
@@ -124,7 +146,7 @@ def _rounds(lab: NetnsLab, node: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--scenarios", default="haproxy,backends,agent")
+    parser.add_argument("--scenarios", default="haproxy,backends,agent,xdp")
     parser.add_argument("--loss-seconds", type=float, default=300)
     parser.add_argument("--loss-percent", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=4)

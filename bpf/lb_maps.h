@@ -14,8 +14,15 @@
 #define LB_MAX_BACKENDS 4096
 /* Two table slots per service: the active one and the one being rebuilt. */
 #define LB_MAX_TABLES (2 * LB_MAX_SERVICES)
-/* Inner-table template size; real tables may differ (BPF_F_INNER_MAP). */
-#define LB_DEFAULT_TABLE_SIZE 65537
+/* Maglev tables of this (the default) size live in lb_tables_std, whose inner
+ * maps all have exactly this many entries: the verifier then inlines the slot
+ * lookup (one kernel call less per packet). Other sizes go to lb_tables
+ * (BPF_F_INNER_MAP: any size, looked up through a helper call). */
+#define LB_STD_TABLE_SIZE 65537
+/* The VIP directory: open addressing, linear probing, at most LB_VIP_PROBES
+ * slots from a key's hash; 16 slots per possible service keep probes short. */
+#define LB_VIP_SLOTS 16384 /* a power of two */
+#define LB_VIP_PROBES 8
 
 #define LB_MODE_UNUSED 0
 #define LB_MODE_IPIP 1  /* IPIP / IP6IP6 / 4in6 / 6in4 by the backend's family */
@@ -32,18 +39,26 @@
 #define LB_PASS_TOO_BIG 4    /* encapsulated length would exceed 65535 */
 #define LB_NR_DROPS 5
 
+/* Hashed as five 32-bit words (aligned for that); see vip_hash(). */
 struct vip_key {
 	__u8 addr[16]; /* IPv4 in the first 4 bytes, rest zero */
 	__be16 port;
 	__u8 proto; /* IPPROTO_TCP / IPPROTO_UDP */
-	__u8 family; /* 4 or 6 */
-};
+	__u8 family; /* 4 or 6; 0 marks an empty directory slot */
+} __attribute__((aligned(4)));
 
 struct vip_info {
 	__u32 stats_id;   /* index into lb_vip_stats */
-	__u32 table_id;   /* index into lb_tables (2 * stats_id + 0 or 1) */
+	__u32 table_id;   /* 2 * stats_id + 0 or 1: index into lb_tables_std if
+			   * table_size is LB_STD_TABLE_SIZE, else into lb_tables */
 	__u32 table_size; /* 0: no backend up, drop */
 	__u32 pad;
+};
+
+/* One slot of the VIP directory. */
+struct vip_entry {
+	struct vip_key key;
+	struct vip_info info;
 };
 
 struct backend {

@@ -3,7 +3,7 @@
  * L4 XDP forwarder: Maglev lookup + IPIP/IP6IP6 (DSR) or L2 DSR.
  *
  * For an IPv4/IPv6 TCP/UDP packet whose (daddr, dport, proto) is a VIP in
- * lb_vips: hash the 5-tuple (murmur3 over network-order 32-bit words, fixed
+ * the VIP directory (lb_vip_dir): hash the 5-tuple (murmur3 over network-order 32-bit words, fixed
  * seed, mirrored by src/lbappliance/dataplane/flowhash.py), pick the slot
  * (hash * table_size) >> 32 of the VIP's active Maglev table, and send the
  * packet to that backend out of the backend entry's egress interface: XDP_TX
@@ -39,27 +39,54 @@
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 
-struct inner_table {
+/* Maglev tables: slot -> index into lb_backends. */
+struct std_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_STD_TABLE_SIZE);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct any_table {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_INNER_MAP);
-	__uint(max_entries, LB_DEFAULT_TABLE_SIZE);
+	__uint(max_entries, LB_STD_TABLE_SIZE); /* template only: any size fits */
 	__type(key, __u32);
-	__type(value, __u32); /* index into lb_backends */
+	__type(value, __u32);
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, LB_MAX_TABLES);
 	__type(key, __u32);
-	__array(values, struct inner_table);
-} lb_tables SEC(".maps");
+	__array(values, struct std_table);
+} lb_tables_std SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, LB_MAX_SERVICES);
-	__type(key, struct vip_key);
-	__type(value, struct vip_info);
-} lb_vips SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, LB_MAX_TABLES);
+	__type(key, __u32);
+	__array(values, struct any_table);
+} lb_tables SEC(".maps");
+
+/* The VIP directory: a fixed-size array (so the verifier inlines its lookups:
+ * no kernel call, unlike a hash map's), replaced as a whole by the control
+ * plane through this one-slot array of maps. */
+struct vip_dir {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_VIP_SLOTS);
+	/* Sizes, not types: clang emits an inner map's value struct as a mere
+	 * forward declaration, which libbpf cannot size. */
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct vip_entry));
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct vip_dir);
+} lb_vip_dir SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -131,6 +158,44 @@ static __always_inline __u32 mm3_final(__u32 h, __u32 nwords)
 	return h;
 }
 
+/* A VIP key's directory hash, from its five words as the CPU loads them
+ * (mirrored by flowhash.vip_hash): a rotate-xor fold, MurmurHash3's finaliser. */
+static __always_inline __u32 vip_hash(const __u32 *w)
+{
+	__u32 h = w[0] ^ rotl32(w[1], 8) ^ rotl32(w[2], 16) ^ rotl32(w[3], 24) ^ (w[4] * 0x9e3779b1);
+
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+/* Linear probing from the key's hash; an empty slot ends the search. */
+static __always_inline const struct vip_info *find_vip(const struct vip_key *key)
+{
+	const __u32 *w = (const __u32 *)key;
+	__u32 zero = 0;
+	void *dir = bpf_map_lookup_elem(&lb_vip_dir, &zero);
+
+	if (!dir)
+		return NULL;
+	__u32 h = vip_hash(w);
+#pragma unroll
+	for (__u32 i = 0; i < LB_VIP_PROBES; i++) {
+		__u32 idx = (h + i) & (LB_VIP_SLOTS - 1);
+		const struct vip_entry *e = bpf_map_lookup_elem(dir, &idx);
+
+		if (!e || !e->key.family)
+			return NULL;
+		const __u32 *k = (const __u32 *)&e->key;
+		if (k[0] == w[0] && k[1] == w[1] && k[2] == w[2] && k[3] == w[3] && k[4] == w[4])
+			return &e->info;
+	}
+	return NULL;
+}
+
 static __always_inline void count_drop(__u32 reason)
 {
 	__u64 *c = bpf_map_lookup_elem(&lb_drops, &reason);
@@ -171,6 +236,22 @@ static __always_inline int send(const struct xdp_md *ctx, const struct backend *
 	return bpf_redirect(be->ifindex, 0);
 }
 
+/* Two functions, two call sites: each inner lookup keeps its own map type for
+ * the verifier (the standard one is inlined). noinline would defeat that. */
+static __always_inline __u32 *std_slot(__u32 table_id, __u32 slot)
+{
+	void *table = bpf_map_lookup_elem(&lb_tables_std, &table_id);
+
+	return table ? bpf_map_lookup_elem(table, &slot) : NULL;
+}
+
+static __always_inline __u32 *any_slot(__u32 table_id, __u32 slot)
+{
+	void *table = bpf_map_lookup_elem(&lb_tables, &table_id);
+
+	return table ? bpf_map_lookup_elem(table, &slot) : NULL;
+}
+
 static __always_inline int forward(struct xdp_md *ctx, const struct vip_info *vip,
 				   const struct flow *f)
 {
@@ -182,13 +263,9 @@ static __always_inline int forward(struct xdp_md *ctx, const struct vip_info *vi
 		count_drop(LB_DROP_NO_BACKEND);
 		return XDP_DROP;
 	}
-	void *table = bpf_map_lookup_elem(&lb_tables, &table_id);
-	if (!table) {
-		count_drop(LB_DROP_NO_TABLE);
-		return XDP_DROP;
-	}
 	__u32 slot = (__u32)(((__u64)f->hash * size) >> 32);
-	__u32 *bidx = bpf_map_lookup_elem(table, &slot);
+	__u32 *bidx = size == LB_STD_TABLE_SIZE ? std_slot(table_id, slot)
+						: any_slot(table_id, slot);
 	if (!bidx) {
 		count_drop(LB_DROP_NO_TABLE);
 		return XDP_DROP;
@@ -322,7 +399,7 @@ static __always_inline int handle_v4(struct xdp_md *ctx, void *l3, void *data_en
 	key.port = ports[1];
 	key.proto = proto;
 	key.family = 4;
-	struct vip_info *vip = bpf_map_lookup_elem(&lb_vips, &key);
+	const struct vip_info *vip = find_vip(&key);
 	if (!vip)
 		return XDP_PASS;
 
@@ -365,7 +442,7 @@ static __always_inline int handle_v6(struct xdp_md *ctx, void *l3, void *data_en
 	key.port = ports[1];
 	key.proto = proto;
 	key.family = 6;
-	struct vip_info *vip = bpf_map_lookup_elem(&lb_vips, &key);
+	const struct vip_info *vip = find_vip(&key);
 	if (!vip)
 		return XDP_PASS;
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from dphelpers import Forwarder, fake_next_hops, make_spec
@@ -13,8 +14,9 @@ from dpmodel import XDP_PASS, XDP_REDIRECT, XDP_TX, Model
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
-from lbappliance.dataplane import bpfmaps, loader
+from lbappliance.dataplane import bpfmaps, bpfsys, flowhash, loader
 
+REPO = Path(__file__).resolve().parents[2]
 SIZE = 4099  # small prime: these tests rebuild tables often
 
 
@@ -65,19 +67,42 @@ def vip_info(fwd, vip="198.51.100.20", port=53):
         return m.vips().get(bpfmaps.vip_key(vip, port, "udp"))
 
 
-def test_struct_layouts_match_the_objects_btf(xdp_object):
+# The directory's entry is an inner map's value, which the forwarder's BTF
+# holds only as a forward declaration: a probe object gives its layout.
+LAYOUT_PROBE = """
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "lb_maps.h"
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vip_entry);
+} probe SEC(".maps");
+"""
+
+
+def btf_structs(obj):
     dump = json.loads(
         subprocess.run(
-            ["bpftool", "-j", "btf", "dump", "file", str(xdp_object)],
+            ["bpftool", "-j", "btf", "dump", "file", str(obj)],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
     )
-    structs = {t["name"]: t for t in dump["types"] if t["kind"] == "STRUCT"}
+    return {t["name"]: t for t in dump["types"] if t["kind"] == "STRUCT"}
+
+
+def test_struct_layouts_match_the_objects_btf(xdp_object, tmp_path):
+    (tmp_path / "probe.c").write_text(LAYOUT_PROBE)
+    shutil.copy(REPO / "bpf" / "lb_maps.h", tmp_path)
+    structs = btf_structs(xdp_object)
+    structs |= btf_structs(loader.compile_object(tmp_path / "probe.c", tmp_path / "probe.o"))
     expect = {
         "vip_key": (bpfmaps.VIP_KEY, {"addr": 0, "port": 16, "proto": 18, "family": 19}),
         "vip_info": (bpfmaps.VIP_INFO, {"stats_id": 0, "table_id": 4, "table_size": 8}),
+        "vip_entry": (bpfmaps.VIP_ENTRY, {"key": 0, "info": 20}),
         "backend": (
             bpfmaps.BACKEND,
             {"addr": 0, "mac": 16, "family": 22, "mode": 23, "src_mac": 24, "ifindex": 32},
@@ -211,6 +236,41 @@ def test_table_size_change_is_atomic_too(fwd):
         assert be == Ether(model.expect(frame(sport))[1])[IP].dst
 
 
+def holders(fwd, table_id):
+    """Which arrays of maps hold a table in slot ``table_id``."""
+    with fwd.maps() as m:
+        return [
+            name
+            for name in bpfmaps.TABLE_MAPS
+            if bpfsys.map_lookup(m.fds[name], bpfmaps.U32.pack(table_id), 4) is not None
+        ]
+
+
+def test_standard_size_tables_live_in_their_own_array(fwd):
+    """65537-slot tables go to lb_tables_std (the lookup the verifier inlines),
+    others to lb_tables; switching sizes stays a slot switch."""
+    std = spec_of(service(B[:3]), size=bpfmaps.STD_TABLE_SIZE)
+    other = spec_of(service(B[:3]))
+    fwd.apply(std)
+    t_std = vip_info(fwd)[1]
+    assert holders(fwd, t_std) == ["lb_tables_std"]
+    fwd.apply(other)
+    _, t_other, size = vip_info(fwd)
+    assert (t_other, size) == (t_std ^ 1, SIZE)
+    assert holders(fwd, t_other) == ["lb_tables"]
+    assert holders(fwd, t_std) == ["lb_tables_std"]  # the previous generation stays
+    model = Model(other, fake_next_hops(other))
+    for sport, be in route(fwd).items():
+        assert be == Ether(model.expect(frame(sport))[1])[IP].dst
+    fwd.apply(std)
+    assert vip_info(fwd)[1] == t_std
+    model = Model(std, fake_next_hops(std))
+    for sport, be in route(fwd).items():
+        assert be == Ether(model.expect(frame(sport))[1])[IP].dst
+    fwd.apply(std)  # unchanged: the other generation goes, from both arrays
+    assert holders(fwd, t_other) == [] and holders(fwd, t_std) == ["lb_tables_std"]
+
+
 def test_no_backend_left_drops(fwd):
     spec = spec_of(service(B[:2]))
     rep = fwd.apply(spec, down=tuple(B[:2]))
@@ -242,3 +302,44 @@ def test_detach_without_attachment_removes_pins(fwd, monkeypatch):
     out = loader.detach(spec.interface, fwd.root)
     assert out == [f"removed {fwd.pin_dir}"]
     assert not fwd.pin_dir.exists()
+
+
+def colliding_ports(vip: str, n: int) -> list[int]:
+    """``n`` UDP ports whose keys on ``vip`` share one directory home slot."""
+    by_slot: dict[int, list[int]] = {}
+    for port in range(1, 65536):
+        h = flowhash.vip_hash(bpfmaps.vip_key(vip, port, "udp")) & (bpfmaps.DIR_SLOTS - 1)
+        by_slot.setdefault(h, []).append(port)
+        if len(by_slot[h]) == n:
+            return by_slot[h]
+    raise AssertionError("no collision found")
+
+
+def test_directory_probes_past_colliding_vips(fwd):
+    """Keys sharing a home slot take the next ones; each is found, a colliding
+    non-VIP still passes, and a rebuild without the first keeps the others."""
+    a, b, c, other = colliding_ports("198.51.100.20", 4)
+    services = [service(B[:2], name=f"s{p}", port=p) for p in (a, b, c)]
+    fwd.apply(spec_of(*services))
+    for port in (a, b, c):
+        assert fwd.run(frame(7, dport=port)).retval == XDP_TX, port
+    assert fwd.run(frame(7, dport=other)).retval == XDP_PASS
+    fwd.apply(spec_of(*services[1:]))
+    assert fwd.run(frame(7, dport=a)).retval == XDP_PASS
+    for port in (b, c):
+        assert fwd.run(frame(7, dport=port)).retval == XDP_TX, port
+
+
+def test_many_vips_are_all_found(fwd):
+    ports = range(1000, 1300)
+    fwd.apply(spec_of(*[service(B[:2], name=f"s{p}", port=p) for p in ports], size=251))
+    with fwd.maps() as m:
+        assert len(m.vips()) == len(ports)
+    assert all(fwd.run(frame(9, dport=p)).retval == XDP_TX for p in ports)
+
+
+def test_a_directory_that_cannot_hold_the_vips_is_refused(fwd, monkeypatch):
+    monkeypatch.setattr(flowhash, "vip_hash", lambda key: 5)  # every key, one home slot
+    ports = range(2000, 2000 + bpfmaps.DIR_PROBES + 1)
+    with pytest.raises(bpfmaps.DirectoryFull, match="within 8 probes"):
+        fwd.apply(spec_of(*[service(B[:1], name=f"s{p}", port=p) for p in ports]))

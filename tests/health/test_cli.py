@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import replace
 
 import pytest
@@ -183,3 +184,22 @@ def test_status_table():
     assert format_node("lb2", {"report_error": "lb2: unreachable: timeout"}) == [
         "lb2  UNREACHABLE  lb2: unreachable: timeout"
     ]
+
+
+def test_status_over_ssh_reports_unreachable_nodes(inventory_copy):
+    """The real `ansible` over SSH, to a closed port on loopback: a clear error, exit 1."""
+    site = inventory_copy / "sites" / "lab.yml"
+    text = site.read_text()
+    for mgmt, loopback in (("10.99.0.11", "127.0.0.11"), ("10.99.0.12", "127.0.0.12")):
+        text = text.replace(f"management_address: {mgmt}", f"management_address: {loopback}")
+    text = text.replace("    vrrp_priority: ", "    ssh_port: 1\n    vrrp_priority: ")
+    site.write_text(text)
+    out = subprocess.run(
+        ["lbappliance", "status", "--site", "lab", "--inventory", str(inventory_copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "lb1  UNREACHABLE  lb1: unreachable:" in out.stdout
+    assert "Connection refused" in out.stdout

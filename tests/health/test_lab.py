@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -77,12 +76,13 @@ def test_announced_with_communities_ecmp_over_both_nodes(lab: NetnsLab):
     assert route.count("BGP.community: (65100,10)") == 2
     assert "BGP.med" not in route
     assert {get(lab)[0] for _ in range(6)} == {200}
-    # The L4 VIP needs its XDP program, which nothing loaded here: never announced.
-    assert lab.fib_nexthops(L4) == []
+    # The L4 VIP: announced by both once their XDP forwarders are attached.
+    lab.wait(lambda: lab.fib_nexthops(L4) == both_nodes(lab), 10, "ECMP for the L4 VIP")
+    assert lab.bird_route(L4).count("BGP.community: (65100,20)") == 2
     reason = json.loads(
         (lab.node_root("lb1") / "run/lbappliance/health-agent.state.json").read_text()
     )["vips"][L4]["reason"]
-    assert "no XDP program attached to eth1" in reason
+    assert "dataplane: XDP xdpgeneric id" in reason and "on eth1" in reason
 
 
 def test_backends_lost_withdraws_that_node_only_then_recovers(lab: NetnsLab):
@@ -247,31 +247,20 @@ def test_one_percent_probe_loss_moves_no_route(lab: NetnsLab):
     assert dropped(lab, "lb1") >= 1 and dropped(lab, "lb2") >= 1
 
 
-@pytest.mark.skipif(not shutil.which("clang"), reason="clang builds the XDP test program")
-def test_l4_vip_follows_its_xdp_program(lab: NetnsLab, tmp_path: Path):
-    src = tmp_path / "pass.c"
-    src.write_text(
-        "#include <linux/bpf.h>\n"
-        '__attribute__((section("xdp"), used)) int pass(struct xdp_md *c) { return XDP_PASS; }\n'
-        'char _license[] __attribute__((section("license"), used)) = "GPL";\n'
-    )
-    obj = tmp_path / "pass.o"
-    subprocess.run(
-        ["clang", "-O2", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c", str(src),
-         "-o", str(obj)],
-        check=True,
-    )  # fmt: skip
-    lb1 = uplink(lab, "lb1")
-    lab.run(
-        "lb1", ["ip", "link", "set", "dev", "eth1", "xdpgeneric", "obj", str(obj), "sec", "xdp"]
-    )
-    lab.wait(lambda: lab.fib_nexthops(L4) == [lb1], 10, "L4 VIP announced by lb1")
-    assert "BGP.community: (65100,20)" in lab.bird_route(L4)
-    lab.run("lb1", ["ip", "link", "set", "dev", "eth1", "xdpgeneric", "off"])
-    lab.wait(lambda: lab.fib_nexthops(L4) == [], 5, "L4 VIP withdrawn")
+def test_l4_vip_follows_its_xdp_program(lab: NetnsLab):
+    lb1, lb2 = uplink(lab, "lb1"), uplink(lab, "lb2")
+    lab.wait(lambda: lab.fib_nexthops(L4) == sorted([lb1, lb2]), 10, "ECMP for the L4 VIP")
+    lab.dataplane("lb1", "detach")  # the XDP forwarder is gone from lb1's uplink
+    lab.wait(lambda: lab.fib_nexthops(L4) == [lb2], 5, "L4 VIP withdrawn by lb1")
+    assert lab.fib_nexthops(WEB) == sorted([lb1, lb2])  # the L7 VIP does not care
+    down = [r for r in agent_log(lab, "lb1") if r.get("vip") == L4 and r.get("to") == "down"]
+    assert "no XDP program attached to eth1" in down[-1]["reason"]
+    lab.start_dataplane("lb1")
+    lab.wait(lambda: lab.fib_nexthops(L4) == sorted([lb1, lb2]), 10, "L4 VIP back on lb1")
 
 
 def test_status_command(lab: NetnsLab):
+    lab.wait(lambda: lab.fib_nexthops(L4) == both_nodes(lab), 10, "ECMP for the L4 VIP")
     out = cli("status", "--site", "lab", *lab_hooks(lab))
     assert out.returncode == 0, out.stderr
     text = out.stdout
@@ -279,7 +268,7 @@ def test_status_command(lab: NetnsLab):
     assert "BGP      10.10.0.1 up" in text
     assert "HAProxy  web 2/2 UP" in text
     assert f"VIP {WEB:<20} up        announced" in text
-    assert f"VIP {L4:<20} down      withdrawn" in text
+    assert f"VIP {L4:<20} up        announced" in text
     assert "VRRP     public MASTER" in text and "VRRP     public BACKUP" in text
     data = json.loads(cli("status", "--site", "lab", "--json", *lab_hooks(lab)).stdout)
     lb1 = data["nodes"]["lb1"]

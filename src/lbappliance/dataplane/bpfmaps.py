@@ -2,21 +2,31 @@
 
 Update protocol, chosen so that no packet ever sees a half-written state:
 
-- Every VIP owns two table slots in ``lb_tables`` (an array of maps), ``2s``
-  and ``2s+1``. A new table goes into a fresh inner map, fully written and
-  frozen, which is then put into the slot the VIP is *not* using; only then is
-  the VIP's ``vip_info`` (stats id, table slot, table size: 16 bytes, replaced
-  as one hash element) switched to it. A packet reads either the old table or
-  the new one.
+- Every VIP owns two table slots, ``2s`` and ``2s+1``, in one of two arrays
+  of maps: ``lb_tables_std`` for tables of the standard size 65537 (inner maps
+  of exactly that size, whose lookup the verifier inlines) and ``lb_tables``
+  for any other size (``BPF_F_INNER_MAP``); the table size in ``vip_info``
+  says which. A new table goes into a fresh inner map, fully written and
+  frozen, which is then put into the slot the VIP is *not* using (and that
+  slot cleared in the other array); only then is the VIP's ``vip_info`` (stats
+  id, table slot, table size) switched to it. A packet reads either the old
+  table or the new one.
+- VIP keys and their ``vip_info`` live in the VIP directory, a fixed-size
+  array (open addressing, linear probing: the program's lookups are inlined,
+  a hash map's would be a kernel call). It is never written in place: every
+  apply that changes a VIP builds a new directory, frozen, and swaps it in
+  through the one-slot array of maps ``lb_vip_dir``, after every table it
+  names is in place. All VIPs switch at once; a packet sees the old directory
+  or the new one.
 - The replaced table stays in the inactive slot until the next apply that
   leaves the VIP unchanged, which deletes it: by then no packet can still be
   reading it.
 - Backend entries are immutable: a backend whose address, next hop (egress
   interface, MACs) or mode changes gets a new index, written before any table
-  refers to it. An entry is zeroed only when no table left in ``lb_tables``
+  refers to it. An entry is zeroed only when no table left in either array
   refers to it, so not before the apply after the one that stopped using it.
-- A removed VIP is deleted from ``lb_vips`` first; its tables are dropped on
-  the next apply.
+- A removed VIP leaves the directory first; its tables are dropped on the
+  next apply.
 
 The kernel maps are the only state: ``sync`` reads them back, so it needs no
 state file and a re-run with the same input changes nothing.
@@ -32,7 +42,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lbappliance.dataplane import bpfsys, maglev
+from lbappliance.dataplane import bpfsys, flowhash, maglev
 from lbappliance.dataplane.bpfsys import Fd
 from lbappliance.dataplane.neighbours import NextHop, Wanted
 from lbappliance.dataplane.spec import DataplaneSpec
@@ -40,6 +50,10 @@ from lbappliance.dataplane.spec import DataplaneSpec
 MAX_SERVICES = 1024
 MAX_BACKENDS = 4096
 MAX_TABLES = 2 * MAX_SERVICES
+STD_TABLE_SIZE = 65537  # LB_STD_TABLE_SIZE: tables of this size go to lb_tables_std
+TABLE_MAPS = ("lb_tables_std", "lb_tables")
+DIR_SLOTS = 16384  # LB_VIP_SLOTS
+DIR_PROBES = 8  # LB_VIP_PROBES
 
 MODE_UNUSED, MODE_IPIP, MODE_L2DSR = 0, 1, 2
 MODES = {"ipip": MODE_IPIP, "l2dsr": MODE_L2DSR}
@@ -49,6 +63,7 @@ DROP_REASONS = ("no_backend", "no_table", "no_tunnel_source", "adjust_head_faile
 
 VIP_KEY = struct.Struct("=16sHBB")  # addr, port (network order), proto, family
 VIP_INFO = struct.Struct("=IIII")  # stats_id, table_id, table_size, pad
+VIP_ENTRY = struct.Struct(f"={VIP_KEY.size}s{VIP_INFO.size}s")  # key, info
 BACKEND = struct.Struct("=16s6sBB6s2xI")  # addr, mac, family, mode, src_mac, ifindex
 CONFIG = struct.Struct("=4s16sBB2x32s")  # src_v4, src_v6, has_v4, has_v6, object_sha256
 COUNTERS = struct.Struct("=QQ")  # packets, bytes
@@ -58,7 +73,8 @@ PROTOS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 PROTO_NAMES = {v: k for k, v in PROTOS.items()}
 
 MAP_NAMES = (
-    "lb_vips",
+    "lb_vip_dir",
+    "lb_tables_std",
     "lb_tables",
     "lb_backends",
     "lb_config",
@@ -113,6 +129,11 @@ class BackendEntry:
         return cls(ip.compressed, mac.hex(":"), mode, src_mac.hex(":"), ifindex)
 
 
+class DirectoryFull(LookupError):
+    """The VIPs do not fit the directory's probe limit (practically never:
+    at most 1024 VIPs in 16384 slots)."""
+
+
 @dataclass
 class SyncResult:
     """What an apply changed, for the CLI's report."""
@@ -151,13 +172,16 @@ class Maps:
     # -- reading ---------------------------------------------------------------
 
     def vips(self) -> dict[bytes, tuple[int, int, int]]:
-        """VIP key -> (stats_id, table_id, table_size)."""
-        fd = self.fds["lb_vips"]
+        """VIP key -> (stats_id, table_id, table_size), from the directory."""
+        v = bpfsys.map_lookup(self.fds["lb_vip_dir"], U32.pack(0), 4)
+        if v is None:
+            return {}
+        with bpfsys.map_get_fd_by_id(U32.unpack(v)[0]) as fd:
+            raw = bpfsys.array_lookup_all(fd, DIR_SLOTS, VIP_ENTRY.size)
         out = {}
-        for k in bpfsys.map_keys(fd, VIP_KEY.size):
-            v = bpfsys.map_lookup(fd, k, VIP_INFO.size)
-            if v is not None:
-                out[k] = VIP_INFO.unpack(v)[:3]
+        for key, info in VIP_ENTRY.iter_unpack(raw):
+            if key[-1]:  # family 0: empty slot
+                out[key] = VIP_INFO.unpack(info)[:3]
         return out
 
     def backends(self) -> dict[int, BackendEntry]:
@@ -170,14 +194,25 @@ class Maps:
         return out
 
     def table(self, table_id: int) -> list[int] | None:
-        """The backend indices of the inner table in slot ``table_id``."""
-        v = bpfsys.map_lookup(self.fds["lb_tables"], U32.pack(table_id), 4)
-        if v is None:
+        """The backend indices of the inner table in slot ``table_id`` (of
+        whichever array holds one there: publishing clears the other)."""
+        for name in TABLE_MAPS:
+            v = bpfsys.map_lookup(self.fds[name], U32.pack(table_id), 4)
+            if v is not None:
+                break
+        else:
             return None
         with bpfsys.map_get_fd_by_id(U32.unpack(v)[0]) as fd:
             size = bpfsys.map_info(fd).max_entries
             raw = bpfsys.array_lookup_all(fd, size, 4)
         return list(struct.unpack(f"={size}I", raw))
+
+    def _has_dir(self) -> bool:
+        return bpfsys.map_lookup(self.fds["lb_vip_dir"], U32.pack(0), 4) is not None
+
+    def _drop_table(self, table_id: int) -> None:
+        for name in TABLE_MAPS:
+            bpfsys.map_delete(self.fds[name], U32.pack(table_id))
 
     def config(self) -> tuple[str | None, str | None, bytes]:
         raw = bpfsys.map_lookup(self.fds["lb_config"], U32.pack(0), CONFIG.size)
@@ -237,8 +272,11 @@ class Maps:
 
     def _publish_table(self, table_id: int, slots: list[int]) -> None:
         size = len(slots)
+        std = size == STD_TABLE_SIZE
+        outer, other = TABLE_MAPS if std else reversed(TABLE_MAPS)
+        flags = 0 if std else bpfsys.BPF_F_INNER_MAP
         with bpfsys.map_create(
-            bpfsys.BPF_MAP_TYPE_ARRAY, 4, 4, size, bpfsys.BPF_F_INNER_MAP, f"lb_t{table_id}"
+            bpfsys.BPF_MAP_TYPE_ARRAY, 4, 4, size, flags, f"lb_t{table_id}"
         ) as inner:
             bpfsys.map_update_batch(
                 inner,
@@ -247,7 +285,33 @@ class Maps:
                 size,
             )
             bpfsys.map_freeze(inner)
-            bpfsys.map_update(self.fds["lb_tables"], U32.pack(table_id), U32.pack(inner.fd))
+            bpfsys.map_update(self.fds[outer], U32.pack(table_id), U32.pack(inner.fd))
+            bpfsys.map_delete(self.fds[other], U32.pack(table_id))
+
+    def _publish_dir(self, vips: Mapping[bytes, tuple[int, int, int]]) -> None:
+        """A new VIP directory holding ``vips``, swapped in whole."""
+        slots = [bytes(VIP_ENTRY.size)] * DIR_SLOTS
+        for key in sorted(vips):
+            h = flowhash.vip_hash(key)
+            for i in range(DIR_PROBES):
+                idx = (h + i) & (DIR_SLOTS - 1)
+                if not slots[idx][VIP_KEY.size - 1]:
+                    slots[idx] = VIP_ENTRY.pack(key, VIP_INFO.pack(*vips[key], 0))
+                    break
+            else:
+                vip, port, proto = parse_vip_key(key)
+                raise DirectoryFull(
+                    f"VIP directory: no free slot for {vip} {port}/{proto} within "
+                    f"{DIR_PROBES} probes"
+                )
+        with bpfsys.map_create(
+            bpfsys.BPF_MAP_TYPE_ARRAY, 4, VIP_ENTRY.size, DIR_SLOTS, 0, "lb_vip_dir"
+        ) as inner:
+            bpfsys.map_update_batch(
+                inner, struct.pack(f"={DIR_SLOTS}I", *range(DIR_SLOTS)), b"".join(slots), DIR_SLOTS
+            )
+            bpfsys.map_freeze(inner)
+            bpfsys.map_update(self.fds["lb_vip_dir"], U32.pack(0), U32.pack(inner.fd))
 
     def sync(
         self,
@@ -271,6 +335,7 @@ class Maps:
         taken_stats = {v[0] for v in current_vips.values()}
         new_tables: dict[int, list[int]] = {}
         wanted: set[bytes] = set()
+        vips = dict(current_vips)  # the directory to be
 
         for svc in spec.services:
             key = vip_key(svc.vip, svc.port, svc.protocol)
@@ -327,7 +392,7 @@ class Maps:
             ):
                 # Unchanged. The previous generation has had a whole apply
                 # cycle for packets in flight to finish with it: drop it.
-                bpfsys.map_delete(self.fds["lb_tables"], U32.pack(active ^ 1))
+                self._drop_table(active ^ 1)
                 continue
             table_id = 2 * stats_id if active is None or active % 2 else 2 * stats_id + 1
             if slots:
@@ -335,15 +400,15 @@ class Maps:
                 new_tables[table_id] = slots
             else:
                 res.warnings.append(f"{label}: no backend up, its packets are dropped")
-            bpfsys.map_update(
-                self.fds["lb_vips"], key, VIP_INFO.pack(stats_id, table_id, len(slots), 0)
-            )
+            vips[key] = (stats_id, table_id, len(slots))
             res.tables_written.append(label)
 
         for key in current_vips.keys() - wanted:
-            bpfsys.map_delete(self.fds["lb_vips"], key)
+            del vips[key]
             vip, port, proto = parse_vip_key(key)
             res.vips_removed.append(f"{vip} {port}/{proto}")
+        if vips != current_vips or not self._has_dir():
+            self._publish_dir(vips)
 
         self._collect_garbage(current_vips, wanted, new_tables, current_backends, res)
         return res
@@ -362,7 +427,7 @@ class Maps:
         referenced: set[int] = set()
         for table_id in range(MAX_TABLES):
             if table_id // 2 not in keep_stats:
-                bpfsys.map_delete(self.fds["lb_tables"], U32.pack(table_id))
+                self._drop_table(table_id)
                 continue
             slots = new_tables.get(table_id)
             if slots is None:

@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             metrics.start()
         except OSError as exc:
             log({"event": "warning", "node": cfg.node, "reason": f"no metrics endpoint: {exc}"})
-    Watchdog(agent, limit=max(5.0, 10 * cfg.interval)).start()
+    # A round is bounded by the signal timeout plus one acknowledgement per VIP.
+    limit = max(10.0, 10 * cfg.interval) + channel.ack_timeout * len(cfg.vips)
+    Watchdog(agent, limit=limit).start()
     try:
         agent.run()
     finally:

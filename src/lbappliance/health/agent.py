@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,8 @@ def json_log(stream: Any = None) -> Log:
     lock = threading.Lock()
 
     def log(record: dict[str, Any]) -> None:
-        line = json.dumps(
-            {"ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "agent": "lbappliance-health", **record},
-            sort_keys=False,
-        )
+        ts = datetime.now().astimezone().isoformat(timespec="milliseconds")
+        line = json.dumps({"ts": ts, "agent": "lbappliance-health", **record})
         with lock:
             out = stream or sys.stderr
             out.write(line + "\n")

@@ -134,7 +134,6 @@ class AgentConfig:
     vrrp_demote_file: str = ""
     vrrp_demote_value: int = 254
     vrrp: tuple[VrrpGroup, ...] = ()
-    drain_timeout: float = 30.0
 
 
 class _Reader:
@@ -377,7 +376,6 @@ def parse(data: Any, path: str = "<config>") -> AgentConfig:
         vrrp_demote_file=r.get(data, "$", "vrrp_demote_file", str, ""),
         vrrp_demote_value=r.get(data, "$", "vrrp_demote_value", int, 254),
         vrrp=tuple(vrrp),
-        drain_timeout=r.get(data, "$", "drain_timeout", num, 30.0),
     )
     if any(v.haproxy for v in cfg.vips):
         r.check(bool(cfg.haproxy_socket), "$.haproxy_socket: needed by the 'haproxy' signal")

@@ -10,12 +10,12 @@ from typing import Any
 from .machine import State
 
 
+def _escape(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def _labels(**kw: Any) -> str:
-    inner = ",".join(
-        f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in kw.items()
-    )
-    return "{" + inner + "}"
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in kw.items()) + "}"
 
 
 def render(snapshot: dict[str, Any]) -> str:

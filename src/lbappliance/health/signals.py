@@ -117,7 +117,8 @@ def _dataplane(vip: VipConfig, obs: Observation) -> Check:
                 + (f" ({error})" if error else "")
             )
         else:
-            summary.append(f"XDP {prog} on {gate.xdp_interface}")
+            serving = f" for {', '.join(gate.xdp_services)}" if gate.xdp_services else ""
+            summary.append(f"XDP {prog} on {gate.xdp_interface}{serving}")
     for svc in gate.ipvs_services:
         if obs.ipvs is None:
             problems.append(f"IPVS table unreadable ({obs.ipvs_error})")

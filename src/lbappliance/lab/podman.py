@@ -508,16 +508,26 @@ class PodmanLab:
             os.close(target)
             os.close(own)
 
-    def host_veths(self, host: str) -> list[int]:
-        """Host-side interface indexes of ``host``'s links (the far ends of its cables)."""
-        out = self.exec(host, "sh", "-c", "cat /sys/class/net/eth*/iflink").stdout
-        return [int(x) for x in out.split()]
+    def host_veths(self, host: str) -> dict[str, int]:
+        """Host-side interface index of each of ``host``'s links (the far ends of its cables)."""
+        out = self.exec(host, "sh", "-c", "for i in /sys/class/net/eth*; do "
+                        'echo "${i##*/} $(cat $i/iflink)"; done').stdout  # fmt: skip
+        return {name: int(index) for name, index in (line.split() for line in out.splitlines())}
 
-    def cut_links(self, host: str) -> None:
-        """Pull every cable of ``host``: its links go down at the switch side at once."""
-        for index in self.host_veths(host):
-            cmd = ["ip", "link", "set", "dev", _ifname(index), "down"]
-            subprocess.run(cmd, check=True, capture_output=True)
+    def cut_links(self, host: str, first: str = "eth1") -> float:
+        """Pull every cable of ``host`` at the switch side, ``first`` first.
+
+        Returns the monotonic time just before the first one went down.
+        """
+        from pyroute2 import IPRoute
+
+        veths = self.host_veths(host)
+        order = sorted(veths, key=lambda name: name != first)
+        with IPRoute() as ipr:
+            t0 = time.monotonic()
+            for name in order:
+                ipr.link("set", index=veths[name], state="down")
+        return t0
 
     def kill(self, host: str) -> None:
         """Kill a host outright (SIGKILL to its init: every process dies)."""
@@ -541,14 +551,26 @@ class PodmanLab:
             " -o LogLevel=ERROR",
         }
 
-    def instance_config(self) -> list[dict[str, str]]:
-        """Molecule's view of the LB nodes (podman connection)."""
+    def instance_config(self, connection: str = "ssh") -> list[dict[str, str | int]]:
+        """Molecule's view of the LB nodes: over SSH (the production path, with the
+        lab's key) or the podman connection (the address is then the container)."""
+        if connection == "podman":
+            return [
+                {
+                    "instance": lb.name,
+                    "address": self.container(lb.name),
+                    "connection": "containers.podman.podman",
+                }
+                for lb in self.topology.lbs
+            ]
         return [
             {
                 "instance": lb.name,
                 "address": str(lb.address_on("mgmt")),
-                "connection": "containers.podman.podman",
-                "container": self.container(lb.name),
+                "user": "root",
+                "port": 22,
+                "identity_file": str(self.key),
+                "connection": "ssh",
             }
             for lb in self.topology.lbs
         ]
@@ -558,8 +580,10 @@ LAB_NET_UNIT = """\
 [Unit]
 Description=lbappliance lab: this host's addresses and routes
 DefaultDependencies=no
-After=systemd-sysctl.service
-Before=network.target network-online.target ssh.service
+# Before systemd-sysctl: on LB nodes it makes /proc/sys/net writable first, so the
+# deployed sysctl.d settings apply at boot as on a real node.
+Before=systemd-sysctl.service network-pre.target network.target network-online.target ssh.service
+Wants=network-pre.target
 
 [Service]
 Type=oneshot
@@ -583,13 +607,6 @@ RestartSec=1
 [Install]
 WantedBy=multi-user.target
 """
-
-
-def _ifname(index: int) -> str:
-    out = subprocess.run(
-        ["ip", "-j", "link", "show"], capture_output=True, text=True, check=True
-    ).stdout
-    return next(link["ifname"] for link in json.loads(out) if link["ifindex"] == index)
 
 
 def _remove_netavark_chains() -> list[str]:

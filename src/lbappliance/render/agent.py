@@ -138,7 +138,6 @@ def config(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]:
         "maintenance": node.maintenance,
         "maintenance_file": paths.maintenance_file,
         "maintenance_drain": float(agent.maintenance_drain),
-        "drain_timeout": float(inv.l7.policy.drain_timeout),
         "haproxy_socket": paths.haproxy_socket,
         "state_file": f"{paths.run_dir}/health-agent.state.json",
         "servers_file": f"{paths.state_dir}/maintenance-servers.json",

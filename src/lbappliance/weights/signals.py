@@ -7,8 +7,8 @@ readings of the average and the number of responses between them give the mean
 of just those responses (``recent_mean``): the controller sees the last few
 seconds, with a rounding error of at most ``(1 + d) / (2 (1 - d))`` ms for ``k``
 responses, ``d = (511/512)**k`` (5 ms at 100). The window is the shortest (of at least
-``min_span``) whose error is below 10 % of the estimate or half the latency
-resolution the policy cares about, so a 900 ms server is seen within a few
+``min_span``) whose error is below 10 % of the estimate or a quarter of the
+latency resolution the policy cares about, so a 900 ms server is seen within a few
 responses and a 1 ms one is not chased through rounding noise.
 
 Only ``rtime`` counts: HAProxy charges a request retried on another server with
@@ -27,6 +27,7 @@ from .haproxy import ServerStat
 HAPROXY_SAMPLES = 512  # TIME_STATS_SAMPLES in HAProxy 2.x
 MIN_RESPONSES = 5  # fewer: the window says nothing about latency
 RELATIVE_ERROR = 0.1  # a window is long enough once its error is below this share
+DECAY_BIAS = 1.0  # ms: HAProxy decays its sum by ceil(sum/512), not sum/512
 AGENT_OK = ("", "L7OK", "L4OK", "L6OK", "INI")  # "" = no agent-check configured
 
 Key = tuple[str, str]  # (pool, server)
@@ -104,7 +105,7 @@ def server_signals(
     """Signals of ``key`` from ``history`` (oldest first); ``None`` if not in the newest.
 
     The window is the shortest one of at least ``min_span`` seconds whose latency
-    error is under ``RELATIVE_ERROR`` of the estimate or half of ``resolution``
+    error is under ``RELATIVE_ERROR`` of the estimate or a quarter of ``resolution``
     (seconds), else the longest up to ``max_span``. Requests in flight with no
     response at all for ``min_span`` make the signals missing (a stale average
     would still look fine).
@@ -141,7 +142,7 @@ def server_signals(
         if k >= MIN_RESPONSES:
             error = rounding_error(old.req_tot, new.req_tot, k)  # type: ignore[arg-type]
             ms = recent_mean(old.rtime, old.req_tot, new.rtime, new.req_tot, k)  # type: ignore[arg-type]
-            if error <= max(RELATIVE_ERROR * ms, 500 * resolution):
+            if error <= max(RELATIVE_ERROR * ms, 250 * resolution):
                 break
     if stuck:
         return Signals(new, chosen_span, 0, 0.0, None, 0.0, stuck)
@@ -177,6 +178,6 @@ def _latency(rows: list[ServerStat], k: int) -> float:
     """
     old, new = rows[0], rows[-1]
     recent = recent_mean(old.rtime, old.req_tot, new.rtime, new.req_tot, k)  # type: ignore[arg-type]
-    error = rounding_error(old.req_tot, new.req_tot, k)  # type: ignore[arg-type]
+    error = rounding_error(old.req_tot, new.req_tot, k) + DECAY_BIAS  # type: ignore[arg-type]
     steady = sum(max(r.rtime - 0.5, 0.0) for r in rows[1:]) / (len(rows) - 1)  # type: ignore[operator]
     return recent if abs(recent - steady) > error else steady
