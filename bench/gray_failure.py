@@ -5,20 +5,24 @@ open-loop client sends 100 req/s for 20 s from the client namespace and records
 every request's latency (from its scheduled send time, so a stalled server
 cannot hide queued requests). One backend fails gray while its /health keeps
 answering 200: hard (+900 ms every request), soft (+60 ms), intermittent (10 %
-of requests +900 ms). Each failure runs against:
+of requests +900 ms). The failure starts with the load; a settle phase at the
+same load (reported separately: it shows detection) precedes the measured 20 s.
 
-  (a) round-robin with the shallow /health check (a plain config),
-  (b) the appliance's rendered L7 policy (random(2), active check on the real
-      request path, passive outlier ejection, retries within a budget),
-  (c) that policy plus the weight controller (python -m lbappliance.weights),
+Configurations, each rendered from a site inventory by `lbappliance render`:
 
-plus the all-healthy baseline. Before the measured 20 s each run gets a settle
-phase at the same load, reported separately (how long detection takes shows
-there).
+  a   round-robin with the shallow /health check (a plain config)
+  b   the appliance's L7 policy (random(2), active check, passive outlier
+      ejection, retries within a budget) with the check on the real request
+      path ("/") bounded at 500 ms (health_check.timeout and timeouts.connect)
+  c   b plus the weight controller with the inventory's default policy
+  c*  b plus the controller with target_latency 50 ms and min_weight_percent 1
+  b0  the L7 policy with inventory defaults (check GET /health, timeout 2 s)
+  b1  b without the connect bound (shows HAProxy 2.6 ignoring `timeout check`)
 
-    python bench/gray_failure.py                   # everything, ~6 min, needs root
-    python bench/gray_failure.py --quick           # 5 s runs, for a smoke test
-    python bench/gray_failure.py load --host H ... # the load worker (used internally)
+    python bench/gray_failure.py                       # ~7 min, root: healthy + 3 x (a b c c*)
+    python bench/gray_failure.py --failures hard --configs b0,b1
+    python bench/gray_failure.py --quick               # 5 s runs, a smoke test
+    python bench/gray_failure.py load --host H ...     # the load worker (used internally)
 """
 
 from __future__ import annotations
@@ -133,6 +137,7 @@ CONFIGS = {
     "a": Config("a", "round-robin, /health check", {"balance": "roundrobin"}, {}, None, 1),
     "b0": Config("b0", "rendered L7 policy, inventory defaults", {}, {}, None, 10),
     "b": Config("b", "rendered L7 policy", REAL_PATH_CHECK, CHECK_BOUND, None, 10),
+    "b1": Config("b1", "L7 policy, check timeout only", REAL_PATH_CHECK, {}, None, 10),
     "c": Config("c", "policy + weight controller", REAL_PATH_CHECK, CHECK_BOUND, {}, 18),
     "c*": Config(
         "c*",

@@ -2,7 +2,7 @@
 /*
  * Map layouts shared by the XDP forwarder (xdp_lb.c) and its control plane
  * (src/lbappliance/dataplane/bpfmaps.py mirrors every struct here with
- * struct.Struct; tests/dataplane checks both against the object's BTF).
+ * struct.Struct; tests/dataplane checks both against BTF).
  * All addresses and ports are in network byte order.
  */
 #ifndef LB_MAPS_H
@@ -26,7 +26,7 @@
 
 #define LB_MODE_UNUSED 0
 #define LB_MODE_IPIP 1  /* IPIP / IP6IP6 / 4in6 / 6in4 by the backend's family */
-#define LB_MODE_L2DSR 2 /* rewrite the destination MAC only */
+#define LB_MODE_L2DSR 2 /* rewrite the MACs only */
 
 #define LB_OUTER_TTL 64
 #define LB_HASH_SEED 0x4c42u /* "LB": fixed, so both nodes of a pair agree */

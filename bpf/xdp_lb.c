@@ -14,7 +14,7 @@
  *     copied from an inner IPv4 header (set for inner IPv6), IPv4 ID 0,
  *     IPv6 flow label = low 20 bits of the flow hash (spreads ECMP).
  *     The inner packet is not modified (its TTL is not decremented).
- *   - LB_MODE_L2DSR: rewrite the destination MAC only.
+ *   - LB_MODE_L2DSR: rewrite the MACs only.
  * Ethernet source and destination come from the backend entry: the egress
  * interface's own MAC and the backend's next-hop MAC (the control plane reads
  * both, and the egress interface, from the kernel's route to the backend).

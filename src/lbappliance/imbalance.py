@@ -268,8 +268,9 @@ def analyze_pool(pool: str, samples: list[Sample], meta: PoolMeta | None) -> Poo
 
 
 def analyze(samples: list[Sample], metas: dict[str, PoolMeta]) -> list[PoolReport]:
-    pools = list(metas) or sorted(samples[-1].servers)
-    return [analyze_pool(p, samples, metas.get(p)) for p in pools if p in samples[-1].servers]
+    present = samples[-1].servers
+    pools = [p for p in metas if p in present] + sorted(p for p in present if p not in metas)
+    return [analyze_pool(p, samples, metas.get(p)) for p in pools]
 
 
 # --- presentation ---------------------------------------------------------------------
@@ -322,14 +323,49 @@ def to_json(reports: list[PoolReport]) -> str:
 # --- command --------------------------------------------------------------------------
 
 
+def _metas_from_site(inventory_dir: Path | None, site: str) -> tuple[dict[str, PoolMeta], str]:
+    from .cli import default_inventory, load_or_exit
+    from .inventory.derived import RuntimePaths, effective_controller
+
+    inv = load_or_exit(inventory_dir or default_inventory(), site).model
+    metas = {
+        p.name: PoolMeta(
+            {s.name: s.weight for s in p.servers if not s.backup},
+            float(effective_controller(inv, p).target_latency),
+        )
+        for p in inv.l7.pools
+    }
+    return metas, RuntimePaths().haproxy_socket
+
+
+def _metas_from_config(path: Path) -> tuple[dict[str, PoolMeta], str | None]:
+    """The node's weights.json: inventory weights and targets of the controlled pools."""
+    from .weights.config import load
+
+    try:
+        cfg = load(path)
+    except (OSError, ValueError, KeyError):
+        return {}, None
+    metas = {p.name: PoolMeta(dict(p.servers), p.target_latency) for p in cfg.pools}
+    return metas, cfg.haproxy_socket
+
+
 @click.command("imbalance")
-@click.option("--site", required=True, help="Site name: inventory/sites/<site>.yml.")
+@click.option("--site", help="Site name: take pools, weights and targets from the inventory.")
 @click.option(
     "--inventory",
     "inventory_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Inventory directory (default: ./inventory, else the bundled one).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("/etc/lbappliance/weights.json"),
+    show_default=True,
+    help="Without --site: the node's rendered controller config.",
 )
 @click.option("--socket", "socket_path", help="HAProxy admin socket (default: the node's).")
 @click.option(
@@ -344,12 +380,13 @@ def to_json(reports: list[PoolReport]) -> str:
     type=click.FloatRange(1, 600),
     default=5.0,
     show_default=True,
-    help="Seconds to sample HAProxy when there is no history.",
+    help="Seconds to sample HAProxy when there is no recent history.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def imbalance(
-    site: str,
+    site: str | None,
     inventory_dir: Path | None,
+    config_path: Path,
     socket_path: str | None,
     history: Path,
     sample: float,
@@ -358,22 +395,20 @@ def imbalance(
     """Load imbalance per pool: CV over 5/15/60 min windows, capacity margin per server.
 
     Run it on an LB node: it reads HAProxy's admin socket and the history the
-    weight controller keeps. CV > 0.3 in every window is a structural
-    imbalance; a CMI under 0.2 is critical. Exit status 1 when either is found.
+    weight controller keeps. Inventory weights and target latencies come from
+    the site (--site) or the node's weights.json; pools found in neither use
+    HAProxy's current weights and a 100 ms target. CV > 0.3 in every window is
+    a structural imbalance; a CMI under 0.2 is critical. Exit status 1 when
+    either is found, 2 when HAProxy cannot be read.
     """
-    from .cli import default_inventory, load_or_exit
-    from .inventory.derived import RuntimePaths, effective_controller
+    from .inventory.derived import RuntimePaths
 
-    loaded = load_or_exit(inventory_dir or default_inventory(), site)
-    inv = loaded.model
-    metas = {
-        p.name: PoolMeta(
-            {s.name: s.weight for s in p.servers if not s.backup},
-            float(effective_controller(inv, p).target_latency),
-        )
-        for p in inv.l7.pools
-    }
-    sock = AdminSocket(socket_path or RuntimePaths().haproxy_socket)
+    if site:
+        metas, default_socket = _metas_from_site(inventory_dir, site)
+    else:
+        metas, node_socket = _metas_from_config(config_path)
+        default_socket = node_socket or RuntimePaths().haproxy_socket
+    sock = AdminSocket(socket_path or default_socket)
     samples = load_history(history)
     try:
         if len(samples) < 2 or time.time() - samples[-1].time > 2 * RECORD_EVERY:

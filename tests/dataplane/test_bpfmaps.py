@@ -295,6 +295,17 @@ def test_a_new_object_is_loaded_beside_and_swapped_in(fwd, tmp_path, xdp_object)
         assert be == Ether(model.expect(frame(sport))[1])[IP].dst
 
 
+def test_pins_of_an_older_build_are_replaced(fwd):
+    """An upgrade: the running program's maps are not those this control plane
+    knows (here one is missing), so the new object is loaded and swapped in."""
+    spec = spec_of(service(B[:3]))
+    first = fwd.apply(spec)
+    (fwd.pin_dir / "maps" / "lb_vip_dir").unlink()
+    rep = fwd.apply(spec)
+    assert rep.reloaded and rep.prog_id != first.prog_id
+    assert set(route(fwd, 50).values()) <= set(B[:3])
+
+
 def test_detach_without_attachment_removes_pins(fwd, monkeypatch):
     spec = spec_of(service(B[:1]))
     fwd.apply(spec)

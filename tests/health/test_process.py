@@ -146,14 +146,13 @@ def test_metrics_endpoint(tmp_path: Path):
     try:
         read_commands(proc, 2)
         deadline = time.monotonic() + 5
-        while True:
+        text = ""
+        while 'result="done"} 2' not in text:  # both acks counted
+            assert time.monotonic() < deadline, text
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
                     text = r.read().decode()
-                break
             except OSError:
-                if time.monotonic() > deadline:
-                    raise
                 time.sleep(0.05)
     finally:
         proc.stdin.close()

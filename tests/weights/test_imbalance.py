@@ -160,5 +160,15 @@ def test_command_reads_history_and_socket(tmp_path: Path) -> None:
         assert result.exit_code == 1
         table = CliRunner().invoke(main, args).output
         assert "pool web:" in table and "CRITICAL" in table
+        # On a node without the inventory: the rendered weights.json gives weights and targets.
+        config = {"haproxy_socket": str(tmp_path / "admin.sock"), "pools": [
+            {"name": "web", "target_latency": 2.0,
+             "servers": [{"name": "backend1", "weight": 100}, {"name": "backend2", "weight": 100}]}
+        ]}  # fmt: skip
+        (tmp_path / "weights.json").write_text(json.dumps(config))
+        args = ["imbalance", "--config", str(tmp_path / "weights.json")]
+        result = CliRunner().invoke(main, [*args, "--history", str(tmp_path / "h.json"), "--json"])
+        (pool,) = json.loads(result.output)["pools"]
+        assert pool["target_latency"] == 2.0 and result.exit_code == 0  # 441 ms of 2 s: fine
     finally:
         srv.close()

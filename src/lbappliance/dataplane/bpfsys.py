@@ -28,8 +28,6 @@ BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
-BPF_MAP_GET_NEXT_KEY = 4
-BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_PROG_TEST_RUN = 10
 BPF_MAP_GET_FD_BY_ID = 14
@@ -101,11 +99,6 @@ def obj_get(path: str | Path) -> Fd:
     return Fd(_bpf(BPF_OBJ_GET, _attr("=QII", _addr(p), 0, 0)))
 
 
-def obj_pin(fd: Fd, path: str | Path) -> None:
-    p = ctypes.create_string_buffer(os.fsencode(str(path)))
-    _bpf(BPF_OBJ_PIN, _attr("=QII", _addr(p), fd.fd, 0))
-
-
 def map_create(
     map_type: int, key_size: int, value_size: int, max_entries: int, flags: int, name: str
 ) -> Fd:
@@ -150,22 +143,6 @@ def map_delete(fd: Fd, key: bytes) -> bool:
             return False
         raise
     return True
-
-
-def map_keys(fd: Fd, key_size: int) -> list[bytes]:
-    """All keys of a hash map (BPF_MAP_GET_NEXT_KEY walk)."""
-    keys: list[bytes] = []
-    cur: ctypes.Array | None = None
-    nxt = ctypes.create_string_buffer(key_size)
-    while True:
-        try:
-            _bpf(BPF_MAP_GET_NEXT_KEY, _attr("=IIQQQ", fd.fd, 0, _addr(cur), _addr(nxt), 0))
-        except BPFError as e:
-            if e.errno == errno.ENOENT:
-                return keys
-            raise
-        keys.append(nxt.raw)
-        cur = ctypes.create_string_buffer(nxt.raw, key_size)
 
 
 def map_update_batch(fd: Fd, keys: bytes, values: bytes, count: int) -> None:

@@ -206,8 +206,11 @@ def apply(
     att = attachment(spec.interface) if attach_program else Attachment(spec.xdp_mode, None)
     pid = pinned_prog_id(pin_dir)
     if pid is not None:
-        with bpfmaps.Maps(pin_dir / "maps") as m:
-            same_object = m.config()[2] == digest
+        try:
+            with bpfmaps.Maps(pin_dir / "maps") as m:
+                same_object = m.config()[2] == digest
+        except OSError:  # pinned by an older build with other maps: replace it
+            same_object = False
         attached = not attach_program or (att.prog_id == pid and att.mode == spec.xdp_mode)
         if same_object and attached:
             with bpfmaps.Maps(pin_dir / "maps") as m:

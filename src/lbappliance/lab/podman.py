@@ -221,11 +221,17 @@ class PodmanLab:
         for setting in self.sysctls(host):
             args += ["--sysctl", setting]
         for att in sorted(host.attachments, key=lambda a: a.ifname):
-            opts = [f"interface_name={att.ifname}"]
+            # A fixed MAC per interface: a rebooted host keeps its neighbours' ARP entries valid.
+            opts = [f"interface_name={att.ifname}", f"mac={self.mac(host, att.segment)}"]
             if att.segment == "mgmt":
                 opts += [f"ip={a.ip}" for a in att.addresses]
             args += ["--network", f"{self.network(att.segment)}:{','.join(opts)}"]
         self.podman.run(*args, image)
+
+    def mac(self, host: LabHost, segment: str) -> str:
+        h = self.topology.hosts.index(host)
+        s = [seg.name for seg in self.topology.segments].index(segment)
+        return f"02:4c:42:00:{h:02x}:{s:02x}"
 
     @staticmethod
     def sysctls(host: LabHost) -> list[str]:
@@ -416,9 +422,8 @@ class PodmanLab:
                 removed.append(f"ip_forward restored to {before}")
             self.state_file.unlink()
         if self.key.parent.is_dir():
-            for path in self.key.parent.iterdir():
-                path.unlink()
-            self.key.parent.rmdir()
+            self._close_ssh_masters()
+            shutil.rmtree(self.key.parent)
         return removed
 
     def _podman_idle(self) -> bool:
@@ -533,11 +538,28 @@ class PodmanLab:
         """Kill a host outright (SIGKILL to its init: every process dies)."""
         self.podman.run("kill", "--signal", "KILL", self.container(host), check=False)
         wait(lambda: self.container_state(host) != "running", 30, f"{host} dead")
+        self._close_ssh_masters()
+
+    def _close_ssh_masters(self) -> None:
+        """End Ansible's persistent SSH connections: one to a dead host would hang."""
+        cp = self.key.parent / "cp"
+        for sock in cp.iterdir() if cp.is_dir() else []:
+            subprocess.run(
+                ["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "lab"],
+                capture_output=True,
+                check=False,
+                timeout=10,
+            )
+            sock.unlink(missing_ok=True)
 
     def start(self, host: str) -> None:
         """Boot a stopped host again; lab-net.service restores its addresses."""
         self.podman.run("start", self.container(host))
         self._wait_systemd(host)
+        lab_host = self.topology.host(host)
+        if lab_host.kind == "lb":
+            addr = str(lab_host.address_on("mgmt"))
+            wait(lambda: _tcp_open(addr, 22), 60, f"SSH on {host} ({addr})")
 
     def set_backend(self, backend: str, **values: Any) -> None:
         """Change a running backend: latency_ms, error_rate, health_status (see backend.py)."""
@@ -547,6 +569,7 @@ class PodmanLab:
         """What ``lbappliance deploy --site lab`` needs to reach the nodes over SSH."""
         return {
             "ANSIBLE_PRIVATE_KEY_FILE": str(self.key),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.key.parent / "cp"),
             "ANSIBLE_SSH_COMMON_ARGS": "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no"
             " -o LogLevel=ERROR",
         }

@@ -8,7 +8,7 @@ effective ``weight_controller`` policy and its servers' inventory weights.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ class Config:
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 9172
     history_file: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tick(self) -> float:
