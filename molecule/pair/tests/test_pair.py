@@ -39,9 +39,8 @@ def test_installed_configs_are_valid(node: str) -> None:
     h = host(node)
     h.run_expect([0], "haproxy -c -q -f /etc/haproxy/haproxy.cfg")
     h.run_expect([0], "keepalived -t -f /etc/keepalived/keepalived.conf")
-    h.run_expect(
-        [0], "exabgp_daemon_user=root /opt/lbappliance/venv/bin/exabgp validate /etc/exabgp/exabgp.conf"
-    )
+    exabgp = "/opt/lbappliance/venv/bin/exabgp"
+    h.run_expect([0], f"exabgp_daemon_user=root {exabgp} validate /etc/exabgp/exabgp.conf")
     h.run_expect([0], "bird -p -c /etc/bird/bird.conf")
     assert h.file("/etc/exabgp/exabgp.conf").mode == 0o600
 
