@@ -24,7 +24,7 @@ from pathlib import Path
 
 import click
 
-from .cli import (
+from .cliopts import (
     check_or_exit,
     inventory_option,
     load_or_exit,

@@ -324,7 +324,7 @@ def to_json(reports: list[PoolReport]) -> str:
 
 
 def _metas_from_site(inventory_dir: Path | None, site: str) -> tuple[dict[str, PoolMeta], str]:
-    from .cli import default_inventory, load_or_exit
+    from .cliopts import default_inventory, load_or_exit
     from .inventory.derived import RuntimePaths, effective_controller
 
     inv = load_or_exit(inventory_dir or default_inventory(), site).model

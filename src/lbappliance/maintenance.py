@@ -20,7 +20,8 @@ from typing import Any
 
 import click
 
-from .health.cliopts import inventory_option, lab_options, load_inventory, runner_for, site_option
+from .cliopts import inventory_option, site_option
+from .health.cliopts import lab_options, load_inventory, runner_for
 from .health.remote import NodeError
 from .inventory.derived import node as find_node
 from .inventory.schema import Inventory

@@ -9,35 +9,14 @@ from typing import Any
 
 import click
 
+from ..cliopts import load_or_exit
 from ..inventory.derived import RuntimePaths
 from ..inventory.schema import Inventory
 from .remote import NodeRunner
 
-# The same options as cli.py's; not imported from there, as cli.py imports the
-# command modules at its end (importing it from them would be circular).
-site_option = click.option("--site", required=True, help="Site name: inventory/sites/<site>.yml.")
-
-
-def _default_inventory() -> Path:
-    from ..cli import default_inventory
-
-    return default_inventory()
-
-
-inventory_option = click.option(
-    "--inventory",
-    "inventory_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=_default_inventory,
-    show_default="./inventory, else the bundled one",
-    help="Inventory directory holding sites/<site>.yml (and defaults.yml).",
-)
-
 
 def load_inventory(inventory_dir: Path, site: str) -> Inventory:
     """The site's model; invalid sites print every error and exit 2 (as `validate`)."""
-    from ..cli import load_or_exit
-
     return load_or_exit(inventory_dir, site).model
 
 

@@ -56,7 +56,7 @@ def _site_config(inventory: str, site: str, node: str | None) -> NicConfig:
     """The node's nic.json exactly as `render` writes it, from the site inventory."""
     from pathlib import Path
 
-    from lbappliance.cli import load_or_exit
+    from lbappliance.cliopts import load_or_exit
     from lbappliance.inventory.derived import RuntimePaths
     from lbappliance.inventory.derived import node as find_node
     from lbappliance.render.specs import nic as nic_spec

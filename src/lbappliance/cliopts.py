@@ -1,0 +1,80 @@
+"""Options and helpers every `lbappliance` command shares.
+
+Kept apart from cli.py, which imports the command modules: they import these
+without a circular import.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .inventory import InventoryInvalid, Site, load_site
+from .paths import project_dir
+from .render import render_site
+from .render.checks import check_render
+from .secrets import Secrets, SecretUnavailable
+
+EXIT_INVALID = 2
+
+
+def default_inventory() -> Path:
+    local = Path("inventory")
+    return local if (local / "sites").is_dir() else project_dir() / "inventory"
+
+
+inventory_option = click.option(
+    "--inventory",
+    "inventory_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=default_inventory,
+    show_default="./inventory, else the bundled one",
+    help="Inventory directory holding sites/<site>.yml (and defaults.yml).",
+)
+site_option = click.option("--site", required=True, help="Site name: inventory/sites/<site>.yml.")
+vault_option = click.option(
+    "--vault-password-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="ANSIBLE_VAULT_PASSWORD_FILE",
+    help="Password for the site's vault file (secrets referenced with `vault:`).",
+)
+
+
+def load_or_exit(inventory_dir: Path, site: str) -> Site:
+    """Load a site; on errors print every one (file:line:col) and exit 2."""
+    try:
+        return load_site(inventory_dir, site)
+    except InventoryInvalid as exc:
+        for error in exc.errors:
+            click.secho(f"error: {error}", fg="red", err=True)
+        n = len(exc.errors)
+        click.echo(f"{n} error{'s' if n != 1 else ''} in site {site!r}.", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def secrets_for(site: Site, vault_password_file: Path | None) -> Secrets:
+    return Secrets(site.inventory_dir / "sites" / f"{site.name}.vault.yml", vault_password_file)
+
+
+def render_or_exit(loaded: Site, vault_password_file: Path | None):
+    try:
+        return render_site(loaded, secrets_for(loaded, vault_password_file))
+    except SecretUnavailable as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def check_or_exit(rendered, strict: bool) -> None:
+    failed = False
+    for result in check_render(rendered, strict=strict):
+        if result.status == "ok":
+            continue
+        color = "red" if result.status == "failed" else "yellow"
+        label = "error" if result.status == "failed" else "warning"
+        click.secho(f"{label}: {result.checker} {result.path}: {result.detail}", fg=color, err=True)
+        failed |= result.status == "failed"
+    if failed:
+        click.echo("rendered configs failed their checks; nothing was written.", err=True)
+        sys.exit(EXIT_INVALID)
