@@ -65,11 +65,13 @@ class HostRecap:
 class Progress:
     """Reads ansible-playbook's default output line by line; yields what to show."""
 
+    show_diffs: bool = False
     task: str = ""
     recap: dict[str, HostRecap] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     _in_recap: bool = False
     _failure: list[str] | None = None
+    _in_diff: bool = False
 
     def feed(self, line: str) -> Iterator[str]:
         line = line.rstrip("\n")
@@ -79,6 +81,11 @@ class Progress:
                 return
             self.failures.append("\n".join(self._failure).rstrip())
             self._failure = None
+        if self.show_diffs and (self._in_diff or line.startswith("--- before")):
+            self._in_diff = bool(line) and not _TASK.match(line) and not _RESULT.match(line)
+            if self._in_diff:
+                yield f"      {line}"
+                return
         if line.startswith("PLAY RECAP"):
             self._in_recap = True
             return
@@ -148,7 +155,9 @@ def playbook_command(
     return cmd
 
 
-def run_playbook(cmd: list[str], out: Path, echo: bool) -> tuple[int, Progress]:
+def run_playbook(
+    cmd: list[str], out: Path, echo: bool, show_diffs: bool = False
+) -> tuple[int, Progress]:
     """Run ansible-playbook from the rendered directory, streaming its progress."""
     env = {
         **os.environ,
@@ -158,7 +167,7 @@ def run_playbook(cmd: list[str], out: Path, echo: bool) -> tuple[int, Progress]:
         "ANSIBLE_FORCE_COLOR": "0",
         "PYTHONUNBUFFERED": "1",
     }
-    progress = Progress()
+    progress = Progress(show_diffs=show_diffs)
     log = out / "deploy.log"
     with (
         open(log, "w") as logf,
@@ -183,6 +192,7 @@ def run_playbook(cmd: list[str], out: Path, echo: bool) -> tuple[int, Progress]:
                     click.echo(shown)
         rc = proc.wait()
     if echo:  # still collect the recap for the summary
+        progress.show_diffs = False
         for line in log.read_text().splitlines():
             for _ in progress.feed(line):
                 pass
@@ -211,7 +221,9 @@ def summary_lines(recap: dict[str, HostRecap]) -> list[str]:
 @click.option("--check", is_flag=True, help="Dry run: report what would change, change nothing.")
 @click.option("--diff", is_flag=True, help="Show the changes to files (secrets stay hidden).")
 @click.option("--limit", metavar="NODE", help="Only these nodes (Ansible --limit pattern).")
-@click.option("--tags", metavar="TAGS", help="Only these parts: base,haproxy,keepalived,exabgp,…")
+@click.option(
+    "--tags", metavar="TAGS", help="Only these parts: base,haproxy,keepalived,exabgp,bfd,…"
+)
 @click.option("--skip-tags", metavar="TAGS", help="Skip these parts.")
 @click.option(
     "-e",
@@ -262,7 +274,7 @@ def deploy(
         out.resolve(), check, diff, limit, tags, skip_tags, extra_vars,
         vault_file, vault_password_file,
     )  # fmt: skip
-    rc, progress = run_playbook(cmd, out.resolve(), echo=verbose)
+    rc, progress = run_playbook(cmd, out.resolve(), echo=verbose, show_diffs=diff)
     for failure in progress.failures:
         click.secho(failure, fg="red", err=True)
     click.echo("summary:")

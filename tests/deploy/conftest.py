@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import http.client
 import os
@@ -35,9 +36,10 @@ def podman_lab_available() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@contextlib.contextmanager
 def lab_lock() -> Iterator[None]:
-    """One user of the container lab at a time (it has fixed names and addresses)."""
+    """One user of the container lab at a time (fixed names and addresses), across
+    processes too (pytest-xdist workers, a developer's `lbappliance lab up`)."""
     state = state_dir()
     state.mkdir(parents=True, exist_ok=True)
     with open(state / "lab.lock", "w") as lock:
@@ -58,11 +60,16 @@ def source_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return snap
 
 
-@pytest.fixture(scope="session")
-def podman_lab(lab_lock: None) -> Iterator[PodmanLab]:
-    """The lab site as containers, fresh for the session, removed afterwards."""
+@pytest.fixture(scope="module")
+def podman_lab() -> Iterator[PodmanLab]:
+    """The lab site as containers, fresh for the module, removed afterwards."""
     if reason := podman_lab_available():
         pytest.skip(reason)
+    with lab_lock():
+        yield from _fresh_lab()
+
+
+def _fresh_lab() -> Iterator[PodmanLab]:
     lab = PodmanLab.load()
     lab.down()
     try:

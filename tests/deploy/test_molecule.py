@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import podman_lab_available
+from .conftest import lab_lock, podman_lab_available
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman]
 
@@ -19,23 +19,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("scenario", ["pair", "lb_haproxy"])
-def test_molecule_scenario(scenario: str, lab_lock: None, source_snapshot: Path) -> None:
+def test_molecule_scenario(scenario: str, source_snapshot: Path) -> None:
     if reason := podman_lab_available():
         pytest.skip(reason)
     if not shutil.which("molecule"):
         pytest.skip("molecule is not installed")
     env = {**os.environ, "LBAPPLIANCE_SOURCE": str(source_snapshot), "ANSIBLE_FORCE_COLOR": "0"}
-    t = time.monotonic()
-    proc = subprocess.run(
-        ["molecule", "test", "-s", scenario],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    seconds = time.monotonic() - t
+    with lab_lock():
+        t = time.monotonic()
+        proc = subprocess.run(
+            ["molecule", "test", "-s", scenario],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        seconds = time.monotonic() - t
     print(proc.stdout[-20000:], proc.stderr[-5000:])
     print(f"MEASURE molecule test -s {scenario}: {seconds:.1f} s")
     assert proc.returncode == 0, f"molecule test -s {scenario} failed"

@@ -297,3 +297,15 @@ def test_errors_lower_capacity_and_health() -> None:
 def test_queued_requests_mean_no_headroom() -> None:
     d = decide(pool(), {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.002, qcur=7)}, PoolState())
     assert d.changes and "7 queued" in d.changes[0].reason
+
+
+def test_rises_wait_for_the_long_window() -> None:
+    """A few fast responses from an intermittently slow server do not raise it."""
+    lucky = Signals(**{**sig("s4", 0.002, uweight=5).__dict__, "latency_long": 0.09})
+    d = decide(pool(target_latency=0.05), {**healthy("s1", "s2", "s3"), "s4": lucky}, PoolState())
+    assert not d.changes and "latency 90.0 ms" in d.assessments[3].reason
+    recovered = Signals(**{**lucky.__dict__, "latency_long": 0.002})
+    d = decide(
+        pool(target_latency=0.05), {**healthy("s1", "s2", "s3"), "s4": recovered}, PoolState()
+    )
+    assert d.changes and d.changes[0].new > 5

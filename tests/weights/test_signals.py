@@ -139,3 +139,10 @@ def test_errors_and_rate() -> None:
     snaps = [Snapshot(0, {("web", "s1"): a}), Snapshot(4, {("web", "s1"): b})]
     sig = server_signals(snaps, ("web", "s1"), 3.0, 30.0)
     assert sig.rate == 25 and math.isclose(sig.error_ratio, 0.1) and sig.responses == 90
+
+
+def test_long_window_remembers_what_the_short_one_forgot() -> None:
+    sig = _signals("hard_900ms", 21)
+    assert sig.latency_long is not None and sig.window < 13
+    # The long window reaches back before the onset at 8 s: its mean is lower but counts.
+    assert 0.1 < sig.latency_long < sig.latency

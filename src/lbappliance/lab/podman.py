@@ -735,7 +735,7 @@ def lab() -> None:
 
     \b
     lb1 and lb2 start bare (SSH only); `lbappliance deploy --site lab` provisions
-    them over SSH. The router (BIRD), two backends and a client come up ready.
+    them over SSH. The router (BIRD), the backends and a client come up ready.
       lbappliance lab up                       image (cached), networks, containers
       eval "$(lbappliance lab env)"            the lab's SSH key for Ansible
       lbappliance deploy --site lab            converge lb1, then lb2

@@ -1,7 +1,11 @@
 """The weight policy of seed 001, as a pure function of one pool's signals.
 
 Per server with fresh signals (latency ``L``, error ratio ``e``, request rate ``λ``;
-requests queued at the server's maxconn mean no headroom at all):
+requests queued at the server's maxconn mean no headroom at all). ``L`` is the
+larger of the recent window's mean and the long (``max_span``) window's: a weight
+falls as soon as the last seconds show trouble, and rises only once the whole long
+window agrees (the seed's gradual re-admission; it also keeps a few lucky requests
+of an intermittently slow server from raising it).
 
 - estimated capacity ``C = λ (1 - e) T / L`` (requests/s it could serve at the
   target latency ``T``), the seed's ``load x target / actual``;
@@ -135,16 +139,17 @@ def decide(cfg: PoolConfig, signals: dict[str, Signals | None], state: PoolState
     for n in (n for n in up if kind[n] == "measured"):
         sig = signals[n]
         assert sig is not None and sig.latency is not None
+        latency = max(sig.latency, sig.latency_long or 0.0)
         good = 1 - sig.error_ratio
-        capacity[n] = sig.rate * good * t / max(sig.latency, 1e-4)
-        headroom[n] = max(good * t / max(sig.latency, LATENCY_RESOLUTION * t) - 1, 0.0)
+        capacity[n] = sig.rate * good * t / max(latency, 1e-4)
+        headroom[n] = max(good * t / max(latency, LATENCY_RESOLUTION * t) - 1, 0.0)
         queued = sig.stat.qcur or 0
         if queued:  # at its maxconn: no headroom, whatever the latency says
             headroom[n] = 0.0
-        if sig.latency <= t and sig.error_ratio <= ERROR_DEGRADED and not queued:
+        if latency <= t and sig.error_ratio <= ERROR_DEGRADED and not queued:
             healthy.add(n)
         why[n] = (
-            f"latency {_ms(sig.latency)} (target {_ms(t)}), errors {sig.error_ratio:.1%}, "
+            f"latency {_ms(latency)} (target {_ms(t)}), errors {sig.error_ratio:.1%}, "
             f"capacity {capacity[n]:.1f} req/s" + (f", {queued} queued" if queued else "")
         )
     healthy |= {n for n in up if kind[n] == "hold"}

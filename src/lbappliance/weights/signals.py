@@ -52,6 +52,7 @@ class Signals:
     latency: float | None  # s, mean time to response headers
     error_ratio: float  # (connection errors + response errors + 5xx) / requests
     missing: str | None  # why the signals are unusable; the server is then degraded
+    latency_long: float | None = None  # s, over the longest window (up to max_span)
 
 
 def _sum(avg: int, count: int) -> float:
@@ -106,9 +107,9 @@ def server_signals(
 
     The window is the shortest one of at least ``min_span`` seconds whose latency
     error is under ``RELATIVE_ERROR`` of the estimate or a quarter of ``resolution``
-    (seconds), else the longest up to ``max_span``. Requests in flight with no
-    response at all for ``min_span`` make the signals missing (a stale average
-    would still look fine).
+    (seconds), else the longest up to ``max_span``; ``latency_long`` is over the
+    longest one. Requests in flight with no response at all for ``min_span`` make
+    the signals missing (a stale average would still look fine).
     """
     newest = history[-1]
     new = newest.servers.get(key)
@@ -119,52 +120,53 @@ def server_signals(
     agent = new.agent_status.removeprefix("* ")  # "* " marks a check in progress
     if agent not in AGENT_OK:
         return Signals(new, 0.0, 0, 0.0, None, 0.0, f"agent-check reports {agent}")
-    chosen: ServerStat | None = None
-    chosen_span = 0.0
-    first = len(history) - 1  # index of the window's oldest snapshot
-    stuck: str | None = None
+    # The oldest usable reading: within max_span, complete, no counter reset since.
+    oldest = len(history) - 1
     for i in range(len(history) - 2, -1, -1):
-        snap = history[i]
-        old = snap.servers.get(key)
-        span = newest.time - snap.time
-        if old is None or not _complete(old) or _reset(old, new) or span > max_span:
+        old = history[i].servers.get(key)
+        if old is None or not _complete(old) or _reset(old, new):
             break
-        k = new.responses - old.responses  # type: ignore[operator]
+        if newest.time - history[i].time > max_span:
+            break
+        oldest = i
+    first = None  # index of the short window's oldest snapshot
+    for i in range(len(history) - 2, oldest - 1, -1):
+        old = history[i].servers[key]
+        span = newest.time - history[i].time
         if span < min_span:
             continue
-        if chosen is None:
+        k = new.responses - old.responses  # type: ignore[operator]
+        if first is None:
             sent = new.stot - old.stot  # type: ignore[operator]
             if k == 0 and new.scur and (sent or old.scur):
                 stuck = f"no response for {span:.1f} s with {new.scur} requests in flight"
-        chosen, chosen_span, first = old, span, i
-        if stuck:
-            break
+                return Signals(new, span, 0, 0.0, None, 0.0, stuck)
+        first = i
         if k >= MIN_RESPONSES:
             error = rounding_error(old.req_tot, new.req_tot, k)  # type: ignore[arg-type]
             ms = recent_mean(old.rtime, old.req_tot, new.rtime, new.req_tot, k)  # type: ignore[arg-type]
             if error <= max(RELATIVE_ERROR * ms, 250 * resolution):
                 break
-    if stuck:
-        return Signals(new, chosen_span, 0, 0.0, None, 0.0, stuck)
-    if chosen is None:
+    if first is None:
         return Signals(new, 0.0, 0, 0.0, None, 0.0, None)
+    chosen = history[first].servers[key]
+    span = newest.time - history[first].time
     k = new.responses - chosen.responses  # type: ignore[operator]
     sent = new.stot - chosen.stot  # type: ignore[operator]
     errors = sum(
         (getattr(new, f) or 0) - (getattr(chosen, f) or 0) for f in ("econ", "eresp", "hrsp_5xx")
     )
-    latency = None
-    if k >= MIN_RESPONSES:
-        rows = [h.servers[key] for h in list(history)[first:]]
-        latency = _latency(rows, k) / 1000
+    rows = [h.servers[key] for h in list(history)[oldest:]]
+    k_long = new.responses - rows[0].responses  # type: ignore[operator]
     return Signals(
         stat=new,
-        window=chosen_span,
+        window=span,
         responses=k,
-        rate=sent / chosen_span,
-        latency=latency,
+        rate=sent / span,
+        latency=_latency(rows[first - oldest :], k) / 1000 if k >= MIN_RESPONSES else None,
         error_ratio=min(1.0, errors / sent) if sent else 0.0,
         missing=None,
+        latency_long=_latency(rows, k_long) / 1000 if k_long >= MIN_RESPONSES else None,
     )
 
 
