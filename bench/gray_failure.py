@@ -166,30 +166,6 @@ def bench_site(cfg: Config) -> dict[str, Any]:
     return site
 
 
-NODELAY = (
-    "import http.server, runpy, sys; "
-    "http.server.BaseHTTPRequestHandler.disable_nagle_algorithm = True; "
-    "sys.argv[0] = 'backend'; runpy.run_module('lbappliance.lab.backend', run_name='__main__')"
-)
-
-
-def start_backends(lab: Any) -> None:
-    """Start the lab backends with TCP_NODELAY.
-
-    Stopgap until ``lbappliance.lab.backend`` sets ``disable_nagle_algorithm``:
-    it writes headers and body separately, and Nagle plus delayed ACKs on
-    HAProxy's kept-alive server connections add 40 ms to ~10 % of responses.
-    """
-    for host in lab.topology.backends:
-        cmd = [sys.executable, "-c", NODELAY, "--name", host.name]
-        cmd += [a for p in host.http_ports for a in ("--port", str(p))]
-        cmd += ["--control", str(lab.control_file(host.name))]
-        lab.popen(host.name, "backend", cmd)
-    for host in lab.topology.backends:
-        for port in host.http_ports:
-            lab.wait_tcp(host.name, str(host.address_on("backend")), port)
-
-
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     rank = max(1, math.ceil(q / 100 * len(sorted_values)))
@@ -220,7 +196,7 @@ def run_one(cfg: Config, failure: str, rate: float, duration: float) -> dict[str
         shutil.copy(project_dir() / "inventory" / "defaults.yml", inv / "defaults.yml")
         (inv / "sites" / "gray.yml").write_text(yaml.safe_dump(bench_site(cfg)))
         with NetnsLab.create(site="gray", inventory=inv) as lab:
-            start_backends(lab)
+            lab.start_all(("backend",))
             lab.start_haproxy("lb1")
             uplink = str(lab.topology.host("lb1").address_on("uplink"))
             lab.run("router", ["ip", "route", "replace", f"{VIP}/32", "via", uplink])

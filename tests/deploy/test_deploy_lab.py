@@ -7,11 +7,14 @@ One lab for the module (about 5 minutes in all), in this order:
      within 0.5 s (VRRPv3, 100 ms adverts); lb1 then boots again;
   4. a rolling deploy that changes the HAProxy config, under a steady client
      stream, loses no request;
-  5. the next deploy changes nothing.
+  5. the next deploy changes nothing;
+  6. a deploy whose verify fails on lb1 stops there: lb1 stays drained, lb2
+     serves untouched; a good deploy then brings lb1 back.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import threading
@@ -162,3 +165,37 @@ def test_rolling_deploy_changing_haproxy_loses_no_request(
     assert again.ok
     assert again.changed == 0
     assert serving(lab)
+
+
+def test_failed_verify_stops_the_roll_and_leaves_the_peer_serving(
+    deployed: PodmanLab, source_snapshot: Path, workdir: Path
+) -> None:
+    """A change that breaks lb1's BGP (its AS no longer matches the router's) fails
+    lb1's verify: the roll stops, lb1 stays drained, lb2 is untouched and serves."""
+    lab = deployed
+    good = workdir / "inventory"  # the rolling test's inventory: what the nodes run now
+    broken = workdir / "inventory-broken"
+    shutil.copytree(good, broken)
+    site = broken / "sites" / "lab.yml"
+    site.write_text(site.read_text().replace("  asn: 65100\n", "  asn: 65101\n", 1))
+    before = lab.exec("lb2", "cat", "/etc/exabgp/exabgp.conf").stdout
+    result = run_deploy(
+        lab, source_snapshot, workdir / "broken", "-e", "lb_deploy_settle_timeout=10",
+        inventory=broken,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "lb1: Verify | BGP sessions" in result.output
+    assert "Error rendering template" not in result.output  # it failed for the right reason
+    assert not re.search(r"^\s+lb2\s+changed", result.output, re.MULTILINE)  # lb2 untouched
+    assert lab.exec("lb2", "cat", "/etc/exabgp/exabgp.conf").stdout == before
+    assert lab.fib_nexthops(f"{ANYCAST_VIP}/32") == [
+        str(lab.topology.host("lb2").address_on("uplink"))
+    ]
+    assert lab.vrrp_holders(VRRP_VIP) == ["lb2"]
+    with ClientStream(lab, ANYCAST_VIP, rate=50, max_requests=40, max_seconds=20) as stream:
+        wait(lambda: stream.report.sent >= 40, 30, "40 requests")
+    assert stream.stop().failures == []
+    restored = run_deploy(lab, source_snapshot, workdir / "render", inventory=good)
+    print(f"MEASURE recovery deploy after the failed one: {restored.seconds:.1f} s")
+    assert restored.ok
+    wait(lambda: serving(lab), 60, "both nodes serving again")

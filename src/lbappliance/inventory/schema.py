@@ -284,7 +284,9 @@ class WeightController:
     target_latency: DurationT = doc("Response time a server should stay under.", D(0.1))
     alpha: Annotated[float, Range(0.01, 1)] = doc("Smoothing factor of new weights.", 0.3)
     min_weight_percent: Annotated[float, Range(0, 50)] = doc(
-        "Floor of any server's share, so none starves.", 5.0
+        "Floor of any server's weight, as a percentage of its inventory weight (never "
+        "below 1), so none starves.",
+        5.0,
     )
     max_capacity_fraction: Annotated[float, Range(0.1, 1)] = doc(
         "Share of a server's estimated capacity it may be given at most.", 0.8

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..inventory.derived import RuntimePaths, frontend_vips
+from ..inventory.derived import RuntimePaths, effective_controller, frontend_vips
 from ..inventory.schema import Inventory, Node
 from ..paths import project_dir
 from . import haproxy
@@ -30,6 +30,7 @@ def site_vars(inv: Inventory, paths: RuntimePaths) -> dict[str, Any]:
         "lb_ipvs_enabled": any(s.dataplane == "ipvs" for s in inv.l4_services),
         "lb_bgp_peers": [str(p.address) for p in inv.bgp.peers],
         "lb_bfd_enabled": inv.bgp.bfd.enabled,
+        "lb_weights_enabled": any(effective_controller(inv, p).enabled for p in inv.l7.pools),
         "lb_health_agent_metrics_port": inv.health_agent.metrics_port,
         "lb_l7_listeners": sorted(
             {f"{vip}:{fe.port}" for fe in inv.l7.frontends for vip in frontend_vips(fe)}
