@@ -120,6 +120,11 @@ class Node:
         "Node is in maintenance: routes drained with GRACEFUL_SHUTDOWN, then withdrawn.", False
     )
     nic_profile: Name = doc("Name of the `nic_profiles` entry used for this node.", "default")
+    nic_tuning: bool = doc(
+        "Tune this node's NICs (role `lb_nic`). Off for containers and VMs that share "
+        "a kernel or have no IRQs of their own.",
+        True,
+    )
     ssh_user: str = doc("SSH user for Ansible.", "root")
     ssh_port: Port = doc("SSH port for Ansible.", 22)
 

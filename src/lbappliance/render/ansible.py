@@ -44,6 +44,7 @@ def host_vars(inv: Inventory, node: Node) -> dict[str, Any]:
         "ansible_user": node.ssh_user,
         "ansible_port": node.ssh_port,
         "lb_node_maintenance": node.maintenance,
+        "lb_nic_enabled": node.nic_tuning,
     }
 
 
