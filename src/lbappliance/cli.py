@@ -10,6 +10,7 @@ from .cliopts import (
     check_or_exit,
     inventory_option,
     load_or_exit,
+    out_option,
     render_or_exit,
     site_option,
     vault_option,
@@ -53,11 +54,7 @@ def validate(site: str, inventory_dir: Path) -> None:
 @main.command()
 @site_option
 @inventory_option
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output directory (default: build/<site>). Replaced as a whole.",
-)
+@out_option
 @click.option("--strict", is_flag=True, help="A missing config checker is an error.")
 @click.option("--no-check", is_flag=True, help="Do not run the daemons' config checkers.")
 @vault_option

@@ -34,6 +34,11 @@ inventory_option = click.option(
     help="Inventory directory holding sites/<site>.yml (and defaults.yml).",
 )
 site_option = click.option("--site", required=True, help="Site name: inventory/sites/<site>.yml.")
+out_option = click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Rendered directory (default: build/<site>). Replaced as a whole.",
+)
 vault_option = click.option(
     "--vault-password-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),

@@ -28,6 +28,7 @@ from .cliopts import (
     check_or_exit,
     inventory_option,
     load_or_exit,
+    out_option,
     render_or_exit,
     site_option,
     vault_option,
@@ -213,11 +214,7 @@ def summary_lines(recap: dict[str, HostRecap]) -> list[str]:
 @click.command()
 @site_option
 @inventory_option
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Rendered directory (default: build/<site>). Replaced as a whole.",
-)
+@out_option
 @click.option("--check", is_flag=True, help="Dry run: report what would change, change nothing.")
 @click.option("--diff", is_flag=True, help="Show the changes to files (secrets stay hidden).")
 @click.option("--limit", metavar="NODE", help="Only these nodes (Ansible --limit pattern).")

@@ -40,7 +40,6 @@ collide.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -50,7 +49,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,11 +62,10 @@ from ..render import render_site
 from ..render.specs import DATAPLANE_TARGET
 from ..secrets import Secrets
 from .backend import set_control
+from .setns import entered, libc
 from .topology import LabHost, Topology, lab_topology
 
-CLONE_NEWNET = 0x40000000
 PR_SET_CHILD_SUBREAPER = 36
-_libc = ctypes.CDLL(None, use_errno=True)
 # TCP MSS the DSR backends advertise: a 1500-byte segment less the TCP and IP
 # headers and the 20 bytes of the LB's outer IPv4 header, so that a full-size
 # client segment still fits the backend segment's MTU once encapsulated.
@@ -127,7 +125,7 @@ class NetnsLab:
         return f"{self.name}-sw"
 
     def build(self) -> None:
-        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         for ns in [self.switch, *(self.ns(h.name) for h in self.topology.hosts)]:
             _ip("netns", "add", ns)
             self._namespaces.append(ns)
@@ -378,19 +376,9 @@ class NetnsLab:
 
     # --- observing and breaking --------------------------------------------------
 
-    @contextlib.contextmanager
-    def inside(self, host: str) -> Iterator[None]:
+    def inside(self, host: str) -> contextlib.AbstractContextManager[None]:
         """Run the block with this thread in ``host``'s network namespace."""
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        target = os.open(f"/run/netns/{self.ns(host)}", os.O_RDONLY)
-        try:
-            if _libc.setns(target, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns failed")
-            yield
-        finally:
-            _libc.setns(own, CLONE_NEWNET)
-            os.close(target)
-            os.close(own)
+        return entered(f"/run/netns/{self.ns(host)}")
 
     def wait_tcp(self, host: str, address: str, port: int, timeout: float = 10) -> None:
         import socket

@@ -26,7 +26,6 @@ follow BGP, spread by an L4 hash (``fib_multipath_hash_policy=1``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shlex
@@ -34,7 +33,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,12 +47,12 @@ from ..render import render_site
 from ..secrets import Secrets
 from .image import ensure_image
 from .netns import DSR_ADVMSS
+from .setns import entered
 from .topology import LabHost, Topology, lab_topology
 
 PREFIX = "lbalab"
 LABEL = "lbappliance.lab"
 CAPS = "SYS_ADMIN,NET_ADMIN,NET_RAW,NET_BROADCAST"  # BIRD keeps NET_BROADCAST
-CLONE_NEWNET = 0x40000000
 BACKEND_CONTROL = "/etc/lab-backend.json"
 DECAP_OBJECT = "/usr/local/lib/lab/xdp_decap.o"
 CONTAINERS_CONF = """\
@@ -64,7 +63,6 @@ default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 [engine]
 runtime = "runc"
 """
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def state_dir() -> Path:
@@ -499,19 +497,9 @@ class PodmanLab:
         out = self.podman.run("inspect", "-f", "{{.State.Pid}}", self.container(host)).stdout
         return int(out.strip())
 
-    @contextlib.contextmanager
-    def inside(self, host: str) -> Iterator[None]:
+    def inside(self, host: str) -> contextlib.AbstractContextManager[None]:
         """Run the block with this thread in ``host``'s network namespace."""
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        target = os.open(f"/proc/{self.pid(host)}/ns/net", os.O_RDONLY)
-        try:
-            if _libc.setns(target, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns failed")
-            yield
-        finally:
-            _libc.setns(own, CLONE_NEWNET)
-            os.close(target)
-            os.close(own)
+        return entered(f"/proc/{self.pid(host)}/ns/net")
 
     def host_veths(self, host: str) -> dict[str, int]:
         """Host-side interface index of each of ``host``'s links (the far ends of its cables)."""
