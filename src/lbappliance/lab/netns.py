@@ -62,6 +62,7 @@ from ..render import render_site
 from ..render.specs import DATAPLANE_TARGET
 from ..secrets import Secrets
 from .backend import set_control
+from .poll import wait
 from .setns import entered, libc
 from .topology import LabHost, Topology, lab_topology
 
@@ -390,18 +391,7 @@ class NetnsLab:
 
         self.wait(ready, timeout, f"{address}:{port} listening (seen from {host})")
 
-    @staticmethod
-    def wait(
-        predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
-    ) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-            time.sleep(interval)
+    wait = staticmethod(wait)
 
     def time_until(self, predicate: Callable[[], Any], timeout: float, what: str) -> float:
         """Seconds until ``predicate`` holds, polled every 5 ms (for failover timings)."""

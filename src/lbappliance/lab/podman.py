@@ -26,6 +26,7 @@ follow BGP, spread by an L4 hash (``fib_multipath_hash_policy=1``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -45,6 +46,7 @@ from ..inventory import Site, load_site
 from ..paths import project_dir
 from ..render import render_site
 from ..secrets import Secrets
+from . import poll
 from .image import ensure_image
 from .netns import DSR_ADVMSS
 from .setns import entered
@@ -695,15 +697,8 @@ def _write_sysctl(key: str, value: str) -> None:
     Path("/proc/sys", *key.split(".")).write_text(value)
 
 
-def wait(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+# Container probes (podman exec) are heavier than namespace ones: poll less often.
+wait = functools.partial(poll.wait, interval=0.2)
 
 
 # --- `lbappliance lab` ---------------------------------------------------------------
