@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -119,56 +117,35 @@ def test_recorder_keeps_a_bounded_history(tmp_path: Path) -> None:
     assert HistoryRecorder(path).samples == samples  # survives a restart
 
 
-def _fake_haproxy(path: Path, text: str) -> socket.socket:
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(str(path))
-    srv.listen(4)
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            with conn:
-                conn.makefile().readline()
-                conn.sendall(text.encode())
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv
-
-
-def test_command_reads_history_and_socket(tmp_path: Path) -> None:
+def test_command_reads_history_and_socket(tmp_path: Path, fake_haproxy) -> None:
     data = json.loads((DATA / "hard_900ms.json").read_text())
     text = "\n".join([data["header"], *data["samples"][-1]["rows"]]) + "\n"
-    srv = _fake_haproxy(tmp_path / "admin.sock", text)
+    socket_path, _, answers = fake_haproxy
+    answers["show"] = text
     now = time.time()
     hist = {"samples": []}
     for i, s in enumerate(data["samples"][-6:-1]):
         rows = parse_stat("\n".join([data["header"], *s["rows"]]) + "\n")
         hist["samples"].append(asdict(sample_of(now - 50 + i * 10, rows)))
     (tmp_path / "h.json").write_text(json.dumps(hist))
-    try:
-        args = ["imbalance", "--site", "lab", "--inventory", str(INVENTORY)]
-        args += ["--socket", str(tmp_path / "admin.sock"), "--history", str(tmp_path / "h.json")]
-        result = CliRunner().invoke(main, [*args, "--json"])
-        out = json.loads(result.output)
-        (pool,) = out["pools"]
-        assert pool["pool"] == "web" and pool["windows"][0]["window"] == "5m"
-        b1 = next(s for s in pool["servers"] if s["server"] == "backend1")
-        assert b1["cmi_level"] == "critical"  # HAProxy's average is way over 0.6 x 100 ms
-        assert result.exit_code == 1
-        table = CliRunner().invoke(main, args).output
-        assert "pool web:" in table and "CRITICAL" in table
-        # On a node without the inventory: the rendered weights.json gives weights and targets.
-        config = {"haproxy_socket": str(tmp_path / "admin.sock"), "pools": [
-            {"name": "web", "target_latency": 2.0,
-             "servers": [{"name": "backend1", "weight": 100}, {"name": "backend2", "weight": 100}]}
-        ]}  # fmt: skip
-        (tmp_path / "weights.json").write_text(json.dumps(config))
-        args = ["imbalance", "--config", str(tmp_path / "weights.json")]
-        result = CliRunner().invoke(main, [*args, "--history", str(tmp_path / "h.json"), "--json"])
-        (pool,) = json.loads(result.output)["pools"]
-        assert pool["target_latency"] == 2.0 and result.exit_code == 0  # 441 ms of 2 s: fine
-    finally:
-        srv.close()
+    args = ["imbalance", "--site", "lab", "--inventory", str(INVENTORY)]
+    args += ["--socket", str(socket_path), "--history", str(tmp_path / "h.json")]
+    result = CliRunner().invoke(main, [*args, "--json"])
+    out = json.loads(result.output)
+    (pool,) = out["pools"]
+    assert pool["pool"] == "web" and pool["windows"][0]["window"] == "5m"
+    b1 = next(s for s in pool["servers"] if s["server"] == "backend1")
+    assert b1["cmi_level"] == "critical"  # HAProxy's average is way over 0.6 x 100 ms
+    assert result.exit_code == 1
+    table = CliRunner().invoke(main, args).output
+    assert "pool web:" in table and "CRITICAL" in table
+    # On a node without the inventory: the rendered weights.json gives weights and targets.
+    config = {"haproxy_socket": str(socket_path), "pools": [
+        {"name": "web", "target_latency": 2.0,
+         "servers": [{"name": "backend1", "weight": 100}, {"name": "backend2", "weight": 100}]}
+    ]}  # fmt: skip
+    (tmp_path / "weights.json").write_text(json.dumps(config))
+    args = ["imbalance", "--config", str(tmp_path / "weights.json")]
+    result = CliRunner().invoke(main, [*args, "--history", str(tmp_path / "h.json"), "--json"])
+    (pool,) = json.loads(result.output)["pools"]
+    assert pool["target_latency"] == 2.0 and result.exit_code == 0  # 441 ms of 2 s: fine
