@@ -110,6 +110,9 @@ CASES = [
     ("family mismatch",
      "anycast:\n", "l4_services:\n  - {name: dns, vip: 198.51.100.10, port: 53, protocol: udp, backends: [{address: '2001:db8::1'}]}\nanycast:\n",
      "name: dns", "'2001", "l4_services[0].backends[0].address: IPv6 backend for an IPv4 VIP"),
+    ("canary over floor", "    - name: web\n", "    - name: web\n      policy:\n        weight_controller: {canary_weight_percent: 10}\n",
+     "canary_weight_percent: 10", "10}",
+     "l7.pools[0].policy.weight_controller.canary_weight_percent: the outliers' floor (10.0) must not exceed min_weight_percent (5.0)"),
 ]  # fmt: skip
 
 

@@ -115,7 +115,7 @@ def test_metrics_exposition() -> None:
     assert 'lbappliance_weights_weight{pool="web",server="backend2"} 100' in text
     assert 'lbappliance_weights_inventory_weight{pool="web",server="backend1"} 100' in text
     assert (
-        'lbappliance_weights_server_state{pool="web",server="backend1",state="degraded"} 1' in text
+        'lbappliance_weights_server_state{pool="web",server="backend1",state="outlier"} 1' in text
     )
     assert 'lbappliance_weights_panic{pool="web"} 0' in text
     assert "# TYPE lbappliance_weights_changes_total counter" in text

@@ -80,8 +80,8 @@ def test_hard_gray_failure_goes_to_the_floor_and_stays() -> None:
     )
     s4 = [h["s4"] for h in history]
     assert s4 == sorted(s4, reverse=True)  # monotone, no bounce
-    assert s4[0] < 100 and s4[-1] == 5  # floor: 5 % of its inventory weight
-    assert s4.index(5) <= 16  # alpha 0.3 per second: ~15 s from 100 to the floor
+    assert s4[0] < 100 and s4[-1] == 1  # an outlier's floor: 1 % of its inventory weight
+    assert s4.index(1) <= 16  # alpha 0.3 per second: ~13 s from 100 to the floor
     assert all(h[n] == 100 for h in history for n in ("s1", "s2", "s3"))
 
 
@@ -89,27 +89,60 @@ def test_first_step_is_smoothed_and_explained() -> None:
     state = PoolState()
     d = decide(pool(), {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.9)}, state)
     (change,) = d.changes
-    assert (change.server, change.old, change.new) == ("s4", 100, 72)  # 0.3*5 + 0.7*100
+    assert (change.server, change.old, change.new) == ("s4", 100, 70)  # 0.3*1 + 0.7*100
     assert "latency 900.0 ms (target 100.0 ms)" in change.reason
-    assert (
-        "capped at 80% of estimated capacity" in change.reason or "headroom 0.00" in change.reason
-    )
+    assert "outlier: over 20.0 ms (2x the pool's median 2.0 ms)" in change.reason
 
 
-def test_soft_failure_gets_its_headroom_share() -> None:
-    # 60 ms against a 100 ms target still has headroom 100/60 - 1 = 0.67 of the best 9.
-    history = run(
-        pool(), PoolState(), lambda: {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.06)}, 30
-    )
+def test_soft_failure_is_an_outlier_under_the_target() -> None:
+    """+60 ms is within the 100 ms target, but 30x the pool's median: the canary floor."""
+    soft = lambda: {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.06)}  # noqa: E731
+    history = run(pool(), PoolState(), soft, 30)
+    assert history[-1]["s4"] == 1
+    d = decide(pool(), soft(), PoolState())
+    assert d.assessments[3].state == "outlier" and d.healthy_fraction == 0.75
+    # Not an outlier with a wider factor: it keeps its headroom share, 100/60 - 1 = 0.67 of 9.
+    history = run(pool(outlier_factor=50), PoolState(), soft, 30)
     assert 6 <= history[-1]["s4"] <= 8
-    # Over the target there is none: the floor.
+
+
+def test_outliers_are_relative_to_the_pool() -> None:
+    """The same 60 ms is no outlier when the whole pool is that slow, and 15 ms never is."""
+    d = decide(pool(), healthy(*SERVERS, latency=0.06), PoolState())
+    assert not d.changes and {a.state for a in d.assessments} == {"healthy"}
+    d = decide(pool(), {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.015)}, PoolState())
+    assert d.assessments[3].state == "healthy"  # under outlier_min_latency (20 ms)
+    # Two servers: the median is the faster one's latency, so one slow server stands out.
+    two = pool(servers={"s1": 100, "s2": 100})
+    d = decide(two, {"s1": sig("s1", 0.002), "s2": sig("s2", 0.06)}, PoolState())
+    assert [a.state for a in d.assessments] == ["healthy", "outlier"]
+
+
+def test_outlier_floor_is_below_the_healthy_floor() -> None:
+    """Within target, capacity weighting stops at min_weight_percent; outliers go lower."""
     history = run(
-        pool(target_latency=0.05),
+        pool(outlier_factor=100, canary_weight_percent=1),
         PoolState(),
-        lambda: {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.06)},
-        30,
+        lambda: {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.099)},
+        40,
     )
-    assert history[-1]["s4"] == 5
+    assert history[-1]["s4"] == 5  # just under the target: no headroom, the 5 % floor
+    history = run(
+        pool(canary_weight_percent=3),
+        PoolState(),
+        lambda: {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.099)},
+        40,
+    )
+    assert history[-1]["s4"] == 3
+
+
+def test_recovered_outlier_rises_gradually() -> None:
+    state = PoolState()
+    run(pool(), state, lambda: {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.9)}, 20)
+    history = run(pool(), state, lambda: healthy(*SERVERS), 20)
+    s4 = [h["s4"] for h in history]
+    assert s4[:5] == [2, 4, 8, 16, 32]  # at most doubling per step
+    assert s4 == sorted(s4) and s4[-1] == 100
 
 
 def test_floor_follows_min_weight_percent_and_never_reaches_zero() -> None:
@@ -169,13 +202,13 @@ def test_missing_signals_degrade_and_never_rise() -> None:
     stale = sig("s4", None, missing="no response for 3.0 s with 12 requests in flight")
     history = run(pool(), state, lambda: {**healthy("s1", "s2", "s3"), "s4": stale}, 20)
     s4 = [h["s4"] for h in history]
-    assert s4 == sorted(s4, reverse=True) and s4[-1] == 5
+    assert s4 == sorted(s4, reverse=True) and s4[-1] == 1
     d = decide(
         pool(),
         {**healthy("s1", "s2", "s3"), "s4": sig("s4", None, missing="x", uweight=40)},
         PoolState(),
     )
-    assert [c.new for c in d.changes] == [30]  # 0.3 * 5 + 0.7 * 40
+    assert [c.new for c in d.changes] == [28]  # 0.3 * 1 + 0.7 * 40
     assert "degraded, weight never raised" in d.changes[0].reason
     # Below the floor already (an operator set it): it stays there, it does not rise to the floor.
     d = decide(
@@ -290,8 +323,8 @@ def test_errors_lower_capacity_and_health() -> None:
     signals = {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.002, errors=0.5)}
     d = decide(pool(), signals, PoolState())
     s4 = next(a for a in d.assessments if a.server == "s4")
-    assert s4.state == "degraded" and d.changes and d.changes[0].new < 100
-    assert "errors 50.0%" in d.changes[0].reason
+    assert s4.state == "outlier" and d.changes and d.changes[0].new < 100
+    assert "errors 50.0%" in d.changes[0].reason and "outlier: errors over 5%" in s4.reason
 
 
 def test_queued_requests_mean_no_headroom() -> None:
@@ -301,11 +334,9 @@ def test_queued_requests_mean_no_headroom() -> None:
 
 def test_rises_wait_for_the_long_window() -> None:
     """A few fast responses from an intermittently slow server do not raise it."""
-    lucky = Signals(**{**sig("s4", 0.002, uweight=5).__dict__, "latency_long": 0.09})
-    d = decide(pool(target_latency=0.05), {**healthy("s1", "s2", "s3"), "s4": lucky}, PoolState())
+    lucky = Signals(**{**sig("s4", 0.002, uweight=1).__dict__, "latency_long": 0.09})
+    d = decide(pool(), {**healthy("s1", "s2", "s3"), "s4": lucky}, PoolState())
     assert not d.changes and "latency 90.0 ms" in d.assessments[3].reason
     recovered = Signals(**{**lucky.__dict__, "latency_long": 0.002})
-    d = decide(
-        pool(target_latency=0.05), {**healthy("s1", "s2", "s3"), "s4": recovered}, PoolState()
-    )
-    assert d.changes and d.changes[0].new > 5
+    d = decide(pool(), {**healthy("s1", "s2", "s3"), "s4": recovered}, PoolState())
+    assert [c.new for c in d.changes] == [2]

@@ -226,7 +226,12 @@ class HttpCheck:
     expect_status: Annotated[int, Range(100, 599)] = doc("Status a healthy server answers.", 200)
     interval: DurationT = doc("Check interval.", D(5))
     fast_interval: DurationT = doc("Interval while a server is changing state.", D(1))
-    timeout: DurationT = doc("Check timeout; must be below the interval.", D(2))
+    timeout: DurationT = doc(
+        "Check timeout; must be below the interval. A pool whose check timeout is below "
+        "`timeouts.connect` gets it as its connect timeout too (HAProxy 2.6 bounds a check "
+        "by the connect timeout, not by `timeout check` alone).",
+        D(2),
+    )
     fall: Annotated[int, Range(1, 100)] = doc("Consecutive failures to mark a server down.", 3)
     rise: Annotated[int, Range(1, 100)] = doc("Consecutive successes to mark it up.", 2)
 
@@ -289,9 +294,26 @@ class WeightController:
     target_latency: DurationT = doc("Response time a server should stay under.", D(0.1))
     alpha: Annotated[float, Range(0.01, 1)] = doc("Smoothing factor of new weights.", 0.3)
     min_weight_percent: Annotated[float, Range(0, 50)] = doc(
-        "Floor of any server's weight, as a percentage of its inventory weight (never "
-        "below 1), so none starves.",
+        "Floor of a server's weight while it is not an outlier, as a percentage of its "
+        "inventory weight (never below 1), so none starves.",
         5.0,
+    )
+    outlier_factor: Annotated[float, Range(1, 100)] = doc(
+        "A server slower than this multiple of its pool's median latency is an outlier, "
+        "even under `target_latency` (seed 002's circuit breaker: 2x the median); so is "
+        "one with over 5 % errors.",
+        2.0,
+    )
+    outlier_min_latency: DurationT = doc(
+        "Latencies under this never make a server an outlier: a few milliseconds of "
+        "difference are noise.",
+        D(0.02),
+    )
+    canary_weight_percent: Annotated[float, Range(0, 50)] = doc(
+        "Floor of an outlier's weight, and of a server whose signals are missing, as a "
+        "percentage of its inventory weight (never below 1): a canary trickle that shows "
+        "its recovery. At most `min_weight_percent`.",
+        1.0,
     )
     max_capacity_fraction: Annotated[float, Range(0.1, 1)] = doc(
         "Share of a server's estimated capacity it may be given at most.", 0.8

@@ -318,11 +318,26 @@ class Checker:
                 f"http_request ({t.http_request}) must be below client_deadline "
                 f"({t.client_deadline})",
             )
-        if policy.weight_controller.target_latency >= t.server:
-            self.err(
-                ("l7", "policy", "weight_controller", "target_latency"),
-                "target latency must be below the server timeout",
-            )
+        controllers = [(("l7", "policy", "weight_controller"), policy.weight_controller)]
+        controllers += [
+            (("l7", "pools", i, "policy", "weight_controller"), pool.policy.weight_controller)
+            for i, pool in enumerate(l7.pools)
+            if pool.policy.weight_controller
+        ]
+        for wpath, wc in controllers:
+            if wc.target_latency >= t.server:
+                self.err(
+                    (*wpath, "target_latency"),
+                    f"target latency ({wc.target_latency}) must be below the server timeout "
+                    f"({t.server})",
+                )
+            if wc.canary_weight_percent > wc.min_weight_percent:
+                self.err(
+                    (*wpath, "canary_weight_percent"),
+                    f"the outliers' floor ({wc.canary_weight_percent}) must not exceed "
+                    f"min_weight_percent ({wc.min_weight_percent})",
+                    "an outlier must not be kept above a healthy server's floor",
+                )
 
     def health(self) -> None:
         agent = self.inv.health_agent

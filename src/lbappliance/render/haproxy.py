@@ -58,6 +58,9 @@ def context(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]:
                 "check": check,
                 # Ejected servers are re-checked this often: `rise` passes take the ejection time.
                 "downinter": type(check.interval)(policy.outlier.ejection_time / check.rise),
+                # HAProxy 2.6 bounds a check by min(inter, timeout connect) and arms
+                # `timeout check` only after a synchronous connect: cap the connect too.
+                "check_connect": check.timeout if check.timeout < policy.timeouts.connect else None,
                 "budget_permille": round(policy.retries.budget_percent * 10),
                 "server_maxconn": pool.policy.server_maxconn or policy.server_maxconn,
                 "servers": [

@@ -21,6 +21,9 @@ class PoolConfig:
     target_latency: float = 0.1
     alpha: float = 0.3
     min_weight_percent: float = 5.0
+    outlier_factor: float = 2.0
+    outlier_min_latency: float = 0.02
+    canary_weight_percent: float = 1.0
     max_capacity_fraction: float = 0.8
     panic_threshold: float = 0.5
     hysteresis_percent: float = 5.0

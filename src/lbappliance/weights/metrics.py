@@ -25,7 +25,7 @@ HELP = {
     "socket_errors_total": ("counter", "Failed reads or writes on HAProxy's admin socket."),
     "last_success_timestamp_seconds": ("gauge", "Unix time of the last successful iteration."),
 }
-STATES = ("healthy", "degraded", "missing", "hold", "down", "excluded", "absent")
+STATES = ("healthy", "outlier", "degraded", "missing", "hold", "down", "excluded", "absent")
 
 
 def _labels(**kw: str) -> str:

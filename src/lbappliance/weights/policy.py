@@ -16,14 +16,20 @@ of an intermittently slow server from raising it).
   10 % of the target count as equal so millisecond noise does not move weights;
 - target weight ``inventory weight x g / max(g)``, then lowered until the load it
   would bring stays under ``max_capacity_fraction`` (80 %) of ``C``;
-- floor: ``min_weight_percent`` (5 %) of the inventory weight, never below 1, so a
-  slow server keeps a canary trickle and its recovery is seen;
+- floor: ``min_weight_percent`` (5 %) of the inventory weight, never below 1, so no
+  server starves;
 - smoothing: ``w = alpha x target + (1 - alpha) x w`` (alpha 0.3), applied only when it
-  moves the HAProxy weight by ``hysteresis_percent`` (5 %) or reaches a bound.
+  moves the HAProxy weight by ``hysteresis_percent`` (5 %) or reaches a bound; a
+  rising weight at most doubles per step (gradual re-admission).
 
-A server whose signals are missing (no response while requests are in flight,
-empty counters, failing agent-check, no traffic although its weight should bring
-some) is degraded: its target is the floor and its weight never rises. Below
+An *outlier* (seed 002's circuit breaker: latency over ``outlier_factor`` (2) x the
+pool's median and over ``outlier_min_latency``, or errors over 5 %) is not healthy
+and its target is the canary floor, ``canary_weight_percent`` (1 %) of its inventory
+weight (seed 001's canary): a server slowed by 60 ms is well within a 100 ms target,
+yet every request it gets lands in the clients' p99. A server whose signals are
+missing (no response while requests are in flight, empty counters, failing
+agent-check, no traffic although its weight should bring some) is degraded: its
+target is the canary floor and its weight never rises. Below
 ``panic_threshold`` healthy servers the pool is in panic (seed 004): every
 server with signals goes back to its inventory weight, so the load is spread
 instead of crushing the few fast ones. Servers in maintenance, drain or DOWN
@@ -43,6 +49,7 @@ ERROR_DEGRADED = 0.05  # error ratio above which a server is not healthy
 POOL_MIN_RESPONSES = 20  # fewer responses in the pool's window: nothing learned, hold
 EXPECTED_MIN = 10  # responses a server's weight should have brought before silence is odd
 CAP_PASSES = 3  # capping one server raises the others' shares: a few fixed-point passes
+RISE_FACTOR = 2  # a rising weight at most doubles per step
 
 
 @dataclass
@@ -63,7 +70,7 @@ class Assessment:
     """One server's classification and numbers, for the log and the metrics."""
 
     server: str
-    state: str  # healthy | degraded | missing | hold | down | excluded | absent
+    state: str  # healthy | outlier | degraded | missing | hold | down | excluded | absent
     signals: Signals | None = None
     capacity: float | None = None
     headroom: float | None = None
@@ -95,10 +102,15 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
+def _lower_median(values: list[float]) -> float:
+    """The median, or the lower middle value: with two servers, the faster one."""
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def decide(cfg: PoolConfig, signals: dict[str, Signals | None], state: PoolState) -> Decision:
     """One control step for a pool; updates ``state`` and returns the weight changes."""
     t = cfg.target_latency
-    floor = cfg.min_weight_percent / 100
     kind: dict[str, str] = {}
     why: dict[str, str] = {}
     for name in cfg.servers:
@@ -133,25 +145,42 @@ def decide(cfg: PoolConfig, signals: dict[str, Signals | None], state: PoolState
             kind[n] = "missing"
             why[n] = f"signals missing (no response although ~{expected:.0f} were expected)"
 
-    capacity: dict[str, float] = {}
-    headroom: dict[str, float] = {}
-    healthy: set[str] = set()
+    latencies: dict[str, float] = {}
     for n in (n for n in up if kind[n] == "measured"):
         sig = signals[n]
         assert sig is not None and sig.latency is not None
-        latency = max(sig.latency, sig.latency_long or 0.0)
+        latencies[n] = max(sig.latency, sig.latency_long or 0.0)
+    median = _lower_median(list(latencies.values())) if latencies else 0.0
+    slow = max(cfg.outlier_factor * median, cfg.outlier_min_latency)
+
+    capacity: dict[str, float] = {}
+    headroom: dict[str, float] = {}
+    healthy: set[str] = set()
+    outliers: set[str] = set()
+    for n, latency in latencies.items():
+        sig = signals[n]
+        assert sig is not None
         good = 1 - sig.error_ratio
         capacity[n] = sig.rate * good * t / max(latency, 1e-4)
         headroom[n] = max(good * t / max(latency, LATENCY_RESOLUTION * t) - 1, 0.0)
         queued = sig.stat.qcur or 0
         if queued:  # at its maxconn: no headroom, whatever the latency says
             headroom[n] = 0.0
-        if latency <= t and sig.error_ratio <= ERROR_DEGRADED and not queued:
-            healthy.add(n)
         why[n] = (
             f"latency {_ms(latency)} (target {_ms(t)}), errors {sig.error_ratio:.1%}, "
             f"capacity {capacity[n]:.1f} req/s" + (f", {queued} queued" if queued else "")
         )
+        if latency > slow:
+            outliers.add(n)
+            why[n] += (
+                f", outlier: over {_ms(slow)} ({cfg.outlier_factor:g}x the pool's median "
+                f"{_ms(median)})"
+            )
+        elif sig.error_ratio > ERROR_DEGRADED:
+            outliers.add(n)
+            why[n] += f", outlier: errors over {ERROR_DEGRADED:.0%}"
+        elif latency <= t and not queued:
+            healthy.add(n)
     healthy |= {n for n in up if kind[n] == "hold"}
     counted = [n for n, k in kind.items() if k not in ("excluded", "absent")]
     fraction = len(healthy) / len(counted) if counted else None
@@ -169,18 +198,33 @@ def decide(cfg: PoolConfig, signals: dict[str, Signals | None], state: PoolState
                     f"< {cfg.panic_threshold:.0%}, spreading over all; " + why.get(n, "no data")
                 )
     elif not idle and headroom:
-        best = max(headroom.values())
+        normal = [n for n in headroom if n not in outliers]
+        best = max((headroom[n] for n in normal), default=0.0)
+        most = max((capacity[n] for n in normal), default=0.0)
         for n in headroom:
-            if best > 0:
+            if n in outliers:
+                ratio[n] = 0.0
+                why[n] += "; outlier: canary floor"
+            elif best > 0:
                 ratio[n] = headroom[n] / best
                 why[n] += f", headroom {headroom[n]:.2f} of best {best:.2f}"
             else:  # every server over target (panic disabled): by capacity
-                ratio[n] = capacity[n] / max(max(capacity.values()), 1e-9)
+                ratio[n] = capacity[n] / max(most, 1e-9)
                 why[n] += ", all over target: by capacity"
-        _cap(cfg, signals, state, up, ratio, capacity, why)
+    floors = {
+        n: (
+            cfg.canary_weight_percent
+            if n in outliers or kind[n] == "missing"
+            else cfg.min_weight_percent
+        )
+        / 100
+        for n in up
+    }
+    if not state.panic and not idle and headroom:
+        _cap(cfg, signals, state, up, ratio, capacity, floors, why)
     for n in up:
         if kind[n] == "missing":
-            ratio[n] = floor
+            ratio[n] = floors[n]
             why[n] += "; degraded, weight never raised"
 
     assessments, changes = [], []
@@ -189,13 +233,16 @@ def decide(cfg: PoolConfig, signals: dict[str, Signals | None], state: PoolState
         st = state.servers.get(name)
         target = None
         if name in ratio and st is not None:
-            target = weight * max(ratio[name], floor)
-            change = _step(cfg, name, weight, target, st, kind[name] == "missing", why[name])
+            target = weight * max(ratio[name], floors[name])
+            low = max(1, round(weight * floors[name]))
+            change = _step(cfg, name, weight, low, target, st, kind[name] == "missing", why[name])
             if change:
                 changes.append(change)
         state_name = kind[name]
         if state_name == "measured":
-            state_name = "healthy" if name in healthy else "degraded"
+            state_name = (
+                "healthy" if name in healthy else "outlier" if name in outliers else "degraded"
+            )
         assessments.append(
             Assessment(
                 server=name,
@@ -218,6 +265,7 @@ def _cap(
     up: list[str],
     ratio: dict[str, float],
     capacity: dict[str, float],
+    floors: dict[str, float],
     why: dict[str, str],
 ) -> None:
     """Lower targets whose share of the pool's load would exceed the capacity fraction."""
@@ -228,7 +276,6 @@ def _cap(
         for n in ratio:  # overloaded: no split satisfies the cap, keep it proportional
             why[n] += f", pool load over {cfg.max_capacity_fraction:.0%} of estimated capacity"
         return
-    floor = cfg.min_weight_percent / 100
     capped: set[str] = set()
     for _ in range(CAP_PASSES):
         planned = {
@@ -238,8 +285,8 @@ def _cap(
         for n in ratio:
             share_load = load * planned[n] / total
             limit = cfg.max_capacity_fraction * capacity[n]
-            if share_load > limit and ratio[n] > floor:
-                ratio[n] = max(floor, ratio[n] * limit / share_load)
+            if share_load > limit and ratio[n] > floors[n]:
+                ratio[n] = max(floors[n], ratio[n] * limit / share_load)
                 capped.add(n)
     for n in capped:
         why[n] += f", capped at {cfg.max_capacity_fraction:.0%} of estimated capacity"
@@ -249,6 +296,7 @@ def _step(
     cfg: PoolConfig,
     name: str,
     weight: int,
+    low: int,
     target: float,
     st: ServerState,
     degraded: bool,
@@ -259,11 +307,13 @@ def _step(
     st.smoothed = cfg.alpha * target + (1 - cfg.alpha) * st.smoothed
     if degraded:
         st.smoothed = min(st.smoothed, previous)
-    low = max(1, round(weight * cfg.min_weight_percent / 100))
+    old = st.applied
     new = min(max(round(st.smoothed), low), weight)
     if degraded:
-        new = min(new, st.applied)
-    old = st.applied
+        new = min(new, old)
+    if new > old * RISE_FACTOR:  # gradual re-admission; the smoothed weight waits too
+        new = old * RISE_FACTOR
+        st.smoothed = float(new)
     if new == old:
         return None
     step = abs(new - old)
