@@ -1,10 +1,12 @@
 """`lbappliance maintenance enter|exit`: take an LB node out of service and back.
 
-enter: over Ansible, sets the node's maintenance file (the health agent announces
-       every VIP with GRACEFUL_SHUTDOWN for ``maintenance_drain``, then withdraws)
-       and demotes it in VRRP. ``--wait`` returns once no VIP is announced, no VRRP
-       VIP is held and HAProxy's in-flight sessions are gone, then puts the VIPs'
-       HAProxy servers in MAINT (or reports what is still pending at the timeout).
+enter: refuses to take the last serving node out (as the deploy's drain does;
+       ``--force`` overrides), then over Ansible sets the node's maintenance file
+       (the health agent announces every VIP with GRACEFUL_SHUTDOWN for
+       ``maintenance_drain``, then withdraws) and demotes it in VRRP. ``--wait``
+       returns once no VIP is announced, no VRRP VIP is held and HAProxy's
+       in-flight sessions are gone, then puts the VIPs' HAProxy servers in MAINT
+       (or reports what is still pending at the timeout).
 exit:  returns those servers to READY, which starts HAProxy's slow start, clears
        the maintenance file and the VRRP demotion; the agent re-announces after
        ``rise`` good rounds. ``--wait`` returns once every VIP is announced again.
@@ -29,10 +31,33 @@ from .inventory.schema import Inventory
 POLL = 1.0
 EXIT_TIMEOUT = 1
 EXIT_ERROR = 3
+EXIT_REFUSED = 4
+SERVING = ("up", "degraded")  # agent states that announce a full path (lb_deploy_serving_states)
 
 
 def _gated(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return report.get("agent", {}).get("vips") or {}
+
+
+def serving(report: dict[str, Any]) -> list[str]:
+    """The VIPs a node's health agent announces as a full path."""
+    return [prefix for prefix, v in _gated(report).items() if v.get("state") in SERVING]
+
+
+def last_serving(
+    runner: Callable[[str, list[str]], dict[str, Any]], inv: Inventory, node: str
+) -> list[str]:
+    """The VIPs ``node`` serves while no other node serves any (an unreachable one does not)."""
+    here = serving(runner(node, ["report"]))
+    if not here:
+        return []
+    for peer in (n.name for n in inv.nodes if n.name != node):
+        try:
+            if serving(runner(peer, ["report"])):
+                return []
+        except NodeError:
+            continue
+    return here
 
 
 def drain_pending(report: dict[str, Any]) -> list[str]:
@@ -109,7 +134,14 @@ def enter(
     timeout: float | None,
     echo: Callable[[str], None] = click.echo,
     poll: float = POLL,
+    force: bool = False,
 ) -> int:
+    if not force and (alone := last_serving(runner, inv, node)):
+        echo(
+            f"{node}: refusing: it serves {', '.join(alone)} and no other node serves anything; "
+            "maintenance would take the site down. Bring a peer back first, or pass --force."
+        )
+        return EXIT_REFUSED
     drain = float(inv.health_agent.maintenance_drain)
     runner(node, ["maintenance-on", "--note", note])
     echo(
@@ -203,13 +235,18 @@ def _run(action: Callable[..., int], site: str, inventory_dir: Path, node: str, 
 @wait_option
 @timeout_option
 @click.option("--note", default="lbappliance maintenance", help="Why (kept in the file).")
+@click.option(
+    "--force", is_flag=True, help="Go ahead even if no other node serves (takes the site down)."
+)
 @lab_options
 def enter_cmd(site: str, inventory_dir: Path, node: str, **kw: Any) -> None:
     """Drain a node: GRACEFUL_SHUTDOWN, then withdraw; VRRP moves to the peer.
 
+    Refuses when the node serves and no other node does (--force overrides).
+
     \b
     Exit status: 0 done, 1 --wait timed out (what is pending is printed),
-    3 the node could not be reached.
+    3 the node could not be reached, 4 refused: it is the last serving node.
     """
     _run(enter, site, inventory_dir, node, **kw)
 

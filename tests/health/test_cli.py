@@ -10,7 +10,14 @@ import pytest
 
 from lbappliance.health.remote import NodeError, NodeRunner, parse_adhoc
 from lbappliance.inventory import load_site
-from lbappliance.maintenance import EXIT_ERROR, EXIT_TIMEOUT, drain_pending, enter, leave
+from lbappliance.maintenance import (
+    EXIT_ERROR,
+    EXIT_REFUSED,
+    EXIT_TIMEOUT,
+    drain_pending,
+    enter,
+    leave,
+)
 from lbappliance.status import format_node
 
 from ..conftest import INVENTORY
@@ -99,11 +106,21 @@ def test_runner_command_over_ssh(inv):
 
 
 class FakeRunner:
-    def __init__(self, reports: list[dict]):
+    """lb1 answers ``reports`` in turn; other nodes answer ``peers`` (an exception: unreachable)."""
+
+    def __init__(self, reports: list[dict], peers: dict[str, dict | Exception] | None = None):
         self.reports = reports
+        self.peers = {"lb2": report()} if peers is None else peers
         self.calls: list[list[str]] = []
+        self.peer_calls: list[str] = []
 
     def __call__(self, node: str, action: list[str]) -> dict:
+        if node != "lb1":
+            self.peer_calls.append(node)
+            answer = self.peers[node]
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
         self.calls.append(action)
         if action[0] == "servers-maint":
             return {**self.reports[-1], "servers_maint": ["web/backend1", "web/backend2"]}
@@ -115,6 +132,7 @@ class FakeRunner:
 def test_enter_waits_for_withdraw_vrrp_and_sessions(inv):
     runner = FakeRunner(
         [
+            report(),  # serving now: is lb2 too? (it is)
             report(),  # answer to maintenance-on
             report(state="draining", vrrp="MASTER", sessions=3),
             report(announced=False, state="withdrawn", sessions=1),
@@ -123,7 +141,9 @@ def test_enter_waits_for_withdraw_vrrp_and_sessions(inv):
     )
     lines: list[str] = []
     assert enter(runner, inv, "lb1", "test", True, 10, lines.append, poll=0) == 0
+    assert runner.peer_calls == ["lb2"]
     assert [c[0] for c in runner.calls] == [
+        "report",
         "maintenance-on",
         "report",
         "report",
@@ -138,11 +158,35 @@ def test_enter_waits_for_withdraw_vrrp_and_sessions(inv):
 
 
 def test_enter_reports_a_timeout(inv):
-    runner = FakeRunner([report(), report(state="draining")])
+    runner = FakeRunner([report(), report(), report(state="draining")])
     lines: list[str] = []
     assert enter(runner, inv, "lb1", "test", True, 0, lines.append, poll=0) == EXIT_TIMEOUT
     assert lines[-1].startswith("lb1: TIMEOUT after 0 s; still pending: 198.51.100.10/32")
     assert "servers-maint" not in [c[0] for c in runner.calls]
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [report(announced=False, state="withdrawn"), NodeError("lb2: unreachable")],
+    ids=["peer withdrawn", "peer unreachable"],
+)
+def test_enter_refuses_to_take_the_last_serving_node_out(inv, peer):
+    runner = FakeRunner([report()], peers={"lb2": peer})
+    lines: list[str] = []
+    assert enter(runner, inv, "lb1", "test", False, None, lines.append) == EXIT_REFUSED
+    assert lines == [
+        "lb1: refusing: it serves 198.51.100.10/32 and no other node serves anything; "
+        "maintenance would take the site down. Bring a peer back first, or pass --force."
+    ]
+    assert [c[0] for c in runner.calls] == ["report"]  # nothing changed on the node
+    runner = FakeRunner([report()], peers={"lb2": peer})
+    assert enter(runner, inv, "lb1", "test", False, None, lines.append, force=True) == 0
+    assert [c[0] for c in runner.calls] == ["maintenance-on"] and runner.peer_calls == []
+
+
+def test_enter_on_a_node_that_serves_nothing_needs_no_peer(inv):
+    runner = FakeRunner([report(announced=False, state="withdrawn")], peers={})
+    assert enter(runner, inv, "lb1", "test", False, None, lambda _: None) == 0
 
 
 def test_drain_pending_needs_a_live_agent():

@@ -158,6 +158,14 @@ def test_maintenance_graceful_shutdown_then_withdraw_then_back(short_drain_inven
         assert report["maintenance"]["file"] and "lab test" in report["maintenance"]["note"]
         assert {s["status"] for s in report["haproxy"]["backends"]["web"]["servers"]} == {"MAINT"}
         assert lab.vrrp_holder("203.0.113.10") == ["lb2"]
+        # lb2 is now the last serving node: maintenance on it is refused, nothing changes.
+        refused = cli(
+            "maintenance", "enter", "--site", "lab", "--inventory", inv, "--node", "lb2",
+            *lab_hooks(lab),
+        )  # fmt: skip
+        assert refused.returncode == 4, refused.stdout + refused.stderr
+        assert "lb2: refusing: it serves 198.51.100.10/32" in refused.stdout
+        assert lab.fib_nexthops(WEB) == [lb2]
 
         leave = cli(
             "maintenance", "exit", "--site", "lab", "--inventory", inv, "--node", "lb1",
