@@ -7,6 +7,7 @@ names, VIPs and addresses come from the lab topology and the site inventory.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import testinfra
@@ -18,7 +19,21 @@ LBS = [lb.name for lb in LAB.topology.lbs]
 VRRP_VIPS = [str(v.ip) for g in LAB.site.model.vrrp for v in g.vips]
 ANYCAST_L7 = str(LAB.site.model.l7.frontends[0].vip)
 BACKENDS = {s.name for p in LAB.site.model.l7.pools for s in p.servers}
-UNITS = ["haproxy", "keepalived", "exabgp", "bird", "lbappliance-vips", "lbappliance-notrack"]
+UNITS = [
+    "haproxy",
+    "keepalived",
+    "exabgp",
+    "bird",
+    "lbappliance-vips",
+    "lbappliance-notrack",
+    "lbappliance-weights",
+]
+CONTROLLED = [
+    (p.name, s.name)
+    for p in LAB.site.model.l7.pools
+    if (p.policy.weight_controller or LAB.site.model.l7.policy.weight_controller).enabled
+    for s in p.servers
+]
 REQUESTS = 40
 
 
@@ -85,3 +100,23 @@ def test_client_requests_to_the_anycast_vip_reach_both_backends_through_haproxy(
     assert names == BACKENDS, f"answered by {names}, expected {BACKENDS}"
     through_haproxy = sum(_frontend_sessions(n) for n in LBS) - before
     assert through_haproxy >= 2 * REQUESTS, f"only {through_haproxy} sessions seen by HAProxy"
+
+
+def _metrics(node: str) -> dict[str, float]:
+    """The weight controller's Prometheus exposition on ``node``, as name{labels} -> value."""
+    url = "http://127.0.0.1:9172/metrics"
+    fetch = f"import urllib.request as u; print(u.urlopen('{url}').read().decode())"
+    out = host(node).check_output(f'/opt/lbappliance/venv/bin/python -c "{fetch}"')
+    samples = (line.rsplit(" ", 1) for line in out.splitlines() if line[:1] != "#")
+    return {name: float(value) for name, value in samples}
+
+
+@pytest.mark.parametrize("node", LBS)
+def test_weight_controller_steers_every_controlled_server(node: str) -> None:
+    assert CONTROLLED, "the lab site runs the weight controller"
+    m = _metrics(node)
+    for pool, server in CONTROLLED:
+        weight = m.get(f'lbappliance_weights_weight{{pool="{pool}",server="{server}"}}')
+        assert weight is not None and weight >= 1, f"{pool}/{server}: weight {weight}"
+    # It reads HAProxy's admin socket every interval (1 s): the last success is recent.
+    assert time.time() - m["lbappliance_weights_last_success_timestamp_seconds"] < 10
