@@ -25,17 +25,25 @@ if missing), so they vanish at reboot: the lb_dataplane role's oneshot unit
 runs ``apply`` at boot. A re-apply with the same object keeps the running
 program and its maps (and counters) and only syncs the maps; a changed object
 (or XDP mode) is loaded next to the old one, filled, then swapped in.
+
+``apply`` and ``detach`` hold an exclusive lock on the pin root (``status`` a
+shared one) while they read or change pins: a second run on the same pins (a
+unit reload while an operator applies ``--down``, two deploys at once) would
+otherwise remove the other's staging directory or rename the pin directory
+under it, and its next ``BPF_OBJ_GET`` (or bpftool, or ``ip``) fails with ENOENT.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,9 +127,14 @@ def attachment(interface: str) -> Attachment:
 
 
 def load(obj: Path, pin_dir: Path) -> None:
-    """Load ``obj`` and pin its program at ``pin_dir/prog``, maps in ``pin_dir/maps``."""
+    """Load ``obj`` and pin its program at ``pin_dir/prog``, maps in ``pin_dir/maps``.
+
+    ``--nomount``: bpftool would otherwise mount a new bpffs over a pin
+    directory it does not find on one (gone, or not bpffs); our pins must land
+    on the filesystem ``ensure_bpffs`` checked, or the load must fail.
+    """
     pin_dir.mkdir(parents=True)
-    _run("bpftool", "prog", "load", str(obj), str(pin_dir / "prog"), "type", "xdp",
+    _run("bpftool", "--nomount", "prog", "load", str(obj), str(pin_dir / "prog"), "type", "xdp",
          "pinmaps", str(pin_dir / "maps"))  # fmt: skip
 
 
@@ -136,6 +149,23 @@ def attach(interface: str, prog: Path, mode: str) -> None:
 
 def detach_xdp(interface: str, mode: str) -> None:
     _run("ip", "link", "set", "dev", interface, _IP_MODES.get(mode, "xdp"), "off")
+
+
+@contextlib.contextmanager
+def pins_locked(pin_root: Path, shared: bool = False) -> Iterator[None]:
+    """Hold ``flock`` on the pin root directory (bpffs holds no regular files,
+    so the directory itself is the lock): exclusive for changing pins, shared
+    for reading them. Without a pin root there are no pins to protect."""
+    try:
+        fd = os.open(pin_root, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def pin_dir_for(pin_root: Path, interface: str) -> Path:
@@ -202,46 +232,50 @@ def apply(
     warnings: list[str] = []
     if next_hops is None:
         next_hops, warnings = neighbours.resolve(wanted_next_hops(spec))
+    with pins_locked(pin_root):
+        att = attachment(spec.interface) if attach_program else Attachment(spec.xdp_mode, None)
+        pid = pinned_prog_id(pin_dir)
+        if pid is not None:
+            try:
+                with bpfmaps.Maps(pin_dir / "maps") as m:
+                    same_object = m.config()[2] == digest
+            except OSError:  # pinned by an older build with other maps: replace it
+                same_object = False
+            attached = not attach_program or (att.prog_id == pid and att.mode == spec.xdp_mode)
+            if same_object and attached:
+                with bpfmaps.Maps(pin_dir / "maps") as m:
+                    m.write_config(spec.tunnel_source_v4, spec.tunnel_source_v6, digest)
+                    res = m.sync(spec, next_hops, down)
+                res.warnings[:0] = warnings
+                return ApplyReport(spec.interface, spec.xdp_mode, False, pid, res)
 
-    att = attachment(spec.interface) if attach_program else Attachment(spec.xdp_mode, None)
-    pid = pinned_prog_id(pin_dir)
-    if pid is not None:
+        staging = pin_dir.with_name(pin_dir.name + ":new")
+        unpin(staging)
+        load(obj, staging)
         try:
-            with bpfmaps.Maps(pin_dir / "maps") as m:
-                same_object = m.config()[2] == digest
-        except OSError:  # pinned by an older build with other maps: replace it
-            same_object = False
-        attached = not attach_program or (att.prog_id == pid and att.mode == spec.xdp_mode)
-        if same_object and attached:
-            with bpfmaps.Maps(pin_dir / "maps") as m:
+            with bpfmaps.Maps(staging / "maps") as m:
                 m.write_config(spec.tunnel_source_v4, spec.tunnel_source_v6, digest)
                 res = m.sync(spec, next_hops, down)
-            res.warnings[:0] = warnings
-            return ApplyReport(spec.interface, spec.xdp_mode, False, pid, res)
-
-    staging = pin_dir.with_name(pin_dir.name + ":new")
-    unpin(staging)
-    load(obj, staging)
-    try:
-        with bpfmaps.Maps(staging / "maps") as m:
-            m.write_config(spec.tunnel_source_v4, spec.tunnel_source_v6, digest)
-            res = m.sync(spec, next_hops, down)
-        if attach_program:
-            if att.mode is not None and att.mode != spec.xdp_mode:
-                detach_xdp(spec.interface, att.mode)
-            attach(spec.interface, staging / "prog", spec.xdp_mode)
-    except BaseException:
-        unpin(staging)
-        raise
-    unpin(pin_dir)
-    os.rename(staging, pin_dir)
-    res.warnings[:0] = warnings
-    return ApplyReport(spec.interface, spec.xdp_mode, True, pinned_prog_id(pin_dir), res)
+            if attach_program:
+                if att.mode is not None and att.mode != spec.xdp_mode:
+                    detach_xdp(spec.interface, att.mode)
+                attach(spec.interface, staging / "prog", spec.xdp_mode)
+        except BaseException:
+            unpin(staging)
+            raise
+        unpin(pin_dir)
+        os.rename(staging, pin_dir)
+        res.warnings[:0] = warnings
+        return ApplyReport(spec.interface, spec.xdp_mode, True, pinned_prog_id(pin_dir), res)
 
 
 def detach(interface: str, pin_root: Path = DEFAULT_PIN_ROOT) -> list[str]:
     """Detach our program from ``interface`` and remove its pins."""
-    pin_dir = pin_dir_for(pin_root, interface)
+    with pins_locked(pin_root):
+        return _detach_locked(interface, pin_dir_for(pin_root, interface))
+
+
+def _detach_locked(interface: str, pin_dir: Path) -> list[str]:
     out = []
     pid = pinned_prog_id(pin_dir)
     att = attachment(interface)
@@ -263,7 +297,11 @@ def status(
     interface: str, pin_root: Path = DEFAULT_PIN_ROOT, spec: DataplaneSpec | None = None
 ) -> dict[str, Any]:
     """Attachment, VIPs with their tables and counters, backends, drops."""
-    pin_dir = pin_dir_for(pin_root, interface)
+    with pins_locked(pin_root, shared=True):
+        return _status_locked(interface, pin_dir_for(pin_root, interface), spec)
+
+
+def _status_locked(interface: str, pin_dir: Path, spec: DataplaneSpec | None) -> dict[str, Any]:
     att = attachment(interface)
     out: dict[str, Any] = {
         "interface": interface,
