@@ -92,21 +92,9 @@ def trial(lab: NetnsLab, scenario: str, rng: random.Random) -> float:
     elif scenario == "backends":
         cut_backends(lab, "lb1", cut=False)
     elif scenario == "xdp":
-        reapply(lab)
+        lab.start_dataplane("lb1")
     restart_exabgp(lab, vip)
     return elapsed
-
-
-def reapply(lab: NetnsLab, attempts: int = 3) -> None:
-    """Re-attach lb1's forwarder (``apply`` right after ``detach`` fails now and then)."""
-    for attempt in range(attempts):
-        try:
-            lab.start_dataplane("lb1")
-            return
-        except RuntimeError as exc:
-            print(json.dumps({"warning": f"dataplane apply, attempt {attempt + 1}: {exc}"}))
-            time.sleep(1)
-    raise RuntimeError("lb1's forwarder could not be re-applied")
 
 
 def loss(lab: NetnsLab, seconds: float, percent: float) -> dict[str, int | float]:
