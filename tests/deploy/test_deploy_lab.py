@@ -2,7 +2,8 @@
 
 One lab for the module (about 5 minutes in all), in this order:
   1. `lbappliance deploy --site lab` provisions the bare lb1 and lb2 over SSH;
-  2. the client's requests to the anycast VIP are answered by both backends;
+  2. the client's requests to the anycast VIP (IPv4 and IPv6) are answered by
+     both backends;
   3. lb1 is killed (its cables pulled, then SIGKILL): the VRRP VIP moves to lb2
      within 0.5 s (VRRPv3, 100 ms adverts); lb1 then boots again;
   4. a rolling deploy that changes the HAProxy config, under a steady client
@@ -33,6 +34,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.podman]
 ROOT = Path(__file__).resolve().parents[2]
 VRRP_VIP = "203.0.113.10"
 ANYCAST_VIP = "198.51.100.10"
+ANYCAST_VIP6 = "2001:db8:100::10"  # the same frontend, announced over the IPv6 peer
 FAILOVER_BUDGET = 0.5
 
 
@@ -48,13 +50,21 @@ def deployed(podman_lab: PodmanLab, source_snapshot: Path, workdir: Path) -> Pod
     assert result.ok, "first deploy failed"
     assert result.changed > 0
     print(f"MEASURE first deploy: {result.seconds:.1f} s, {result.changed} changed")
-    wait(lambda: len(podman_lab.fib_nexthops(f"{ANYCAST_VIP}/32")) == 2, 60, "ECMP via both")
+    wait(lambda: announced_by_both(podman_lab), 60, "ECMP via both, IPv4 and IPv6")
     return podman_lab
 
 
+def announced_by_both(lab: PodmanLab) -> bool:
+    """The router's FIB spreads both anycast VIPs (IPv4 and IPv6) over both nodes."""
+    return all(
+        len(lab.fib_nexthops(prefix)) == 2
+        for prefix in (f"{ANYCAST_VIP}/32", f"{ANYCAST_VIP6}/128")
+    )
+
+
 def serving(lab: PodmanLab) -> bool:
-    """Both nodes announce the anycast VIP and lb1 (higher priority) holds the VRRP VIP."""
-    return len(lab.fib_nexthops(f"{ANYCAST_VIP}/32")) == 2 and lab.vrrp_holders(VRRP_VIP) == ["lb1"]
+    """Both nodes announce the anycast VIPs and lb1 (higher priority) holds the VRRP VIP."""
+    return announced_by_both(lab) and lab.vrrp_holders(VRRP_VIP) == ["lb1"]
 
 
 def test_first_deploy_converges_both_nodes(deployed: PodmanLab) -> None:
@@ -66,7 +76,7 @@ def test_first_deploy_converges_both_nodes(deployed: PodmanLab) -> None:
         ), protocols
 
 
-@pytest.mark.parametrize("vip", [ANYCAST_VIP, VRRP_VIP])
+@pytest.mark.parametrize("vip", [ANYCAST_VIP, ANYCAST_VIP6, VRRP_VIP])
 def test_client_requests_are_answered_by_both_backends(deployed: PodmanLab, vip: str) -> None:
     with ClientStream(deployed, vip, rate=50, max_requests=60, max_seconds=20) as stream:
         wait(lambda: stream.report.sent >= 60, 30, "60 requests")

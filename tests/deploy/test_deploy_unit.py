@@ -193,14 +193,25 @@ def test_container_lab_is_built_from_the_topology(tmp_path: Path) -> None:
     router = lab.topology.router
     lb1 = lab.topology.host("lb1")
     script = lab.net_script(lb1)
-    assert f"ip route replace default via {router.address_on('uplink')}" in script
+    assert f"ip route replace default via {router.address_on('uplink', 4)}" in script
+    assert f"ip -6 route replace default via {router.address_on('uplink', 6)}" in script
     assert " dev lo" not in script  # the deploy's lbappliance-vips unit puts the VIPs there
     assert "ip address replace 10.10.0.11/24 dev eth1" in script
+    assert "ip address replace 2001:db8:10::11/64 dev eth1 nodad" in script
     pinning = lab.net_script(router)
-    assert "table ip lab_pin" in pinning and "rt ip nexthop 10.10.0.12 ct mark set 2" in pinning
-    assert "net.ipv4.fib_multipath_hash_policy=1" in lab.sysctls(router)
+    assert "table inet lab_pin" in pinning and "rt ip nexthop 10.10.0.12 ct mark set 2" in pinning
+    assert "rt ip6 nexthop 2001:db8:10::12 ct mark set 2" in pinning
+    assert "ip -6 route replace 2001:db8:100::10/128 via 2001:db8:10::12 table 102" in pinning
+    assert {"net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.conf.all.forwarding=1"} <= set(
+        lab.sysctls(router)
+    )
     assert lab.sysctls(lb1) == []
+    # One BIRD on the router for both peers: the IPv6 peer's sessions renamed into it.
+    bird = lab.bird_conf()
+    assert "protocol bgp lb1 {" in bird and "protocol bgp lb1_router_v6 {" in bird
+    assert bird.count("protocol bfd") == 1 and bird.count("router id") == 1
     macs = {lab.mac(h, a.segment) for h in lab.topology.hosts for a in h.attachments}
     assert len(macs) == sum(len(h.attachments) for h in lab.topology.hosts)
     assert [i["instance"] for i in lab.instance_config()] == ["lb1", "lb2"]
     assert "192.0.2." not in script + pinning
+    assert "fd00:" not in script + pinning  # the host's own IPv6 uplink is fd00::/64

@@ -2,12 +2,16 @@
 
 The lab itself is ``lbappliance.lab.netns`` (the lead's); this only looks at it:
 the agent's PID under ExaBGP, BIRD's per-session route counters, the node
-addresses the router sees as next hops, and the CLI's lab hooks.
+addresses the router sees as next hops, HAProxy's admin socket, a client's
+request, and the CLI's lab hooks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import http.client
+import io
 import json
 import re
 import shutil
@@ -16,14 +20,38 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lbappliance.health.haproxy import command
 from lbappliance.lab.netns import NetnsLab
 
 WEB = "198.51.100.10/32"
 L4 = "198.51.100.20/32"
+WEB6 = "2001:db8:100::10/128"  # the `web` frontend's IPv6 VIP, anycast over the IPv6 peer
 
 
 def uplink(lab: NetnsLab, node: str) -> str:
     return str(lab.topology.host(node).address_on("uplink"))
+
+
+def get(lab: NetnsLab, vip: str = "198.51.100.10", port: int = 80) -> tuple[int, str]:
+    """One GET / from the client (``vip`` IPv4 or IPv6): status and body."""
+    with lab.inside("client"):
+        conn = http.client.HTTPConnection(vip, port, timeout=3)
+        try:
+            conn.request("GET", "/")
+            r = conn.getresponse()
+            return r.status, r.read().decode().strip()
+        finally:
+            conn.close()
+
+
+def frontend_sessions(lab: NetnsLab, node: str, frontend: str) -> int:
+    """Sessions ``node``'s HAProxy has taken on ``frontend`` so far (``stot``)."""
+    sock = str(lab.node_root(node) / "run/haproxy/admin.sock")
+    text = command(sock, "show stat", 2.0).lstrip("# ")
+    for row in csv.DictReader(io.StringIO(text)):
+        if row["pxname"] == frontend and row["svname"] == "FRONTEND":
+            return int(row["stot"])
+    raise LookupError(f"no frontend {frontend!r} on {node}")
 
 
 def children(pid: int) -> list[int]:

@@ -26,9 +26,12 @@ def test_rendered_lab_config_loads(tmp_path: Path):
     cfg = load(path)
     assert cfg.node == node.name
     assert cfg.maintenance_file == f"{tmp_path}/var/lib/lbappliance/maintenance"
-    web, l4 = cfg.vips
+    web, l4, web6 = cfg.vips
     assert web.signals == ("haproxy", "probe", "maintenance")
     assert web.probes[0].kind == "http" and web.probes[0].address == "198.51.100.10"
+    # The frontend's IPv6 VIP: its own /128, probed end to end over IPv6.
+    assert web6.prefix == "2001:db8:100::10/128" and web6.signals == web.signals
+    assert web6.probes[0].address == "2001:db8:100::10"
     assert l4.signals == ("dataplane", "probe", "maintenance")
     # Every L4 backend is probed, not only the first one.
     backends = [str(b.address) for b in site.model.l4_services[0].backends]

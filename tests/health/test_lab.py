@@ -7,7 +7,6 @@ lab (~1.5 s) and leaves nothing behind.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -30,6 +29,7 @@ from .labtools import (
     cut_backends,
     drop_probes,
     dropped,
+    get,
     lab_hooks,
     uplink,
 )
@@ -40,15 +40,11 @@ if os.geteuid() != 0:
     pytest.skip("the namespace lab needs root", allow_module_level=True)
 
 
-def both_nodes(lab: NetnsLab) -> list[str]:
-    return sorted([uplink(lab, "lb1"), uplink(lab, "lb2")])
-
-
 @pytest.fixture
 def lab():
     with NetnsLab.create() as lab:
         lab.start_all()
-        lab.wait(lambda: lab.fib_nexthops(WEB) == both_nodes(lab), 20, "ECMP over lb1 and lb2")
+        lab.wait_ecmp(WEB)
         yield lab
 
 
@@ -60,24 +56,13 @@ def short_drain_inventory(inventory_copy: Path) -> Path:
     return inventory_copy
 
 
-def get(lab: NetnsLab, vip: str = "198.51.100.10") -> tuple[int, str]:
-    with lab.inside("client"):
-        conn = http.client.HTTPConnection(vip, 80, timeout=3)
-        try:
-            conn.request("GET", "/")
-            r = conn.getresponse()
-            return r.status, r.read().decode().strip()
-        finally:
-            conn.close()
-
-
 def test_announced_with_communities_ecmp_over_both_nodes(lab: NetnsLab):
     route = lab.bird_route(WEB)
     assert route.count("BGP.community: (65100,10)") == 2
     assert "BGP.med" not in route
     assert {get(lab)[0] for _ in range(6)} == {200}
     # The L4 VIP: announced by both once their XDP forwarders are attached.
-    lab.wait(lambda: lab.fib_nexthops(L4) == both_nodes(lab), 10, "ECMP for the L4 VIP")
+    lab.wait_ecmp(L4, 10)
     assert lab.bird_route(L4).count("BGP.community: (65100,20)") == 2
     reason = json.loads(
         (lab.node_root("lb1") / "run/lbappliance/health-agent.state.json").read_text()
@@ -94,13 +79,13 @@ def test_backends_lost_withdraws_that_node_only_then_recovers(lab: NetnsLab):
     withdrawn = time.monotonic() - cut
     assert {get(lab) for _ in range(6)} <= {(200, "backend1"), (200, "backend2")}
     assert withdrawn < 2.0
-    down = [r for r in agent_log(lab, "lb1") if r.get("to") == "down"][-1]
+    down = [r for r in agent_log(lab, "lb1") if r.get("vip") == WEB and r.get("to") == "down"][-1]
     assert down["command"] == "withdraw route 198.51.100.10/32 next-hop self"
     assert down["ack"] == "done" and "3 consecutive bad rounds" in down["reason"]
     # Recovery: re-announced only after `rise` good rounds.
     cut_backends(lab, "lb1", cut=False)
     lab.wait(lambda: lab.fib_nexthops(WEB) == sorted([lb1, lb2]), 10, "lb1 back")
-    up = [r for r in agent_log(lab, "lb1") if r.get("from") == "down"][-1]
+    up = [r for r in agent_log(lab, "lb1") if r.get("vip") == WEB and r.get("from") == "down"][-1]
     assert up["to"] == "up" and up["reason"].startswith("3 consecutive good rounds")
     assert up["command"] == "announce route 198.51.100.10/32 next-hop self community [65100:10]"
 
@@ -249,7 +234,7 @@ def test_one_percent_probe_loss_moves_no_route(lab: NetnsLab):
     window = float(os.environ.get("LBAPPLIANCE_LOSS_WINDOW", "60"))
     deadline = time.monotonic() + window
     while time.monotonic() < deadline:
-        assert lab.fib_nexthops(WEB) == both_nodes(lab)
+        assert lab.fib_nexthops(WEB) == lab.via(WEB)
         time.sleep(0.25)
     assert {n: bgp_counters(lab, n) for n in ("lb1", "lb2")} == before
     assert dropped(lab, "lb1") >= 1 and dropped(lab, "lb2") >= 1
@@ -268,7 +253,7 @@ def test_l4_vip_follows_its_xdp_program(lab: NetnsLab):
 
 
 def test_status_command(lab: NetnsLab):
-    lab.wait(lambda: lab.fib_nexthops(L4) == both_nodes(lab), 10, "ECMP for the L4 VIP")
+    lab.wait_ecmp(L4, 10)
     out = cli("status", "--site", "lab", *lab_hooks(lab))
     assert out.returncode == 0, out.stderr
     text = out.stdout

@@ -43,7 +43,9 @@ def test_bfd_detects_dead_node_fast_hold_timer_does_not(lab: NetnsLab) -> None:
     hold_timer = [lab.route_loss_time("lb1", VIP, bfd=False) for _ in range(2)]
     print(f"\nroute loss after links cut: BFD {with_bfd} s; hold timer {hold_timer} s")
     assert max(with_bfd) < 0.5
-    assert statistics.median(hold_timer) > 2.0  # the lab's 3 s hold time, less jitter
+    # The lab's 3 s hold time runs from the last keepalive (every ~1 s from ExaBGP, with
+    # jitter): measured 1.65-3.3 s.
+    assert statistics.median(hold_timer) > 1.5
     assert max(with_bfd) * 4 < min(hold_timer)
 
 

@@ -11,7 +11,11 @@ each LB node renders with its own runtime prefix (sockets, state, agent config
 under ``<workdir>/render/hosts/<node>/``) because all namespaces share one
 filesystem. They are children of the calling process, each in its own process
 group, and the calling process becomes a child subreaper so nothing is left as
-an unreaped orphan.
+an unreaped orphan. The router runs one BIRD for every BGP peer of the site
+(IPv4 and IPv6): their rendered configs combined (``router.py``).
+
+Dual stack: IPv6 addresses are added without duplicate address detection (usable
+at once) and, like IPv4 ones, survive their link going down (``cut_links``).
 
 The L4 data plane: backends that own L4 VIPs on lo (DSR) strip the LB's IPIP
 header with bpf/xdp_decap.c in generic XDP mode (this kernel has no ipip
@@ -27,9 +31,9 @@ Usage::
     with NetnsLab.create() as lab:               # namespaces, links, addresses (~1 s)
         lab.start_all()                          # backends, BIRD, HAProxy, keepalived,
                                                  # XDP forwarder, BFD, ExaBGP
-        lab.wait(lambda: len(lab.fib_nexthops("198.51.100.10/32")) == 2, 15, "ECMP")
+        lab.wait_ecmp("2001:db8:100::10/128")    # router FIB: ECMP over every LB node
         with lab.inside("client"):               # sockets made here live in that namespace
-            http.client.HTTPConnection("198.51.100.10", 80).request("GET", "/")
+            http.client.HTTPConnection("2001:db8:100::10", 80).request("GET", "/")
         lab.cut_links("lb1")                     # a dead node: its cables pulled
         lab.set_backend("backend1", latency_ms=900)
 
@@ -51,6 +55,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +68,7 @@ from ..render.specs import DATAPLANE_TARGET
 from ..secrets import Secrets
 from .backend import set_control
 from .poll import wait
+from .router import nexthops, route_show, router_bird_conf, router_sessions
 from .setns import entered, libc
 from .topology import LabHost, Topology, lab_topology
 
@@ -132,6 +138,8 @@ class NetnsLab:
             self._namespaces.append(ns)
             _ip("-n", ns, "link", "set", "lo", "up")
             self._sysctl(ns, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
+            # A link taken down (cut_links) keeps its IPv6 addresses, as IPv4 ones stay.
+            self._sysctl(ns, "net.ipv6.conf.all.keep_addr_on_down=1")
         for seg in self.topology.segments:
             _ip("-n", self.switch, "link", "add", f"br-{seg.name}", "type", "bridge")
             _ip("-n", self.switch, "link", "set", f"br-{seg.name}", "up")
@@ -157,13 +165,14 @@ class NetnsLab:
             _ip("link", "add", att.ifname, "netns", ns, "type", "veth",
                 "peer", "name", peer, "netns", self.switch)  # fmt: skip
             _ip("-n", self.switch, "link", "set", peer, "master", f"br-{att.segment}", "up")
-            for addr in att.addresses:
-                _ip("-n", ns, "addr", "add", str(addr), "dev", att.ifname)
+            for addr in att.addresses:  # IPv6: usable at once, no duplicate detection
+                nodad = ["nodad"] if addr.version == 6 else []
+                _ip("-n", ns, "addr", "add", str(addr), "dev", att.ifname, *nodad)
             _ip("-n", ns, "link", "set", att.ifname, "up")
-        if host.gateway:
-            _ip("-n", ns, "route", "add", "default", "via", str(host.gateway))
+        for gw in host.gateways:
+            _ip("-n", ns, f"-{gw.version}", "route", "add", "default", "via", str(gw))
         if host.kind == "router":
-            self._sysctl(ns, "net.ipv4.ip_forward=1")
+            self._sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
         if host.loopback_vips:
             # Own the VIPs on lo without answering ARP for them.
             self._sysctl(ns, "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2")
@@ -179,8 +188,8 @@ class NetnsLab:
             ns, dev = self.ns(host.name), host.ifname_on("backend")
             obj = self.bpf_object("xdp_decap")
             _ip("-n", ns, "link", "set", "dev", dev, "xdpgeneric", "obj", str(obj), "sec", "xdp")
-            if host.gateway:
-                _ip("-n", ns, "route", "replace", "default", "via", str(host.gateway),
+            for gw in (g for g in host.gateways if g.version == 4):  # DSR_ADVMSS is IPv4's
+                _ip("-n", ns, "route", "replace", "default", "via", str(gw),
                     "advmss", str(DSR_ADVMSS))  # fmt: skip
 
     def bpf_object(self, name: str) -> Path:
@@ -223,6 +232,10 @@ class NetnsLab:
             )  # fmt: skip
             for d in ("run/haproxy", "run/lbappliance", "var/lib/lbappliance", "etc/haproxy/certs"):
                 (root / d).mkdir(parents=True, exist_ok=True)
+
+    def rendered(self, path: str) -> str:
+        """A file of the site-wide render, e.g. ``rendered("routers/router/bird.conf")``."""
+        return (self.workdir / "render" / path).read_text()
 
     def config(self, node: str, path: str) -> Path:
         """A rendered file of a node, e.g. ``config("lb1", "etc/haproxy/haproxy.cfg")``."""
@@ -280,10 +293,11 @@ class NetnsLab:
         return self.popen(host.name, "backend", cmd)
 
     def start_bird(self) -> Daemon:
-        peer = self.site.model.bgp.peers[0]
+        """The router's BIRD: the rendered config of every BGP peer, combined (``router.py``)."""
         run = self.workdir / "router"
         run.mkdir(exist_ok=True)
-        conf = self.workdir / "render" / "routers" / peer.name / "bird.conf"
+        conf = run / "bird.conf"
+        conf.write_text(router_bird_conf(self.site, self.rendered))
         cmd = ["bird", "-f", "-c", str(conf), "-s", str(self.bird_socket)]
         return self.popen("router", "bird", [*cmd, "-P", str(run / "bird.pid")])
 
@@ -400,17 +414,19 @@ class NetnsLab:
         return time.monotonic() - start
 
     def fib_nexthops(self, prefix: str, host: str = "router") -> list[str]:
-        """Next hops of ``prefix`` in a host's kernel FIB (ECMP gives several)."""
-        out = self.run(host, ["ip", "-j", "route", "show", prefix]).stdout
-        hops = []
-        for route in json.loads(out or "[]"):
-            if route.get("dst") not in (prefix, prefix.split("/")[0]):
-                continue
-            if "nexthops" in route:
-                hops += [h["gateway"] for h in route["nexthops"]]
-            elif "gateway" in route:
-                hops.append(route["gateway"])
-        return sorted(hops)
+        """Next hops of ``prefix`` (IPv4 or IPv6) in a host's kernel FIB (ECMP gives several)."""
+        return nexthops(self.run(host, route_show(prefix)).stdout, prefix)
+
+    def via(self, prefix: str, *nodes: str) -> list[str]:
+        """What ``fib_nexthops(prefix)`` is while ``nodes`` (default: every LB node)
+        announce ``prefix``: their uplink addresses of its family, sorted."""
+        version = ip_network(prefix).version
+        hosts = [self.topology.host(n) for n in nodes] or self.topology.lbs
+        return sorted(str(h.address_on("uplink", version)) for h in hosts)
+
+    def wait_ecmp(self, prefix: str, timeout: float = 20) -> None:
+        """Wait until the router's FIB spreads ``prefix`` over every LB node."""
+        self.wait(lambda: self.fib_nexthops(prefix) == self.via(prefix), timeout, f"ECMP {prefix}")
 
     def birdc(self, *args: str) -> str:
         return self.run("router", ["birdc", "-s", str(self.bird_socket), *args]).stdout
@@ -441,19 +457,19 @@ class NetnsLab:
         Heals afterwards (links up, BGP restarted at once rather than after BIRD's
         growing error wait) and waits for ECMP over every node again, so trials repeat.
         """
-        everyone = [str(lb.address_on("uplink")) for lb in self.topology.lbs]
-        gone = str(self.topology.host(node).address_on("uplink"))
-        survivors = sorted(h for h in everyone if h != gone)
-        if bfd:
-            self.wait(lambda: self.bfd_sessions_up() == len(everyone), 10, "BFD sessions up")
-        self.wait(lambda: self.fib_nexthops(prefix) == sorted(everyone), 30, f"ECMP {prefix}")
+        survivors = self.via(prefix, *(lb.name for lb in self.topology.lbs if lb.name != node))
+        if bfd:  # one session per node and BGP peer
+            sessions = len(self.topology.lbs) * len(self.site.model.bgp.peers)
+            self.wait(lambda: self.bfd_sessions_up() == sessions, 10, "BFD sessions up")
+        self.wait_ecmp(prefix, 30)
         self.cut_links(node)
         elapsed = self.time_until(
             lambda: self.fib_nexthops(prefix) == survivors, timeout, f"{prefix} leaving {node}"
         )
         self.restore_links(node)
-        self.birdc("restart", node)
-        self.wait(lambda: self.fib_nexthops(prefix) == sorted(everyone), 30, f"ECMP {prefix}")
+        for session in router_sessions(self.site, node):
+            self.birdc("restart", session)
+        self.wait_ecmp(prefix, 30)
         return elapsed
 
     def control_file(self, backend: str) -> Path:

@@ -13,12 +13,18 @@ Host fixes (see LAB-NOTES): podman reads the lab's own ``containers.conf``
 changes. Every network is ``--internal`` (no NAT, no route off the machine); the
 management segment carries the host's address for SSH, the others have no host
 address (IPAM ``none``) and each container sets its own addresses at boot
-(``lab-net.service``), so a restarted container comes back as it was. ``down``
-removes containers and networks (labelled, so leftovers of a crashed run go too)
-and puts back ``net.ipv4.ip_forward`` if netavark changed it.
+(``lab-net.service``), so a restarted container comes back as it was. Segments
+with IPv6 subnets are created ``--ipv6``. The host must never route lab IPv6: its
+own IPv6 default route leaves the machine. It has no IPv6 address on IPAM
+``none`` segments (podman refuses subnets there), and since netavark turns on
+the host's IPv6 forwarding for an IPv6 network with host IPAM, the lab turns it
+back off whenever containers start. ``down`` removes containers and networks
+(labelled, so leftovers of a crashed run go too) and puts back
+``net.ipv4.ip_forward`` and ``net.ipv6.conf.all.forwarding`` if netavark
+changed them.
 
-The router pins every forwarded flow to the next hop it started on (conntrack
-mark + policy routing): established connections stay on a draining node after
+The router pins every forwarded flow (IPv4 and IPv6) to the next hop it started on
+(conntrack mark + policy routing): established connections stay on a draining node after
 its route is withdrawn, as on edge routers with flow-sticky ECMP. New flows
 follow BGP, spread by an L4 hash (``fib_multipath_hash_policy=1``).
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
 import json
 import os
 import shlex
@@ -49,6 +56,7 @@ from ..secrets import Secrets
 from . import poll
 from .image import ensure_image
 from .netns import DSR_ADVMSS
+from .router import nexthops, route_show, router_bird_conf
 from .setns import entered
 from .topology import LabHost, Topology, lab_topology
 
@@ -57,6 +65,11 @@ LABEL = "lbappliance.lab"
 CAPS = "SYS_ADMIN,NET_ADMIN,NET_RAW,NET_BROADCAST"  # BIRD keeps NET_BROADCAST
 BACKEND_CONTROL = "/etc/lab-backend.json"
 DECAP_OBJECT = "/usr/local/lib/lab/xdp_decap.o"
+# Host settings netavark may change: state-file key -> sysctl, put back by ``down``.
+HOST_SYSCTLS = {
+    "ip_forward": "net.ipv4.ip_forward",
+    "ipv6_forwarding": "net.ipv6.conf.all.forwarding",
+}
 CONTAINERS_CONF = """\
 # Written by lbappliance for its container lab (rootful podman on this host kind).
 [containers]
@@ -173,7 +186,7 @@ class PodmanLab:
             return timings
         self.down(quiet=True)
         t = time.monotonic()
-        state = {"image": image, "ip_forward": _read_sysctl("net.ipv4.ip_forward")}
+        state = {"image": image, **{k: _read_sysctl(s) for k, s in HOST_SYSCTLS.items()}}
         self.state_file.write_text(json.dumps(state, indent=2))
         self._ssh_key()
         shutil.rmtree(self.state / "bpf", ignore_errors=True)  # compiled afresh per lab
@@ -182,6 +195,7 @@ class PodmanLab:
                 self._create_network(seg.name, seg.subnets)
             for host in self.hosts:
                 self._run_container(host, image)
+            self._restore_host_sysctls(("ipv6_forwarding",))  # the host never routes lab IPv6
             for host in self.hosts:
                 self._provision(host)
             self.wait_ready()
@@ -205,6 +219,8 @@ class PodmanLab:
 
     def _create_network(self, segment: str, subnets: tuple) -> None:
         args = ["network", "create", "--internal", "--disable-dns", "--label", f"{LABEL}={PREFIX}"]
+        if any(net.version == 6 for net in subnets):
+            args.append("--ipv6")
         if segment == "mgmt":  # the host's address for SSH: the first of the subnet
             for net in subnets:  # explicit: internal networks without DNS get none
                 args += ["--subnet", str(net), "--gateway", str(next(net.hosts()))]
@@ -241,6 +257,7 @@ class PodmanLab:
         settings = ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"]
         if host.kind == "router":
             settings += ["net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"]
+            settings += ["net.ipv6.conf.all.forwarding=1", "net.ipv6.fib_multipath_hash_policy=1"]
         if host.loopback_vips:  # DSR: own the VIPs on lo without answering ARP for them
             settings += ["net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"]
         return settings
@@ -290,7 +307,9 @@ class PodmanLab:
         lines = ["#!/bin/sh", "# Written by lbappliance lab: this host's lab addresses.", "set -e"]
         for att in host.attachments:
             if att.segment != "mgmt":  # podman's IPAM sets the management address
-                lines += [f"ip address replace {a} dev {att.ifname}" for a in att.addresses]
+                for a in att.addresses:  # IPv6: usable at once, no duplicate detection
+                    nodad = " nodad" if a.version == 6 else ""
+                    lines.append(f"ip address replace {a} dev {att.ifname}{nodad}")
             lines.append(f"ip link set {att.ifname} up")
         if host.kind == "lb":
             lines += [
@@ -301,10 +320,11 @@ class PodmanLab:
                 "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf",
             ]
         dsr = host.kind == "backend" and bool(host.loopback_vips)
-        if host.gateway:  # LB nodes: the router, never the management segment
-            # DSR backends: leave room in the MSS for the LB's IPIP header.
-            mss = f" advmss {DSR_ADVMSS}" if dsr else ""
-            lines.append(f"ip route replace default via {host.gateway}{mss}")
+        for gw in host.gateways:  # LB nodes: the router, never the management segment
+            # DSR backends: leave room in the MSS for the LB's IPIP header (IPv4's).
+            mss = f" advmss {DSR_ADVMSS}" if dsr and gw.version == 4 else ""
+            family = "" if gw.version == 4 else " -6"
+            lines.append(f"ip{family} route replace default via {gw}{mss}")
         if dsr:  # strip the LB's IPIP header (this kernel has no ipip driver)
             dev = host.ifname_on("backend")
             lines.append(f"ip link set dev {dev} xdpgeneric off")
@@ -318,35 +338,51 @@ class PodmanLab:
         return "\n".join(lines) + "\n"
 
     def _flow_pinning(self) -> list[str]:
-        """Keep each forwarded flow on the LB it started on (see the module docstring)."""
-        prefixes = [str(v.prefix) for v in self.site.model.anycast if v.prefix.version == 4]
-        lbs = [(i + 1, lb.address_on("uplink")) for i, lb in enumerate(self.topology.lbs)]
-        if not prefixes:
+        """Keep each forwarded flow on the LB it started on (see the module docstring).
+
+        LB node ``n`` (from 1) is conntrack mark ``n`` and routing table ``100 + n``,
+        in each address family the site announces anycast VIPs in.
+        """
+        lbs = list(enumerate(self.topology.lbs, start=1))
+        post, pin, routing = [], [], []
+        for version, family in ((4, "ip"), (6, "ip6")):
+            prefixes = [
+                str(v.prefix) for v in self.site.model.anycast if v.prefix.version == version
+            ]
+            if not prefixes:
+                continue
+            post.append(f"    ct mark 0 {family} daddr {{ {', '.join(prefixes)} }} jump pin")
+            for mark, lb in lbs:
+                addr, table = lb.address_on("uplink", version), 100 + mark
+                pin.append(f"    rt {family} nexthop {addr} ct mark set {mark}")
+                routing += [
+                    f"ip -{version} rule del fwmark {mark} lookup {table} 2>/dev/null || true",
+                    f"ip -{version} rule add fwmark {mark} lookup {table}",
+                    *(
+                        f"ip -{version} route replace {p} via {addr} table {table}"
+                        for p in prefixes
+                    ),
+                ]
+        if not post:
             return []
         rules = [
-            "table ip lab_pin",
-            "delete table ip lab_pin",
-            "table ip lab_pin {",
+            "table inet lab_pin",
+            "delete table inet lab_pin",
+            "table inet lab_pin {",
             "  chain pre {",
             "    type filter hook prerouting priority mangle; policy accept;",
             "    ct mark != 0 meta mark set ct mark",
             "  }",
             "  chain post {",
             "    type filter hook postrouting priority mangle; policy accept;",
-            f"    ct mark 0 ip daddr {{ {', '.join(prefixes)} }} jump pin",
+            *post,
             "  }",
             "  chain pin {",
-            *(f"    rt ip nexthop {addr} ct mark set {mark}" for mark, addr in lbs),
+            *pin,
             "  }",
             "}",
         ]
-        lines = ["nft -f - <<'EOF'", *rules, "EOF"]
-        for mark, addr in lbs:
-            table = 100 + mark
-            lines.append(f"ip rule del fwmark {mark} lookup {table} 2>/dev/null || true")
-            lines.append(f"ip rule add fwmark {mark} lookup {table}")
-            lines += [f"ip route replace {p} via {addr} table {table}" for p in prefixes]
-        return lines
+        return ["nft -f - <<'EOF'", *rules, "EOF", *routing]
 
     def decap_object(self) -> Path:
         """bpf/xdp_decap.c compiled once per lab (the project's clang flags)."""
@@ -356,9 +392,9 @@ class PodmanLab:
         return out
 
     def bird_conf(self) -> str:
-        rendered = render_site(self.site, Secrets(None, None))
-        peer = self.site.model.bgp.peers[0]
-        return rendered.by_path()[f"routers/{peer.name}/bird.conf"].content.decode()
+        """The router's BIRD: the rendered config of every BGP peer, combined (``router.py``)."""
+        files = render_site(self.site, Secrets(None, None)).by_path()
+        return router_bird_conf(self.site, lambda path: files[path].content.decode())
 
     def _wait_systemd(self, host: str, timeout: float = 60) -> None:
         def booted() -> bool:
@@ -382,16 +418,19 @@ class PodmanLab:
             wait(lambda a=addr: _tcp_open(a, 22), timeout, f"SSH on {lb.name} ({addr})")
 
     def assert_lab_route(self, address: str) -> None:
-        """Refuse to send anything unless ``address`` is reached over the lab's own bridge.
+        """Refuse to send anything unless ``address`` (IPv4 or IPv6) is reached over the
+        lab's own bridge.
 
         Without this, a lab address missing from the host would be routed to
-        the machine's real uplink.
+        the machine's real uplink (the host has a default route of each family there).
         """
         out = self.podman.run("network", "inspect", self.network("mgmt")).stdout
         bridge = json.loads(out)[0]["network_interface"]
+        family = f"-{ipaddress.ip_address(address).version}"
         route = subprocess.run(
-            ["ip", "-j", "route", "get", address], capture_output=True, text=True, check=True
-        )
+            ["ip", "-j", family, "route", "get", address], capture_output=True, text=True,
+            check=True,
+        )  # fmt: skip
         dev = json.loads(route.stdout)[0].get("dev")
         if dev != bridge:
             raise PodmanError(f"{address} would leave through {dev}, not the lab bridge {bridge}")
@@ -399,7 +438,7 @@ class PodmanLab:
     # --- down ----------------------------------------------------------------------
 
     def down(self, quiet: bool = False) -> list[str]:
-        """Remove every lab container and network (by label); restore ip_forward."""
+        """Remove every lab container and network (by label); restore IP forwarding."""
         removed = []
         ids = self.podman.run(
             "ps", "-a", "-q", "--filter", f"label={LABEL}={PREFIX}", check=False
@@ -415,16 +454,25 @@ class PodmanLab:
             removed += [f"{len(nets)} networks"]
         if nets and self._podman_idle():
             removed += _remove_netavark_chains()
-        if self.state_file.is_file():
-            before = json.loads(self.state_file.read_text()).get("ip_forward")
-            if before is not None and _read_sysctl("net.ipv4.ip_forward") != before:
-                _write_sysctl("net.ipv4.ip_forward", before)
-                removed.append(f"ip_forward restored to {before}")
-            self.state_file.unlink()
+        removed += self._restore_host_sysctls(tuple(HOST_SYSCTLS))
+        self.state_file.unlink(missing_ok=True)
         if self.key.parent.is_dir():
             self._close_ssh_masters()
             shutil.rmtree(self.key.parent)
         return removed
+
+    def _restore_host_sysctls(self, keys: tuple[str, ...]) -> list[str]:
+        """Put back the host settings (``HOST_SYSCTLS`` keys) netavark changed since ``up``."""
+        if not self.state_file.is_file():
+            return []
+        state = json.loads(self.state_file.read_text())
+        restored = []
+        for key in keys:
+            before = state.get(key)
+            if before is not None and _read_sysctl(HOST_SYSCTLS[key]) != before:
+                _write_sysctl(HOST_SYSCTLS[key], before)
+                restored.append(f"{key} restored to {before}")
+        return restored
 
     def _podman_idle(self) -> bool:
         """No container runs and only podman's default network is left."""
@@ -465,7 +513,7 @@ class PodmanLab:
             f"{link['ifname']} {a['local']}/{a['prefixlen']}"
             for link in json.loads(out or "[]")
             for a in link.get("addr_info", [])
-            if a.get("family") == "inet" and a["local"] != "127.0.0.1"
+            if a.get("scope") == "global"
         )
 
     def vrrp_holders(self, vip: str) -> list[str]:
@@ -482,15 +530,7 @@ class PodmanLab:
 
     def fib_nexthops(self, prefix: str) -> list[str]:
         """Next hops of ``prefix`` in the router's kernel FIB (ECMP gives several)."""
-        out = self.exec("router", "ip", "-j", "route", "show", prefix, check=False).stdout
-        hops = []
-        for route in json.loads(out or "[]"):
-            if route.get("dst") not in (prefix, prefix.split("/")[0]):
-                continue
-            hops += [h["gateway"] for h in route.get("nexthops", [])]
-            if "gateway" in route:
-                hops.append(route["gateway"])
-        return sorted(hops)
+        return nexthops(self.exec("router", *route_show(prefix), check=False).stdout, prefix)
 
     def birdc(self, *args: str) -> str:
         return self.exec("router", "birdc", *args, check=False).stdout
@@ -545,6 +585,7 @@ class PodmanLab:
     def start(self, host: str) -> None:
         """Boot a stopped host again; lab-net.service restores its addresses."""
         self.podman.run("start", self.container(host))
+        self._restore_host_sysctls(("ipv6_forwarding",))
         self._wait_systemd(host)
         lab_host = self.topology.host(host)
         if lab_host.kind == "lb":

@@ -6,16 +6,18 @@ systemd container per host, a podman network per segment).
 
 Hosts:
 - the LB nodes, exactly as the inventory gives them (interfaces, addresses),
-  with the first IPv4 BGP peer as default gateway (replies to clients) and
-  the anycast VIPs on lo (as `lbappliance-vips.service` does on real nodes);
+  with the first BGP peer of each address family as that family's default
+  gateway (replies to clients) and the anycast VIPs on lo (as
+  `lbappliance-vips.service` does on real nodes);
 - ``router``: BIRD, peering with every node; it holds each BGP peer address of
-  the inventory, the first address of every VRRP VIP subnet on the uplink
-  segment, the first address of each backend subnet (the backends' gateway for
-  DSR replies) and the client subnet's gateway;
+  the inventory (IPv4 and IPv6), the first address of every VRRP VIP subnet on
+  the uplink segment, the first address of each backend subnet (the backends'
+  gateway for DSR replies) and the client subnets' gateways;
 - the backends: every L7 server and L4 backend address, named after its L7
   server (else ``backend-<last octet>``), serving HTTP on every port used, with
   the L4 VIPs on their loopback for DSR (IPIP decapsulation);
-- ``client``: on its own segment behind the router.
+- ``client``: on its own segment behind the router, with an address of each
+  family the site peers in (``CLIENT_SUBNETS``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from functools import cached_property
 from ..inventory import Site
 from ..inventory.schema import Inventory
 
-CLIENT_SUBNET = ipaddress.ip_network("10.40.0.0/24")
+CLIENT_SUBNETS = (ipaddress.ip_network("10.40.0.0/24"), ipaddress.ip_network("2001:db8:40::/64"))
 IPIface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -46,13 +48,14 @@ class LabHost:
     name: str
     kind: str  # "lb" | "router" | "backend" | "client"
     attachments: tuple[Attachment, ...]
-    gateway: IPAddr | None = None  # default route
+    gateways: tuple[IPAddr, ...] = ()  # default routes, at most one per IP version
     loopback_vips: tuple[IPAddr, ...] = ()  # VIPs owned on lo (LB: anycast; backend: DSR)
     http_ports: tuple[int, ...] = ()  # backends: ports the lab HTTP server listens on
 
-    def address_on(self, segment: str) -> IPAddr:
+    def address_on(self, segment: str, version: int | None = None) -> IPAddr:
+        """The host's first address on ``segment`` (of IP ``version`` if given)."""
         att = next(a for a in self.attachments if a.segment == segment)
-        return att.addresses[0].ip
+        return next(a.ip for a in att.addresses if version in (None, a.version))
 
     def ifname_on(self, segment: str) -> str:
         return next(a.ifname for a in self.attachments if a.segment == segment)
@@ -111,11 +114,17 @@ def lab_topology(site: Site) -> Topology:
     vrrp_nets = tuple(
         dict.fromkeys(v.network for g in inv.vrrp if g.interface in uplink_ifnames for v in g.vips)
     )
+    versions = sorted({p.address.version for p in inv.bgp.peers})
+    client = tuple(n for n in CLIENT_SUBNETS if n.version in versions)
     segments = (
         Segment("mgmt", mgmt),
         Segment("uplink", uplink + vrrp_nets),
         Segment("backend", backend),
-        Segment("client", (CLIENT_SUBNET,)),
+        Segment("client", client),
+    )
+    # The first BGP peer of each family routes the LB nodes' replies.
+    peer_gateways = tuple(
+        next(p.address for p in inv.bgp.peers if p.address.version == v) for v in versions
     )
     hosts: list[LabHost] = []
     for node in inv.nodes:
@@ -126,7 +135,7 @@ def lab_topology(site: Site) -> Topology:
                 attachments=tuple(
                     Attachment(i.role, i.name, tuple(i.addresses)) for i in node.interfaces
                 ),
-                gateway=next(p.address for p in inv.bgp.peers if p.address.version == 4),
+                gateways=peer_gateways,
                 loopback_vips=tuple(v.prefix.ip for v in inv.anycast),
             )
         )
@@ -138,7 +147,7 @@ def lab_topology(site: Site) -> Topology:
     ]
     router_uplink += [ipaddress.ip_interface(f"{next(n.hosts())}/{n.prefixlen}") for n in vrrp_nets]
     backend_gw = [ipaddress.ip_interface(f"{next(n.hosts())}/{n.prefixlen}") for n in backend]
-    client_gw = ipaddress.ip_interface(f"{next(CLIENT_SUBNET.hosts())}/{CLIENT_SUBNET.prefixlen}")
+    client_gw = tuple(ipaddress.ip_interface(f"{next(n.hosts())}/{n.prefixlen}") for n in client)
     hosts.append(
         LabHost(
             name="router",
@@ -146,7 +155,7 @@ def lab_topology(site: Site) -> Topology:
             attachments=(
                 Attachment("uplink", "eth1", tuple(router_uplink)),
                 Attachment("backend", "eth2", tuple(backend_gw)),
-                Attachment("client", "eth3", (client_gw,)),
+                Attachment("client", "eth3", client_gw),
             ),
         )
     )
@@ -173,18 +182,18 @@ def lab_topology(site: Site) -> Topology:
                         "backend", "eth1", (ipaddress.ip_interface(f"{addr}/{net.prefixlen}"),)
                     ),
                 ),
-                gateway=backend_gw[backend.index(net)].ip,
+                gateways=(backend_gw[backend.index(net)].ip,),
                 loopback_vips=tuple(sorted(vips.get(addr, ()))),
                 http_ports=tuple(sorted(ports[addr])),
             )
         )
-    client_addr = ipaddress.ip_interface(f"{CLIENT_SUBNET[2]}/{CLIENT_SUBNET.prefixlen}")
+    client_addrs = tuple(ipaddress.ip_interface(f"{n[2]}/{n.prefixlen}") for n in client)
     hosts.append(
         LabHost(
             name="client",
             kind="client",
-            attachments=(Attachment("client", "eth1", (client_addr,)),),
-            gateway=client_gw.ip,
+            attachments=(Attachment("client", "eth1", client_addrs),),
+            gateways=tuple(gw.ip for gw in client_gw),
         )
     )
     return Topology(site=site, segments=segments, hosts=tuple(hosts))
