@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lbappliance.nic.cpulist import format_cpulist
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 # --- ethtool 6.1 text -------------------------------------------------------------------------
@@ -241,18 +243,6 @@ def kernel_mask(cpus: Sequence[int] | set[int], nbits: int) -> str:
         digits = digits[:-8]
     groups.insert(0, digits)
     return ",".join(groups)
-
-
-def cpulist(cpus: Sequence[int] | set[int]) -> str:
-    ordered = sorted(set(cpus))
-    parts, i = [], 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)
 
 
 @dataclass
@@ -566,11 +556,11 @@ def build(spec: HostSpec, root: Path) -> None:
     cpu = "/sys/devices/system/cpu"
     online = spec.online
     offline = sorted(set(range(spec.possible)) - set(online))
-    t.write(f"{cpu}/online", cpulist(online) + "\n")
-    t.write(f"{cpu}/offline", (cpulist(offline) if offline else "") + "\n")
+    t.write(f"{cpu}/online", format_cpulist(online) + "\n")
+    t.write(f"{cpu}/offline", (format_cpulist(offline) if offline else "") + "\n")
     t.write(f"{cpu}/possible", f"0-{spec.possible - 1}\n")
     t.write(f"{cpu}/present", f"0-{spec.possible - 1}\n")
-    t.write(f"{cpu}/isolated", cpulist(spec.isolated) + "\n")
+    t.write(f"{cpu}/isolated", format_cpulist(spec.isolated) + "\n")
     t.write(f"{cpu}/kernel_max", "8191\n")
     t.write(f"{cpu}/smt/control", spec.smt_control + "\n")
     nodes: dict[int, list[int]] = {}
@@ -586,10 +576,10 @@ def build(spec: HostSpec, root: Path) -> None:
         topo = f"{cpu}/cpu{c}/topology"
         t.write(f"{topo}/core_id", f"{cs.core_id}\n")
         t.write(f"{topo}/physical_package_id", f"{cs.package}\n")
-        t.write(f"{topo}/thread_siblings_list", cpulist(siblings) + "\n")
-        t.write(f"{topo}/core_siblings_list", cpulist(package_cpus) + "\n")
+        t.write(f"{topo}/thread_siblings_list", format_cpulist(siblings) + "\n")
+        t.write(f"{topo}/core_siblings_list", format_cpulist(package_cpus) + "\n")
     for node, cpus in sorted(nodes.items()):
-        t.write(f"/sys/devices/system/node/node{node}/cpulist", cpulist(cpus) + "\n")
+        t.write(f"/sys/devices/system/node/node{node}/cpulist", format_cpulist(cpus) + "\n")
 
     interrupts: list[str] = []
     irq = spec.irq_base
@@ -631,7 +621,7 @@ def _build_nic(t: Tree, spec: HostSpec, nic: NicSpec, irq: int, interrupts: list
     t.link(f"{pci}/subsystem", "/sys/bus/pci")
     t.write(f"{pci}/numa_node", f"{nic.numa_node}\n")
     node_cpus = [c for c in spec.online if spec.cpus[c].node == nic.numa_node]
-    t.write(f"{pci}/local_cpulist", cpulist(node_cpus or spec.online) + "\n")
+    t.write(f"{pci}/local_cpulist", format_cpulist(node_cpus or spec.online) + "\n")
     t.write(f"{pci}/vendor", nic.vendor + "\n")
     t.write(f"{pci}/device", nic.device + "\n")
     net = f"{dev}/net/{nic.name}"
@@ -649,7 +639,7 @@ def _build_nic(t: Tree, spec: HostSpec, nic: NicSpec, irq: int, interrupts: list
     for hw, (name, queue) in enumerate(nic.irq_names(nic)):
         affinity = nic.irq_affinity(queue, spec.online)
         t.write(f"{pci}/msi_irqs/{irq}", "msix\n")
-        t.write(f"/proc/irq/{irq}/smp_affinity_list", cpulist(affinity) + "\n")
+        t.write(f"/proc/irq/{irq}/smp_affinity_list", format_cpulist(affinity) + "\n")
         t.write(f"/proc/irq/{irq}/smp_affinity", kernel_mask(affinity, nbits) + "\n")
         t.write(f"/proc/irq/{irq}/effective_affinity_list", f"{affinity[0]}\n")
         t.write(f"/proc/irq/{irq}/node", f"{max(nic.numa_node, 0)}\n")
