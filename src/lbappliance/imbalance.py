@@ -45,6 +45,7 @@ CMI_THRESHOLD = 0.8  # utilisation ceiling the index is measured against (seed 0
 CMI_CRITICAL = 0.2
 CMI_WARNING = 0.3
 RECORD_EVERY = 10.0
+DEFAULT_HISTORY = "/run/lbappliance/weights-history.json"
 KEEP = 3600.0 + 60.0
 FIELDS = ("stot", "scur", "slim", "uweight", "rtime")
 
@@ -320,6 +321,47 @@ def to_json(reports: list[PoolReport]) -> str:
     return json.dumps({"pools": [asdict(r) for r in reports]}, indent=2, sort_keys=True)
 
 
+def alarming(reports: list[PoolReport]) -> bool:
+    """A structural imbalance or a critical capacity margin somewhere."""
+    return any(r.verdict == "structural" for r in reports) or any(
+        s.cmi_level == "critical" for r in reports for s in r.servers
+    )
+
+
+# --- measuring ------------------------------------------------------------------------
+
+
+def measure(
+    metas: dict[str, PoolMeta], sock: AdminSocket, history: Path, sample: float
+) -> list[PoolReport]:
+    """Reports from the controller's recent history, else from ``sample`` seconds of HAProxy.
+
+    Raises ``SocketError`` when HAProxy cannot be read.
+    """
+    samples = load_history(history)
+    if len(samples) < 2 or time.time() - samples[-1].time > 2 * RECORD_EVERY:
+        first = sample_of(time.time(), sock.show_stat())
+        time.sleep(sample)
+        samples = [first]
+    samples.append(sample_of(time.time(), sock.show_stat()))
+    return analyze(samples, metas)
+
+
+def on_node(weights_config: Path, socket_path: str, sample: float) -> dict[str, Any]:
+    """What ``lbappliance status --imbalance`` gets from each node (the node helper calls it).
+
+    Pools, inventory weights, targets and the history file come from the node's
+    rendered ``weights.json`` (next to the agent's config).
+    """
+    metas, _, history = _metas_from_config(weights_config)
+    reports = measure(metas, AdminSocket(socket_path), Path(history or DEFAULT_HISTORY), sample)
+    return {
+        "pools": [asdict(r) for r in reports],
+        "table": format_table(reports),
+        "alarm": alarming(reports),
+    }
+
+
 # --- command --------------------------------------------------------------------------
 
 
@@ -338,16 +380,19 @@ def _metas_from_site(inventory_dir: Path | None, site: str) -> tuple[dict[str, P
     return metas, RuntimePaths().haproxy_socket
 
 
-def _metas_from_config(path: Path) -> tuple[dict[str, PoolMeta], str | None]:
-    """The node's weights.json: inventory weights and targets of the controlled pools."""
+def _metas_from_config(
+    path: Path,
+) -> tuple[dict[str, PoolMeta], str | None, str | None]:
+    """The node's weights.json: inventory weights and targets of the controlled pools,
+    HAProxy's admin socket and the controller's history file."""
     from .weights.config import load
 
     try:
         cfg = load(path)
     except (OSError, ValueError, KeyError):
-        return {}, None
+        return {}, None, None
     metas = {p.name: PoolMeta(dict(p.servers), p.target_latency) for p in cfg.pools}
-    return metas, cfg.haproxy_socket
+    return metas, cfg.haproxy_socket, cfg.history_file
 
 
 @click.command("imbalance")
@@ -371,7 +416,7 @@ def _metas_from_config(path: Path) -> tuple[dict[str, PoolMeta], str | None]:
 @click.option(
     "--history",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("/run/lbappliance/weights-history.json"),
+    default=Path(DEFAULT_HISTORY),
     show_default=True,
     help="History the weight controller records.",
 )
@@ -395,7 +440,8 @@ def imbalance(
     """Load imbalance per pool: CV over 5/15/60 min windows, capacity margin per server.
 
     Run it on an LB node: it reads HAProxy's admin socket and the history the
-    weight controller keeps. Inventory weights and target latencies come from
+    weight controller keeps (from a workstation: `lbappliance status --site S
+    --imbalance` runs it on every node). Inventory weights and target latencies come from
     the site (--site) or the node's weights.json; pools found in neither use
     HAProxy's current weights and a 100 ms target. CV > 0.3 in every window is
     a structural imbalance; a CMI under 0.2 is critical. Exit status 1 when
@@ -406,22 +452,12 @@ def imbalance(
     if site:
         metas, default_socket = _metas_from_site(inventory_dir, site)
     else:
-        metas, node_socket = _metas_from_config(config_path)
+        metas, node_socket, _ = _metas_from_config(config_path)
         default_socket = node_socket or RuntimePaths().haproxy_socket
-    sock = AdminSocket(socket_path or default_socket)
-    samples = load_history(history)
     try:
-        if len(samples) < 2 or time.time() - samples[-1].time > 2 * RECORD_EVERY:
-            first = sample_of(time.time(), sock.show_stat())
-            time.sleep(sample)
-            samples = [first]
-        samples.append(sample_of(time.time(), sock.show_stat()))
+        reports = measure(metas, AdminSocket(socket_path or default_socket), history, sample)
     except SocketError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
-    reports = analyze(samples, metas)
     click.echo(to_json(reports) if as_json else format_table(reports))
-    bad = any(r.verdict == "structural" for r in reports) or any(
-        s.cmi_level == "critical" for r in reports for s in r.servers
-    )
-    sys.exit(1 if bad else 0)
+    sys.exit(1 if alarming(reports) else 0)

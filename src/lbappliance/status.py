@@ -78,9 +78,23 @@ def format_node(name: str, r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def collect(runner: Any, nodes: list[str]) -> dict[str, dict[str, Any]]:
+def format_imbalance(r: dict[str, Any]) -> list[str]:
+    """A node's imbalance table (``lbappliance imbalance``'s), or why it is missing."""
+    if "imbalance" not in r:
+        return [f"  imbalance not measured: {r.get('error', 'no answer')}"]
+    table = r["imbalance"]["table"].rstrip().splitlines()
+    return ["  imbalance:", *(f"  {line}" for line in table)]
+
+
+def collect(
+    runner: Any, nodes: list[str], imbalance_sample: float | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each node's report (with its load imbalance when ``imbalance_sample`` is given)."""
+    action = ["report"]
+    if imbalance_sample is not None:
+        action = ["imbalance", "--sample", f"{imbalance_sample:g}"]
     reports: dict[str, dict[str, Any]] = {}
-    for node, result in runner.many(nodes, ["report"]).items():
+    for node, result in runner.many(nodes, action).items():
         reports[node] = {"report_error": str(result)} if isinstance(result, NodeError) else result
     return reports
 
@@ -90,12 +104,26 @@ def collect(runner: Any, nodes: list[str]) -> dict[str, dict[str, Any]]:
 @inventory_option
 @click.option("--node", "only", multiple=True, help="Only this node (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document for machines.")
+@click.option(
+    "--imbalance",
+    is_flag=True,
+    help="Also per pool and server: CV of load over 5/15/60 min and the capacity margin.",
+)
+@click.option(
+    "--sample",
+    type=click.FloatRange(1, 60),
+    default=5.0,
+    show_default=True,
+    help="With --imbalance: seconds to sample HAProxy where the controller kept no history.",
+)
 @lab_options
 def status(
     site: str,
     inventory_dir: Path,
     only: tuple[str, ...],
     as_json: bool,
+    imbalance: bool,
+    sample: float,
     node_exec: str | None,
     node_root: str | None,
 ) -> None:
@@ -104,7 +132,10 @@ def status(
     \b
     Read on each node over Ansible (SSH to the inventory's management address):
     the health agent's state file, HAProxy's admin socket, the VRRP addresses.
-    Exit status 1 when a node could not be read.
+    With --imbalance, also each node's load imbalance (seed 000): CV > 0.3 in
+    every window is structural; a capacity margin under 0.2 is critical.
+    Exit status 1 when a node could not be read, or (--imbalance) a pool is
+    structurally imbalanced or a server critical.
     """
     inv = load_inventory(inventory_dir, site)
     names = [n.name for n in inv.nodes]
@@ -113,7 +144,7 @@ def status(
         raise click.BadParameter(f"no node {unknown[0]!r}; nodes: {', '.join(names)}")
     nodes = list(only) or names
     with runner_for(inv, node_exec, node_root) as runner:
-        reports = collect(runner, nodes)
+        reports = collect(runner, nodes, sample if imbalance else None)
     if as_json:
         click.echo(json.dumps({"site": inv.site.name, "nodes": reports}, indent=1, sort_keys=True))
     else:
@@ -124,5 +155,10 @@ def status(
             click.echo("")
             for line in format_node(node, reports[node]):
                 click.echo(line)
+            if imbalance and "report_error" not in reports[node]:
+                for line in format_imbalance(reports[node]):
+                    click.echo(line)
     if any("report_error" in r for r in reports.values()):
+        sys.exit(1)
+    if imbalance and any(r.get("imbalance", {"alarm": True})["alarm"] for r in reports.values()):
         sys.exit(1)

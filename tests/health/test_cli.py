@@ -18,7 +18,7 @@ from lbappliance.maintenance import (
     enter,
     leave,
 )
-from lbappliance.status import format_node
+from lbappliance.status import format_imbalance, format_node
 
 from ..conftest import INVENTORY
 
@@ -247,3 +247,17 @@ def test_status_over_ssh_reports_unreachable_nodes(inventory_copy):
     assert out.returncode == 1, out.stdout + out.stderr
     assert "lb1  UNREACHABLE  lb1: unreachable:" in out.stdout
     assert "Connection refused" in out.stdout
+
+
+def test_imbalance_lines_or_why_they_are_missing():
+    table = "pool web: BALANCED  (target latency 100 ms)\n  server ...\n"
+    r = {**report(), "imbalance": {"pools": [], "table": table, "alarm": False}}
+    assert format_imbalance(r) == [
+        "  imbalance:",
+        "  pool web: BALANCED  (target latency 100 ms)",
+        "    server ...",
+    ]
+    failed = {**report(), "error": "imbalance: HAProxy admin socket: connection refused"}
+    assert format_imbalance(failed) == [
+        "  imbalance not measured: imbalance: HAProxy admin socket: connection refused"
+    ]

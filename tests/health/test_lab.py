@@ -267,3 +267,17 @@ def test_status_command(lab: NetnsLab):
     lb1 = data["nodes"]["lb1"]
     assert lb1["agent"]["neighbors"]["10.10.0.1"]["state"] == "up"
     assert lb1["haproxy"]["backends"]["web"]["up"] == 2
+    # --imbalance runs the imbalance analysis on every node (1 s of HAProxy samples here).
+    for _ in range(20):
+        get(lab)
+    out = cli("status", "--site", "lab", "--imbalance", "--sample", "1", *lab_hooks(lab))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("  imbalance:") == 2 and "  pool web: " in out.stdout
+    data = json.loads(
+        cli("status", "--site", "lab", "--imbalance", "--sample", "1", "--json",
+            *lab_hooks(lab)).stdout
+    )  # fmt: skip
+    for node in ("lb1", "lb2"):
+        pools = {p["pool"]: p for p in data["nodes"][node]["imbalance"]["pools"]}
+        assert {s["server"] for s in pools["web"]["servers"]} == {"backend1", "backend2"}
+        assert data["nodes"][node]["imbalance"]["alarm"] is False

@@ -6,6 +6,7 @@ Run on an LB node (over Ansible) with the node's agent configuration::
     ... maintenance-on --note "kernel upgrade"   # maintenance file + VRRP demote
     ... servers-maint                            # drained: HAProxy servers to MAINT
     ... maintenance-off                          # servers READY (slow start), files cleared
+    ... imbalance --sample 5                     # report + load imbalance (seed 000)
 
 Every command prints one JSON report on stdout: the agent's state file (VIPs,
 BGP sessions as ExaBGP reported them), HAProxy frontends/backends, VRRP state
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     on.add_argument("--note", default="")
     sub.add_parser("servers-maint")
     sub.add_parser("maintenance-off")
+    imbalance = sub.add_parser("imbalance")
+    imbalance.add_argument("--sample", type=float, default=5.0)
     args = parser.parse_args(argv)
     try:
         cfg = load(args.config)
@@ -217,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
             extra["servers_maint"] = servers_maint(cfg)
         elif args.action == "maintenance-off":
             extra["servers_ready"] = maintenance_off(cfg)
+        elif args.action == "imbalance":
+            from ..imbalance import on_node
+            from ..render.weights import TARGET as WEIGHTS
+
+            weights = Path(args.config).with_name(Path(WEIGHTS).name)
+            extra["imbalance"] = on_node(weights, cfg.haproxy_socket, args.sample)
     except (HaproxyError, OSError) as exc:
         print(json.dumps({**report(cfg), "error": f"{args.action}: {exc}"}))
         return 1
