@@ -187,7 +187,16 @@ def decide(cfg: PoolConfig, signals: dict[str, Signals | None], state: PoolState
     if not idle and fraction is not None:
         state.panic = fraction < cfg.panic_threshold
 
-    # Target weights, as a fraction of each server's inventory weight.
+    # Target weights, as a fraction of each server's inventory weight, and their floors.
+    floors = {
+        n: (
+            cfg.canary_weight_percent
+            if n in outliers or kind[n] == "missing"
+            else cfg.min_weight_percent
+        )
+        / 100
+        for n in up
+    }
     ratio: dict[str, float] = {}
     if state.panic:
         for n in up:
@@ -211,16 +220,6 @@ def decide(cfg: PoolConfig, signals: dict[str, Signals | None], state: PoolState
             else:  # every server over target (panic disabled): by capacity
                 ratio[n] = capacity[n] / max(most, 1e-9)
                 why[n] += ", all over target: by capacity"
-    floors = {
-        n: (
-            cfg.canary_weight_percent
-            if n in outliers or kind[n] == "missing"
-            else cfg.min_weight_percent
-        )
-        / 100
-        for n in up
-    }
-    if not state.panic and not idle and headroom:
         _cap(cfg, signals, state, up, ratio, capacity, floors, why)
     for n in up:
         if kind[n] == "missing":
