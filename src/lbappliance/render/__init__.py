@@ -52,7 +52,9 @@ class Render:
 
 
 def _nice_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, default_flow_style=False, sort_keys=True, width=100)
+    return yaml.dump(
+        data, Dumper=ansible.Dumper, default_flow_style=False, sort_keys=True, width=100
+    )
 
 
 def environment() -> jinja2.Environment:
