@@ -11,6 +11,7 @@ from .cliopts import (
     inventory_option,
     load_or_exit,
     out_option,
+    out_or_exit,
     render_or_exit,
     site_option,
     vault_option,
@@ -76,8 +77,8 @@ def render(
     Rendered configs are checked by haproxy -c, keepalived -t and exabgp validate.
     Secrets (BGP passwords) are resolved here, written mode 0600, and never printed.
     """
+    out = out_or_exit(out, site, inventory_dir)
     loaded = load_or_exit(inventory_dir, site)
-    out = out or Path("build") / site
     rendered = render_or_exit(loaded, vault_password_file)
     if not no_check:
         check_or_exit(rendered, strict)

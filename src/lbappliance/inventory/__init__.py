@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,15 @@ class Site:
         return self.model.site.name
 
 
+SITE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,47}")
+
+
 def site_path(inventory_dir: Path, site: str) -> Path:
+    """``sites/<site>.yml``; a site is a name, never a path."""
+    if not SITE_NAME.fullmatch(site):
+        raise InventoryInvalid(
+            [InventoryError(None, (), f"{site!r} is not a site name", "e.g. tokyo or lab-2")]
+        )
     return inventory_dir / "sites" / f"{site}.yml"
 
 

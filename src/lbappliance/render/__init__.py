@@ -155,13 +155,45 @@ class WriteReport:
     removed: list[str] = field(default_factory=list)
 
 
+# Written into every render: ``write_render`` replaces only directories holding it.
+MARKER = ".lbappliance-render"
+
+
+class OutputRefused(Exception):
+    """The output directory is not one ``render`` may replace."""
+
+
+def check_output_dir(out: Path, protected: list[Path] = ()) -> None:
+    """Refuse an output directory whose replacement would destroy something.
+
+    ``out`` must not be, or lie above, any of ``protected`` (the project, the
+    inventory, the working directory), nor lie inside the inventory (the first
+    of ``protected``); an existing ``out`` must be empty or an earlier render.
+    """
+    target = out.resolve()
+    for i, path in enumerate(protected):
+        path = path.resolve()
+        if target == path or path.is_relative_to(target):
+            raise OutputRefused(f"{out} is, or holds, {path}; give a directory of its own")
+        if i == 0 and target.is_relative_to(path):
+            raise OutputRefused(f"{out} is inside the inventory {path}")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise OutputRefused(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise OutputRefused(
+            f"{out} exists and was not written by `lbappliance render` (no {MARKER} in it); "
+            "give a new or empty directory, or remove this one yourself"
+        )
+
+
 def write_render(render: Render, out: Path) -> WriteReport:
     """Replace ``out`` with the render in one step: a reader never sees half a tree."""
+    check_output_dir(out)
     report = WriteReport()
     old = {
         str(p.relative_to(out)): p.read_bytes()
         for p in (out.rglob("*") if out.is_dir() else [])
-        if p.is_file()
+        if p.is_file() and p.name != MARKER
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -172,6 +204,7 @@ def write_render(render: Render, out: Path) -> WriteReport:
             target.write_bytes(f.content)
             os.chmod(target, f.mode)
             (report.unchanged if old.get(f.path) == f.content else report.written).append(f.path)
+        (staging / MARKER).write_text(f"site {render.site.name}\n")
         os.chmod(staging, 0o755)
         report.removed = sorted(set(old) - {f.path for f in render.files})
         if out.exists():
