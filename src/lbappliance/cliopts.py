@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .inventory import SITE_NAME, InventoryInvalid, Site, load_site
+from .inventory import SITE_NAME, InventoryError, InventoryInvalid, Site, load_site
 from .paths import project_dir
 from .render import OutputRefused, check_output_dir, render_site
 from .render.checks import check_render
@@ -93,7 +93,8 @@ def render_or_exit(loaded: Site, vault_password_file: Path | None):
     try:
         return render_site(loaded, secrets_for(loaded, vault_password_file))
     except SecretUnavailable as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
+        error = InventoryError(loaded.positions.of(exc.path), exc.path, exc.message, exc.hint)
+        click.secho(f"error: {error}", fg="red", err=True)
         sys.exit(EXIT_INVALID)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InventoryError, InventoryInvalid, Location
@@ -22,6 +22,7 @@ class Site:
     model: Inventory
     inventory_dir: Path
     files: tuple[Path, ...]
+    positions: Positions = field(default_factory=Positions, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -74,4 +75,4 @@ def load_site(inventory_dir: Path, site: str) -> Site:
     semantic = check(model, positions, path.stem)
     if semantic:
         raise InventoryInvalid(semantic)
-    return Site(model=model, inventory_dir=inventory_dir, files=tuple(files))
+    return Site(model=model, inventory_dir=inventory_dir, files=tuple(files), positions=positions)

@@ -46,6 +46,14 @@ class RenderedFile:
 class Render:
     site: Site
     files: list[RenderedFile] = field(default_factory=list)
+    # Every resolved secret, so that checker output can be scrubbed of them.
+    secrets: set[str] = field(default_factory=set, repr=False)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret value replaced by ``<secret>``."""
+        for value in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(value, "<secret>")
+        return text
 
     def by_path(self) -> dict[str, RenderedFile]:
         return {f.path: f for f in self.files}
@@ -115,13 +123,14 @@ def render_site(
             ctx = {"node": node, **builder(inv, node, paths)}
             emit(template, prefix + target, ctx, checker=checker, node=node.name)
         bgp_ctx = bgp.context(inv, node, paths, secrets, node_python)
+        result.secrets.update(n["password"] for n in bgp_ctx["neighbors"] if n["password"])
         emit(
             "exabgp/exabgp.conf.j2",
             prefix + bgp.TARGET,
             {"node": node, **bgp_ctx},
             checker="exabgp",
             node=node.name,
-            secret=any(n["password"] for n in bgp_ctx["neighbors"]),
+            secret=any(p.password for p in inv.bgp.peers),
         )
         emit(
             "ansible/yaml.j2",
@@ -130,7 +139,8 @@ def render_site(
         )
     for i, peer in enumerate(inv.bgp.peers):
         ctx = routers.peer_context(inv, i, peer, secrets)
-        secret = any(n["password"] for n in ctx["neighbors"])
+        result.secrets.update(n["password"] for n in ctx["neighbors"] if n["password"])
+        secret = peer.password is not None
         for platform, checker in (("bird", "bird"), ("frr", "vtysh")):
             emit(
                 f"routers/{platform}.conf.j2",
