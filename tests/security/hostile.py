@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from lbappliance.inventory.schema import SecretRef
@@ -77,3 +78,11 @@ def string_fields(obj: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[
             yield from string_fields(v, (*path, k))
     elif isinstance(obj, str):
         yield path, obj
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its content (None for a directory)."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }

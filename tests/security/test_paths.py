@@ -15,12 +15,7 @@ from lbappliance.cli import main
 from lbappliance.paths import project_dir
 from lbappliance.render import MARKER
 
-
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    return {
-        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
-        for p in sorted(root.rglob("*"))
-    }
+from .hostile import snapshot
 
 
 @pytest.fixture
