@@ -14,7 +14,30 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
+import yaml
+
 from lbappliance.inventory.schema import SecretRef
+
+
+class Tagged(str):
+    """A scalar read back with the ``!unsafe`` tag."""
+
+
+class UnsafeLoader(yaml.SafeLoader):
+    """Reads rendered Ansible YAML, keeping which strings were ``!unsafe``."""
+
+
+UnsafeLoader.add_constructor("!unsafe", lambda loader, node: Tagged(loader.construct_scalar(node)))
+
+
+def ansible_strings(data: Any) -> list[str]:
+    """The string values in parsed Ansible YAML. Keys are left out: the only inventory-derived
+    keys are host names, which Ansible does not template (and node names are plain names)."""
+    if isinstance(data, dict):
+        return [s for v in data.values() for s in ansible_strings(v)]
+    if isinstance(data, list):
+        return [s for v in data for s in ansible_strings(v)]
+    return [data] if isinstance(data, str) else []
 
 
 def _has_literal(tp: Any) -> bool:

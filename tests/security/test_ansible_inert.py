@@ -26,21 +26,10 @@ from lbappliance.render.ansible import RENDER_HOST_DIR
 from lbappliance.secrets import Secrets
 
 from ..conftest import INVENTORY
-from .hostile import mutate_strings
+from .hostile import Tagged, UnsafeLoader, ansible_strings, mutate_strings
 
 SCRATCH = Path("/tmp/h-sec")
 ANSIBLE_FILES = ("inventory/hosts.yml", "inventory/group_vars/all.yml", "site.yml")
-
-
-class Tagged(str):
-    """A scalar read back with the ``!unsafe`` tag."""
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-_Loader.add_constructor("!unsafe", lambda loader, node: Tagged(loader.construct_scalar(node)))
 
 
 def _payload(marker: Path) -> str:
@@ -60,16 +49,6 @@ def hostile_site(marker: Path, **node_changes: Any):
     return dataclasses.replace(site, model=dataclasses.replace(model, nodes=nodes))
 
 
-def _strings(data: Any) -> list[str]:
-    """The string values in ``data``. Keys are left out: the only inventory-derived keys
-    are host names, which Ansible does not template (and node names are plain names)."""
-    if isinstance(data, dict):
-        return [s for v in data.values() for s in _strings(v)]
-    if isinstance(data, list):
-        return [s for v in data for s in _strings(v)]
-    return [data] if isinstance(data, str) else []
-
-
 @pytest.fixture
 def marker() -> Path:
     SCRATCH.mkdir(parents=True, exist_ok=True)
@@ -85,8 +64,8 @@ def test_every_inventory_string_in_ansible_files_is_unsafe(marker: Path) -> None
     payload = _payload(marker)
     carried = 0
     for path in ansible_files:
-        data = yaml.load(files[path].content, Loader=_Loader)
-        for s in _strings(data):
+        data = yaml.load(files[path].content, Loader=UnsafeLoader)
+        for s in ansible_strings(data):
             if "{{" not in s:
                 continue
             if s == RENDER_HOST_DIR:  # the project's own template, on purpose
