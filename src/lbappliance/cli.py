@@ -15,8 +15,8 @@ from .cliopts import (
     render_or_exit,
     site_option,
     vault_option,
+    write_or_exit,
 )
-from .render import write_render
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -82,7 +82,7 @@ def render(
     rendered = render_or_exit(loaded, vault_password_file)
     if not no_check:
         check_or_exit(rendered, strict)
-    report = write_render(rendered, out)
+    report = write_or_exit(rendered, out)
     nodes = [n.name for n in loaded.model.nodes]
     click.echo(
         f"rendered site {site} to {out}: {len(rendered.files)} files "

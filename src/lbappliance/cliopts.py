@@ -13,7 +13,7 @@ import click
 
 from .inventory import SITE_NAME, InventoryError, InventoryInvalid, Site, load_site
 from .paths import project_dir
-from .render import OutputRefused, check_output_dir, render_site
+from .render import OutputRefused, Render, WriteReport, check_output_dir, render_site, write_render
 from .render.checks import check_render
 from .secrets import Secrets, SecretUnavailable
 
@@ -71,6 +71,16 @@ def out_or_exit(out: Path | None, site: str, inventory_dir: Path) -> Path:
         click.secho(f"error: --out: {exc}", fg="red", err=True)
         sys.exit(EXIT_INVALID)
     return out
+
+
+def write_or_exit(rendered: Render, out: Path) -> WriteReport:
+    """Write the render; a directory that cannot be written is an error, not a traceback."""
+    try:
+        return write_render(rendered, out)
+    except (OutputRefused, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        click.secho(f"error: --out: cannot write {out}: {reason}", fg="red", err=True)
+        sys.exit(EXIT_INVALID)
 
 
 def load_or_exit(inventory_dir: Path, site: str) -> Site:

@@ -33,8 +33,8 @@ from .cliopts import (
     render_or_exit,
     site_option,
     vault_option,
+    write_or_exit,
 )
-from .render import write_render
 
 EXIT_FAILED = 1
 
@@ -260,7 +260,7 @@ def deploy(
     loaded = load_or_exit(inventory_dir, site)
     rendered = render_or_exit(loaded, vault_password_file)
     check_or_exit(rendered, strict=False)
-    report = write_render(rendered, out)
+    report = write_or_exit(rendered, out)
     click.echo(
         f"deploy {site}: rendered {len(rendered.files)} files to {out} "
         f"({len(report.written)} changed since the last render); "

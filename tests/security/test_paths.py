@@ -48,6 +48,7 @@ REFUSED = [
     ("out is a directory render did not write", "lab", "{work}/victim", "was not written"),
     ("out is a file", "lab", "{work}/afile", "is a file"),  # click refuses it
     ("out is a symlink", "lab", "{work}/link", "is not a directory"),
+    ("out is under a file", "lab", "{work}/afile/sub", "cannot write"),
 ]  # fmt: skip
 
 
