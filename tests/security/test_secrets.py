@@ -106,3 +106,47 @@ def test_every_task_reading_a_secret_file_has_no_log() -> None:
         "Check the ExaBGP config",
         "Verify | the installed ExaBGP config passes its checker",
     } <= names
+
+
+@pytest.mark.parametrize(
+    ("plain", "password", "expected"),
+    [
+        (b"tokyo_r1_md5: ''\n", "correct horse", "vault variable tokyo_r1_md5 is empty"),
+        (b"tokyo_r1_md5: 'a\"b'\n", "correct horse", "holds a password the router configs"),
+        (b"tokyo_r1_md5: 1234\n", "correct horse", "is empty or not a string"),
+        (b"- not a mapping\n", "correct horse", "does not hold a mapping"),
+        (b"tokyo_r1_md5: s3cr3t\n", "wrong horse", "cannot read"),
+    ],
+    ids=["empty", "quote", "number", "list", "wrong vault password"],
+)
+def test_vault_secret_problems_are_located_errors(
+    tmp_path: Path,
+    inventory_copy: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    plain: bytes,
+    password: str,
+    expected: str,
+) -> None:
+    from ansible.parsing.vault import VaultLib, VaultSecret
+    from click.testing import CliRunner
+
+    from lbappliance.cli import main
+
+    vault = VaultLib([("default", VaultSecret(b"correct horse"))])
+    (inventory_copy / "sites" / "tokyo.vault.yml").write_bytes(vault.encrypt(plain))
+    site_file = inventory_copy / "sites" / "tokyo.yml"
+    text = site_file.read_text().replace("{env: LBA_TOKYO_R1_MD5}", "{vault: tokyo_r1_md5}")
+    site_file.write_text(text)
+    pass_file = tmp_path / "vault-pass"
+    pass_file.write_text(password + "\n")
+    monkeypatch.setenv("LBA_TOKYO_R2_MD5", "x")
+    args = ["render", "--site", "tokyo", "--inventory", str(inventory_copy)]
+    args += ["--out", str(tmp_path / "out"), "--vault-password-file", str(pass_file)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    line = text[: text.index("{vault: tokyo_r1_md5}")].count("\n") + 1
+    assert f"{site_file}:{line}:25: bgp.peers[0].password.vault: " in result.output
+    assert expected in result.output
+    assert "s3cr3t" not in result.output and 'a"b' not in result.output
+    assert not (tmp_path / "out").exists()
