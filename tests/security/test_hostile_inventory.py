@@ -78,6 +78,8 @@ CASES = [
          "description:", "xxx", "site.description: "),
     Case("description escape sequence", "lab", LAB_DESCRIPTION, '  description: "\\e[31mred"\n',
          "description:", '"\\e', "site.description: '\\x1b[31mred' is not valid"),
+    Case("description bidi override", "lab", LAB_DESCRIPTION, '  description: "lab \\u202edcba"\n',
+         "description:", '"lab', "site.description: 'lab \\u202edcba' is not valid"),
     Case("certificate name climbs out", "tokyo", "tls: {certificate: www}", "tls: {certificate: ../../etc/shadow}",
          "../../etc/shadow", "../", "l7.frontends[0].tls.certificate: '../../etc/shadow' is not valid"),
     # --- names: full matches, lengths ---------------------------------------------------

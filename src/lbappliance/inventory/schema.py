@@ -109,8 +109,9 @@ UserName = Annotated[
 FreeText = Annotated[
     str,
     Pattern(
-        r"[^\x00-\x1f\x7f-\x9f{}]{0,200}",
-        "text of at most 200 characters, no control characters or braces",
+        r"[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069{}]{0,200}",
+        "text of at most 200 characters, no control characters (line breaks, escapes, "
+        "bidirectional overrides) or braces",
     ),
 ]
 SecretName = Annotated[
