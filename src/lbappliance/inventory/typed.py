@@ -266,7 +266,8 @@ class Converter:
                 self.error(path, f"expected {parser.expected}, got {show(value)}")
                 return None
         elif sensitive and not isinstance(value, str if base is str else dict):
-            self.error(path, f"expected {describe(tp)}, got {show(value)}")
+            hint = "" if base is str else "write {env: NAME} or {vault: NAME}, never the secret"
+            self.error(path, f"expected {describe(tp)}, got {show(value)}", hint)
             return None
         else:
             result = self.convert(base, value, path)
