@@ -66,7 +66,11 @@ def out_or_exit(out: Path | None, site: str, inventory_dir: Path) -> Path:
     """The output directory, once it is known that replacing it destroys nothing."""
     out = out or Path("build") / site
     try:
-        check_output_dir(out, [inventory_dir, project_dir(), Path.cwd(), Path.home()])
+        check_output_dir(
+            out,
+            above=[inventory_dir, project_dir(), Path.cwd(), Path.home()],
+            inside=[inventory_dir, project_dir() / "inventory"],
+        )
     except OutputRefused as exc:
         click.secho(f"error: --out: {exc}", fg="red", err=True)
         sys.exit(EXIT_INVALID)

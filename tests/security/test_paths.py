@@ -41,6 +41,7 @@ REFUSED = [
     ("site upper case", "LAB", None, "is not a site name"),
     ("out is the inventory", "lab", "{work}/inventory", "is, or holds"),
     ("out inside the inventory", "lab", "{work}/inventory/sites", "is inside the inventory"),
+    ("out inside the bundled inventory", "lab", "{project}/inventory/x", "is inside the inventory"),
     ("out is the working directory", "lab", ".", "is, or holds"),
     ("out is above the working directory", "lab", "..", "is, or holds"),
     ("out is the project", "lab", "{project}", "is, or holds"),
@@ -70,6 +71,7 @@ def test_refused(work: Path, command: str, site: str, out: str | None, message: 
     assert message in result.output
     assert snapshot(work) == before
     assert not (project_dir() / MARKER).exists()
+    assert not (project_dir() / "inventory" / "x").exists()
 
 
 def test_render_replaces_its_own_render_and_an_empty_directory(work: Path) -> None:

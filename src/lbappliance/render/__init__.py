@@ -173,19 +173,19 @@ class OutputRefused(Exception):
     """The output directory is not one ``render`` may replace."""
 
 
-def check_output_dir(out: Path, protected: list[Path] = ()) -> None:
+def check_output_dir(out: Path, above: list[Path] = (), inside: list[Path] = ()) -> None:
     """Refuse an output directory whose replacement would destroy something.
 
-    ``out`` must not be, or lie above, any of ``protected`` (the project, the
-    inventory, the working directory), nor lie inside the inventory (the first
-    of ``protected``); an existing ``out`` must be empty or an earlier render.
+    ``out`` must not be, or lie above, any of ``above`` (the project, the
+    inventory, the working directory), nor lie inside any of ``inside`` (the
+    inventories); an existing ``out`` must be empty or an earlier render.
     """
     target = out.resolve()
-    for i, path in enumerate(protected):
-        path = path.resolve()
+    for path in map(Path.resolve, above):
         if target == path or path.is_relative_to(target):
             raise OutputRefused(f"{out} is, or holds, {path}; give a directory of its own")
-        if i == 0 and target.is_relative_to(path):
+    for path in map(Path.resolve, inside):
+        if target.is_relative_to(path):
             raise OutputRefused(f"{out} is inside the inventory {path}")
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise OutputRefused(f"{out} exists and is not a directory")
