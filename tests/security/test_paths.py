@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from lbappliance.cli import main
 from lbappliance.paths import project_dir
-from lbappliance.render import MARKER
+from lbappliance.render import HEADER, MARKER
 
 from .hostile import snapshot
 
@@ -90,3 +90,14 @@ def test_default_out_is_build_site(work: Path) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert (Path(os.getcwd()) / "build" / "lab" / MARKER).is_file()
+
+
+def test_a_render_from_before_the_marker_is_replaced(work: Path) -> None:
+    old = work / "old-render"
+    (old / "inventory").mkdir(parents=True)
+    (old / "ansible.cfg").write_text(f"# {HEADER}\n[defaults]\n")
+    (old / "inventory" / "hosts.yml").write_text("{}\n")
+    args = ["render", "--site", "lab", "--inventory", str(work / "inventory")]
+    result = CliRunner().invoke(main, [*args, "--out", str(old), "--no-check"])
+    assert result.exit_code == 0, result.output
+    assert (old / MARKER).is_file()

@@ -189,11 +189,22 @@ def check_output_dir(out: Path, above: list[Path] = (), inside: list[Path] = ())
             raise OutputRefused(f"{out} is inside the inventory {path}")
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise OutputRefused(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+    if out.is_dir() and any(out.iterdir()) and not _earlier_render(out):
         raise OutputRefused(
             f"{out} exists and was not written by `lbappliance render` (no {MARKER} in it); "
             "give a new or empty directory, or remove this one yourself"
         )
+
+
+def _earlier_render(out: Path) -> bool:
+    """``out`` holds the marker, or is a render from before there was one."""
+    if (out / MARKER).is_file():
+        return True
+    cfg = out / "ansible.cfg"
+    try:
+        return cfg.is_file() and cfg.read_text().startswith(f"# {HEADER}\n")
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def write_render(render: Render, out: Path) -> WriteReport:
