@@ -114,8 +114,8 @@ def check_keepalived(f: RenderedFile, work: Path, ifnames: list[str]) -> CheckRe
 
 def check_exabgp(f: RenderedFile, work: Path) -> CheckResult:
     cfg = work / "exabgp.conf"
-    cfg.write_text(re.sub(r"(?m)^(\s*run )(\S+)", rf"\1{sys.executable}", f.content.decode()))
-    os.chmod(cfg, 0o600)
+    text = re.sub(r"(?m)^(\s*run )(\S+)", rf"\1{sys.executable}", f.content.decode())
+    _private(cfg, text.encode())
     env = {**os.environ, "exabgp_log_destination": "stdout"}
     proc = subprocess.run(
         ["exabgp", "validate", "-n", str(cfg)],
@@ -130,16 +130,23 @@ def check_exabgp(f: RenderedFile, work: Path) -> CheckResult:
     return CheckResult(f.path, "exabgp", "ok" if ok else "failed", out.replace(str(cfg), f.path))
 
 
+def _private(path: Path, content: bytes) -> None:
+    """Write a checker's copy of a rendered file 0600 (it may hold secrets)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(content)
+
+
 def check_bird(f: RenderedFile, work: Path) -> CheckResult:
     cfg = work / "bird.conf"
-    cfg.write_bytes(f.content)
+    _private(cfg, f.content)
     ok, out = _run(["bird", "-p", "-c", str(cfg)])
     return CheckResult(f.path, "bird", "ok" if ok else "failed", out.replace(str(cfg), f.path))
 
 
 def check_vtysh(f: RenderedFile, work: Path) -> CheckResult:
     cfg = work / "frr.conf"
-    cfg.write_bytes(f.content)
+    _private(cfg, f.content)
     ok, out = _run(["vtysh", "-C", "-f", str(cfg)])
     return CheckResult(f.path, "vtysh", "ok" if ok else "failed", out.replace(str(cfg), f.path))
 
@@ -150,7 +157,14 @@ def node_interfaces(render: Render, node: str) -> list[str]:
 
 
 def check_render(render: Render, strict: bool = False) -> list[CheckResult]:
-    """Run every available checker over the rendered files."""
+    """Run every available checker over the rendered files (output scrubbed of secrets)."""
+    return [
+        CheckResult(r.path, r.checker, r.status, render.scrub(r.detail))
+        for r in _check_all(render, strict)
+    ]
+
+
+def _check_all(render: Render, strict: bool) -> list[CheckResult]:
     results = []
     with tempfile.TemporaryDirectory(prefix="lbachk-") as tmp:
         for f in render.files:
