@@ -124,7 +124,11 @@ struct flow_key6 {
 struct flow_entry {
 	__u32 backend_id; /* index into lb_backends */
 	__u32 gen;        /* that entry's serial when recorded */
-	__u64 last_seen;  /* CLOCK_MONOTONIC_COARSE ns of the last packet */
+	__u64 last_seen;  /* CLOCK_MONOTONIC_COARSE ns: UDP, the last packet;
+			   * TCP, when recorded (not updated: no clock read
+			   * per packet) */
+	__u32 hash;       /* the flow hash (IPv6 outer flow label), not recomputed */
+	__u32 pad;
 };
 
 struct lb_config {

@@ -175,7 +175,7 @@ struct flow {
 	__u8 tos;        /* IPv4 TOS / IPv6 traffic class */
 	__u8 df;
 	__u8 proto;
-	__u8 new_flow;   /* TCP SYN without ACK, or UDP: never the previous table */
+	__u8 syn;        /* TCP SYN without ACK: a new connection */
 };
 
 struct icmp_hdr {
@@ -209,6 +209,35 @@ static __always_inline __u32 mm3_final(__u32 h, __u32 nwords)
 	h *= 0xc2b2ae35;
 	h ^= h >> 16;
 	return h;
+}
+
+/* The flow hash of a flow key: murmur3 over the 5-tuple's network-order
+ * words (mirrored by flowhash.flow_hash). */
+static __always_inline __u32 flow_hash(const void *fkey, __u8 family)
+{
+	__u32 h = LB_HASH_SEED;
+
+	if (family == 4) {
+		const struct flow_key4 *k = fkey;
+
+		h = mm3_mix(h, bpf_ntohl(k->saddr));
+		h = mm3_mix(h, bpf_ntohl(k->daddr));
+		h = mm3_mix(h, ((__u32)bpf_ntohs(k->sport) << 16) | bpf_ntohs(k->dport));
+		h = mm3_mix(h, k->proto);
+		return mm3_final(h, 4);
+	}
+	const struct flow_key6 *k = fkey;
+	const __be32 *s = (const __be32 *)k->saddr;
+	const __be32 *d = (const __be32 *)k->daddr;
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		h = mm3_mix(h, bpf_ntohl(s[i]));
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		h = mm3_mix(h, bpf_ntohl(d[i]));
+	h = mm3_mix(h, ((__u32)bpf_ntohs(k->sport) << 16) | bpf_ntohs(k->dport));
+	h = mm3_mix(h, k->proto);
+	return mm3_final(h, 10);
 }
 
 /* A VIP key's directory hash, from its five words as the CPU loads them
@@ -501,34 +530,46 @@ static __always_inline int usable(const struct backend *be)
 	return be && be->mode != LB_MODE_UNUSED && be->state != LB_BACKEND_DOWN;
 }
 
-/* The flow's entry if it is usable, else a pick by Maglev (recorded), then forward. */
+/* The flow's entry if it is usable, else a pick by Maglev (recorded), then
+ * forward. A SYN is a new connection: picked from the current table whatever
+ * an entry of the same 5-tuple says (a reused port must not follow a
+ * draining backend). */
 static __always_inline int lb_flow(struct xdp_md *ctx, const struct vip_info *vip,
-				   const struct flow *f, void *flows, const void *fkey)
+				   struct flow *f, void *flows, const void *fkey)
 {
 	__u32 zero = 0;
 	const struct lb_config *cfg = bpf_map_lookup_elem(&lb_config, &zero);
-	struct flow_entry *fe = bpf_map_lookup_elem(flows, fkey);
-	__u64 now = bpf_ktime_get_coarse_ns();
+	struct flow_entry *fe = f->syn ? NULL : bpf_map_lookup_elem(flows, fkey);
 	struct backend *be;
 	__u32 backend_id;
+	__u64 now;
 
 	if (fe) {
 		backend_id = fe->backend_id;
 		be = bpf_map_lookup_elem(&lb_backends, &backend_id);
 		if (usable(be) && be->gen == fe->gen) {
-			if (f->proto != IPPROTO_UDP || !cfg || now - fe->last_seen <= cfg->udp_idle_ns) {
+			/* TCP: no clock read on this path (a helper call as dear
+			 * as the rest of it); entries live until evicted. */
+			if (f->proto == IPPROTO_UDP) {
+				now = bpf_ktime_get_coarse_ns();
+				if (!cfg || now - fe->last_seen > cfg->udp_idle_ns) {
+					count_flow(LB_FLOW_EXPIRED);
+					goto pick;
+				}
 				if (fe->last_seen != now)
 					fe->last_seen = now;
-				count_flow(LB_FLOW_HIT);
-				return forward(ctx, vip, f, be, backend_id, cfg);
 			}
-			count_flow(LB_FLOW_EXPIRED);
-		} else {
-			bpf_map_delete_elem(flows, fkey);
-			count_flow(LB_FLOW_REHASH);
+			f->hash = fe->hash;
+			count_flow(LB_FLOW_HIT);
+			return forward(ctx, vip, f, be, backend_id, cfg);
 		}
+		bpf_map_delete_elem(flows, fkey);
+		count_flow(LB_FLOW_REHASH);
 	}
 
+pick:
+	now = bpf_ktime_get_coarse_ns();
+	f->hash = flow_hash(fkey, f->family);
 	__u32 size = vip->table_size;
 	__u32 *bidx;
 
@@ -537,7 +578,7 @@ static __always_inline int lb_flow(struct xdp_md *ctx, const struct vip_info *vi
 		return XDP_DROP;
 	}
 	be = NULL;
-	if (!f->new_flow && vip->prev_size && now < vip->prev_until) {
+	if (f->proto == IPPROTO_TCP && !f->syn && vip->prev_size && now < vip->prev_until) {
 		bidx = table_slot(vip->table_id ^ 1, vip->prev_size, f->hash);
 		if (bidx) {
 			backend_id = *bidx;
@@ -562,7 +603,8 @@ static __always_inline int lb_flow(struct xdp_md *ctx, const struct vip_info *vi
 		}
 		count_flow(LB_FLOW_MISS);
 	}
-	struct flow_entry ne = {.backend_id = backend_id, .gen = be->gen, .last_seen = now};
+	struct flow_entry ne = {
+		.backend_id = backend_id, .gen = be->gen, .last_seen = now, .hash = f->hash};
 	bpf_map_update_elem(flows, fkey, &ne, BPF_ANY);
 	return forward(ctx, vip, f, be, backend_id, cfg);
 }
@@ -576,13 +618,13 @@ static __always_inline int l4_min(__u8 proto)
 	return 0;
 }
 
-/* A flow's first packet: TCP SYN without ACK; any UDP packet without entry. */
-static __always_inline __u8 is_new(__u8 proto, const __be16 *ports, void *data_end)
+/* A TCP SYN without ACK: a connection's first packet. */
+static __always_inline __u8 is_syn(__u8 proto, const __be16 *ports, void *data_end)
 {
 	const __u8 *flags = (const __u8 *)ports + 13;
 
 	if (proto != IPPROTO_TCP)
-		return 1;
+		return 0;
 	if ((void *)(flags + 1) > data_end)
 		return 0;
 	return (*flags & 0x12) == 0x02; /* SYN, not ACK */
@@ -619,19 +661,13 @@ static __always_inline int handle_v4(struct xdp_md *ctx, void *l3, void *data_en
 	if (!vip)
 		return XDP_PASS;
 
-	__u32 h = LB_HASH_SEED;
-	h = mm3_mix(h, bpf_ntohl(iph->saddr));
-	h = mm3_mix(h, bpf_ntohl(iph->daddr));
-	h = mm3_mix(h, ((__u32)bpf_ntohs(ports[0]) << 16) | bpf_ntohs(ports[1]));
-	h = mm3_mix(h, proto);
 	struct flow f = {
-		.hash = mm3_final(h, 4),
 		.inner_len = tot,
 		.family = 4,
 		.tos = iph->tos,
 		.df = !!(iph->frag_off & bpf_htons(IP_DF)),
 		.proto = proto,
-		.new_flow = is_new(proto, ports, data_end),
+		.syn = is_syn(proto, ports, data_end),
 	};
 	struct flow_key4 fk = {
 		.saddr = iph->saddr,
@@ -671,25 +707,13 @@ static __always_inline int handle_v6(struct xdp_md *ctx, void *l3, void *data_en
 	if (!vip)
 		return XDP_PASS;
 
-	__u32 h = LB_HASH_SEED;
-	const __be32 *s = (const __be32 *)&ip6->saddr;
-	const __be32 *d = (const __be32 *)&ip6->daddr;
-#pragma unroll
-	for (int i = 0; i < 4; i++)
-		h = mm3_mix(h, bpf_ntohl(s[i]));
-#pragma unroll
-	for (int i = 0; i < 4; i++)
-		h = mm3_mix(h, bpf_ntohl(d[i]));
-	h = mm3_mix(h, ((__u32)bpf_ntohs(ports[0]) << 16) | bpf_ntohs(ports[1]));
-	h = mm3_mix(h, proto);
 	struct flow f = {
-		.hash = mm3_final(h, 10),
 		.inner_len = plen + sizeof(struct ipv6hdr),
 		.family = 6,
 		.tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4),
 		.df = 1,
 		.proto = proto,
-		.new_flow = is_new(proto, ports, data_end),
+		.syn = is_syn(proto, ports, data_end),
 	};
 	struct flow_key6 fk = {.sport = ports[0], .dport = ports[1], .proto = proto};
 	__builtin_memcpy(fk.saddr, &ip6->saddr, 16);

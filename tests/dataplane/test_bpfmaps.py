@@ -143,7 +143,7 @@ def test_struct_layouts_match_the_objects_btf(xdp_object, tmp_path):
             bpfmaps.FLOW_KEY6,
             {"saddr": 0, "daddr": 16, "sport": 32, "dport": 34, "proto": 36},
         ),
-        "flow_entry": (bpfmaps.FLOW_ENTRY, {"backend_id": 0, "gen": 4, "last_seen": 8}),
+        "flow_entry": (bpfmaps.FLOW_ENTRY, {"backend_id": 0, "gen": 4, "last_seen": 8, "hash": 16}),
         "counters": (bpfmaps.COUNTERS, {"packets": 0, "bytes": 8}),
     }
     for name, (st, offsets) in expect.items():

@@ -92,7 +92,8 @@ CONFIG = struct.Struct("=4s16sBB2x32sQ")
 COUNTERS = struct.Struct("=QQ")  # packets, bytes
 FLOW_KEY4 = struct.Struct("=4s4sHHB3x")  # saddr, daddr, sport, dport, proto
 FLOW_KEY6 = struct.Struct("=16s16sHHB3x")
-FLOW_ENTRY = struct.Struct("=IIQ")  # backend_id, gen, last_seen (CLOCK_MONOTONIC_COARSE ns)
+# backend_id, gen, last_seen (CLOCK_MONOTONIC_COARSE ns), flow hash
+FLOW_ENTRY = struct.Struct("=IIQI4x")
 FLOW_MAPS = {"lb_flows4": FLOW_KEY4, "lb_flows6": FLOW_KEY6}
 U32 = struct.Struct("=I")
 
@@ -189,7 +190,8 @@ class FlowEntry:
     proto: int
     backend_id: int
     gen: int
-    last_seen: int  # CLOCK_MONOTONIC_COARSE ns
+    last_seen: int  # CLOCK_MONOTONIC_COARSE ns (TCP: when recorded)
+    hash: int
 
 
 class DirectoryFull(LookupError):

@@ -150,7 +150,7 @@ def status(spec_path: Path, interface: str | None, pin_root: Path, as_json: bool
     type=click.FloatRange(0.1),
     default=5.0,
     show_default=True,
-    help="Seconds without a packet after which a flow counts as ended.",
+    help="Seconds without a packet to the backend after which it counts as drained.",
 )
 @click.option(
     "--timeout",
@@ -167,11 +167,11 @@ def drain(
     idle: float,
     timeout: float,
 ) -> None:
-    """Wait until backend ADDRESS has no active flow entry.
+    """Wait until backend ADDRESS gets no more packets (its flows have ended).
 
     Drain a backend by giving it weight 0 and applying (new flows avoid it,
     flows with an entry keep it), wait here, then remove it from the spec and
-    apply. Exit 0 once drained, 1 at the timeout with flows still active.
+    apply. Exit 0 once drained, 1 at the timeout with packets still flowing.
     """
     ifname, _ = _interface(spec_path, interface)
     try:
@@ -179,9 +179,9 @@ def drain(
     except (loader.LoaderError, OSError) as e:
         raise click.ClickException(str(e)) from e
     if rep.drained:
-        click.echo(f"{address}: drained after {rep.waited:.1f}s (no flow seen for {idle:g}s)")
+        click.echo(f"{address}: drained after {rep.waited:.1f}s (no packet for {idle:g}s)")
         return
-    click.echo(f"{address}: {rep.active} flows still active after {rep.waited:.1f}s", err=True)
+    click.echo(f"{address}: still receiving packets after {rep.waited:.1f}s", err=True)
     raise SystemExit(1)
 
 

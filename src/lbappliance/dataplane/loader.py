@@ -424,8 +424,7 @@ def draining_of(svc: Any, backends: Mapping[int, bpfmaps.BackendEntry]) -> set[i
 @dataclass(frozen=True)
 class DrainReport:
     address: str
-    drained: bool  # no flow entry seen within ``idle``
-    active: int  # flow entries seen within ``idle`` at the end
+    drained: bool  # no packet forwarded to it for ``idle`` seconds
     waited: float  # seconds
 
 
@@ -435,29 +434,31 @@ def drain_wait(
     idle: float,
     timeout: float,
     pin_root: Path = DEFAULT_PIN_ROOT,
-    interval: float = 0.2,
+    interval: float = 0.1,
 ) -> DrainReport:
-    """Wait until no flow entry naming ``address`` has seen a packet for
-    ``idle`` seconds (the backend's flows have ended), or ``timeout``."""
-    start = time.monotonic()
+    """Wait until the forwarder has sent no packet to ``address`` for ``idle``
+    seconds (its flows have ended), or ``timeout``.
+
+    Packets, not flow entries, tell: a TCP entry outlives its connection
+    until the LRU evicts it, and the program reads no clock for TCP packets.
+    """
+    start = last_change = time.monotonic()
+    last: int | None = None
     while True:
         with (
             pins_locked(pin_root, shared=True),
             bpfmaps.Maps(pin_dir_for(pin_root, interface) / "maps") as m,
         ):
-            backends = m.backends()
-            ids = {i for i, e in backends.items() if e.address == address}
-            horizon = bpfmaps.coarse_ns() - int(idle * 1e9)
-            active = sum(
-                1
-                for f in m.flows()
-                if f.backend_id in ids
-                and backends[f.backend_id].gen == f.gen
-                and f.last_seen > horizon
-            )
-        waited = time.monotonic() - start
-        if not active or waited >= timeout:
-            return DrainReport(address, not active, active, waited)
+            ids = [i for i, e in m.backends().items() if e.address == address]
+            counters = m.backend_counters()
+            packets = sum(counters[i][0] for i in ids)
+        now = time.monotonic()
+        if packets != last:
+            last, last_change = packets, now
+        if now - last_change >= idle:
+            return DrainReport(address, True, now - start)
+        if now - start >= timeout:
+            return DrainReport(address, False, now - start)
         time.sleep(interval)
 
 
