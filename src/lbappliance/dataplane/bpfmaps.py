@@ -478,7 +478,8 @@ class Maps:
                     for i, e in current_backends.items():
                         if e.address == b.address and e.mode == MODES[svc.forwarding]:
                             draining.add(i)
-                            states[i] = STATE_DOWN if b.address in down else STATE_DRAIN
+                            if states.get(i) != STATE_UP:  # another service's table uses it
+                                states[i] = STATE_DRAIN
             table = maglev.build(svc.weights(), spec.table_size, down=svc_down)
             # Backend map index of every Maglev backend (allocate new entries).
             index: list[int] = []
@@ -497,7 +498,7 @@ class Maps:
                     self._zero_counters("lb_backend_stats", free)
                     res.backends_added += 1
                 index.append(by_content[e])
-                states.setdefault(by_content[e], STATE_UP)
+                states[by_content[e]] = STATE_UP
                 in_tables[by_content[e]] = e
             slots = [index[s] for s in table.slots]
 
