@@ -271,12 +271,12 @@ def main() -> None:
     ap.add_argument("--before", type=float, default=3.0)
     ap.add_argument("--after", type=float, default=5.0)
     ap.add_argument("--cases", default=",".join(CASES))
-    ap.add_argument("--quick", action="store_true", help="20 connections, 1 s + 3 s, two cases")
+    ap.add_argument("--quick", action="store_true", help="20 connections, 1 s + 3 s, three cases")
     ap.add_argument("--json", type=Path, help="Also write the results here.")
     args = ap.parse_args()
     if args.quick:
         args.connections, args.before, args.after = 20, 1.0, 3.0
-        args.cases = "add,add+lb-dies"
+        args.cases = "add,drain,add+lb-dies"
     results = []
     for case in args.cases.split(","):
         r = run_case(case, min(args.connections, 500), args.before, args.after)

@@ -309,3 +309,5 @@ def test_too_big_for_the_tunnel_gets_icmp_and_the_client_lowers_its_path_mtu(
     udp_flows = [st["flows"] for st in stats]
     assert sum(f["miss"] for f in udp_flows) >= 1
     assert sum(f["hit"] for f in udp_flows) >= 1
+    text = lab.dataplane("lb1", "status", spec=tmp_path / "lb1.json").stdout
+    assert "flow table: " in text and " of 65536 entries; hit " in text, text
