@@ -3,6 +3,7 @@ through BPF_PROG_TEST_RUN: scapy frames in, verdicts, bytes and counters out."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -13,7 +14,7 @@ from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from lbappliance.dataplane import bpfmaps
+from lbappliance.dataplane import bpfmaps, loader
 
 CLIENT_MAC = "02:aa:00:00:00:01"
 VIP4, VIP6 = "198.51.100.20", "2001:db8:100::20"
@@ -313,3 +314,27 @@ def test_an_ipv6_frame_too_big_gets_packet_too_big_exact_bytes(fwd):
     inner[Raw].load = b"z" * 1400
     res = fwd.run(bytes(Ether(src=CLIENT_MAC, dst=OUR_MAC) / inner))
     assert res.retval == XDP_TX and Ether(res.data)[IPv6].dst in B6
+
+
+def test_drain_wait_returns_once_the_backend_gets_no_packets(fwd):
+    sp = spec(web=B[:4], web_weights={B[3]: 0})
+    fwd.apply(spec(web=B[:4]))
+    flow = next(p for p in range(8000, 8200) if to(fwd, tcp(p, "S")) == B[3])
+    fwd.apply(sp)
+    stop = threading.Event()
+
+    def traffic() -> None:  # the flow keeps going to the draining backend
+        while not stop.is_set():
+            assert to(fwd, tcp(flow)) == B[3]
+            time.sleep(0.02)
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        busy = loader.drain_wait(sp.interface, B[3], idle=0.5, timeout=1.0, pin_root=fwd.root)
+    finally:
+        stop.set()
+        t.join()
+    assert not busy.drained and busy.waited >= 1.0
+    idle = loader.drain_wait(sp.interface, B[3], idle=0.5, timeout=10, pin_root=fwd.root)
+    assert idle.drained and 0.5 <= idle.waited < 5
