@@ -23,8 +23,9 @@ happens, then the run goes on for ``--after`` seconds:
 
 A connection is broken if it is reset or closed by the peer, or waits more
 than 1 s for an answer. Each case runs on a fresh lab (no window or flow entry
-left over from another case). Bounded: at most ``--connections`` sockets,
-each case ``--before + --after`` seconds plus the lab's set-up.
+left over from another case). Bounded: at most ``--connections`` sockets
+(500 at most), each case ``--before + --after`` seconds plus the lab's set-up
+and the applies (the client loop stops 30 s past that whatever happens).
 """
 
 from __future__ import annotations
