@@ -254,6 +254,10 @@ class L4Backend:
         "Relative weight; 0 takes it out of the table.", 100
     )
     mac: Mac | None = doc("Backend MAC, required for `l2dsr` forwarding with `xdp`.", None)
+    path_mtu: Annotated[int, Range(1280, 65535)] | None = doc(
+        "MTU of the path from the LB nodes to this backend (default: `dataplane.path_mtu`).",
+        None,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -296,6 +300,31 @@ class Dataplane:
     xdp_mode: Literal["native", "generic"] = doc("XDP attach mode.", "native")
     table_size: Annotated[int, Range(251, 655373)] = doc(
         "Maglev lookup table size; must be prime (65537 by default).", 65537
+    )
+    flow_table_size: Annotated[int, Range(1024, 134217728)] = doc(
+        "Entries of the XDP flow table (one for IPv4 flows, one for IPv6), shared out "
+        "evenly over the CPUs, each of which evicts its least recently used when full. "
+        "Size it for the concurrent flows of the busiest CPU times the CPUs; about 100 "
+        "bytes an IPv4 entry, 130 an IPv6 one.",
+        1048576,
+    )
+    udp_idle_timeout: DurationT = doc(
+        "A UDP flow whose entry saw no packet for this long is picked anew by Maglev "
+        "(TCP entries live until evicted).",
+        D(30),
+    )
+    previous_table_window: DurationT = doc(
+        "After a Maglev table change, for this long a TCP packet without SYN of a flow the "
+        "node has no entry for (moved to it by ECMP from another node) is sent where the "
+        "previous table says: such a flow was set up before the change. 0 turns it off. "
+        "Too long a window misroutes flows set up after the change that then move nodes.",
+        D(60),
+    )
+    path_mtu: Annotated[int, Range(1280, 65535)] = doc(
+        "MTU of the path from the LB nodes to the L4 backends: an IPIP-forwarded packet "
+        "that no longer fits once encapsulated is answered with ICMP 'fragmentation "
+        "needed' / ICMPv6 'packet too big' (per backend: `path_mtu` there).",
+        1500,
     )
 
 

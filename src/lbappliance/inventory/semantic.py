@@ -74,6 +74,19 @@ class Checker:
                 f"{inv.dataplane.table_size} is not prime",
                 "Maglev needs a prime table size, e.g. 65537",
             )
+        dp = inv.dataplane
+        if not 1 <= dp.udp_idle_timeout <= 86400:
+            self.err(
+                ("dataplane", "udp_idle_timeout"),
+                f"{dp.udp_idle_timeout}s is outside 1s..24h",
+                "give the idle time after which a UDP flow is picked anew, e.g. 30s",
+            )
+        if dp.previous_table_window > 86400:
+            self.err(
+                ("dataplane", "previous_table_window"),
+                f"{dp.previous_table_window}s is over 24h",
+                "keep it to the time flows may move between nodes after a change, e.g. 60s",
+            )
 
     def nodes(self) -> None:
         inv = self.inv
