@@ -74,23 +74,31 @@ VARIANTS = {  # name: (tls, new connection per request)
 TARGET_RPS_RATIO = 0.85
 TARGET_P99_RATIO = 1.3
 
-# The rendered config minus one policy feature (`--ablate`): each removes the lines matching
-# its patterns, or applies its substitutions. They show what each feature costs.
+# The rendered config with one policy feature removed or changed (`--ablate`): each applies
+# its substitutions (each must match). They show what each feature costs.
 ABLATIONS: dict[str, list[tuple[str, str]]] = {
-    "no-l7-retry": [(r"(?m)^\s+(retries|retry-on|http-request disable-l7-retry) .*\n", "")],
-    "no-rate-limit": [
-        (r"(?m)^\s+http-request (track-sc0|deny) .*\n", ""),
-        (r"(?m)^\s+# Per-client rate limit.*\n", ""),
+    # No retries at all, not even on connection failures (the issue's first measurement).
+    "no-retries": [
+        (r"(?m)^\s+(retries|retry-on) .*\n", ""),
+        (r"(?m)^\s+http-request (disable-l7-retry|set-var\(txn.retry_budget\)) .*\n", ""),
     ],
-    "no-budget": [
-        (
-            r"(?m)^\s+(stick-table type integer|http-request track-sc1|"
-            r"http-request set-var\(txn.retry_budget\)|"
-            r"http-request disable-l7-retry if \{ sc1).*\n",
-            "",
-        ),
+    # L7 retries armed for every idempotent request, as before they were armed by failures:
+    # each such request's buffer is copied before it is sent.
+    "l7-retry-always-armed": [
+        (r"acl pool_failing sc1_http_fail_rate gt 0", "acl pool_failing always_true")
     ],
-    "no-log": [(r"(?m)^\s+(log global|option httplog|option dontlognull)\n", "")],
+    # The pool's tracker and budget maths gone (L7 retries then never armed).
+    "no-pool-tracker": [
+        (r"(?m)^\s+(stick-table type integer|http-request track-sc1) .*\n", ""),
+        (r"acl pool_failing sc1_http_fail_rate gt 0", "acl pool_failing always_false"),
+    ],
+    "no-rate-limit": [(r"(?m)^\s+(tcp-request connection track-sc0|http-request deny) .*\n", "")],
+    # The per-client tracker looked up on every request instead of once per connection.
+    "rate-limit-per-request": [(r"tcp-request connection track-sc0", "http-request track-sc0")],
+    "access-log-all": [(r"(?m)^\s+option dontlog-normal\n", "")],
+    "no-log": [
+        (r"(?m)^\s+(log global|option httplog|option dontlognull|option dontlog-normal)\n", "")
+    ],
     "no-observe": [(r" observe layer7 error-limit \d+ on-error mark-down", "")],
     "no-checks": [(r"default-server check ", "default-server ")],
     "no-headers": [(r"(?m)^\s+(option forwardfor|http-request set-header) ?.*\n", "")],
@@ -243,18 +251,20 @@ def children(pid: int) -> list[int]:
 
 
 @contextmanager
-def haproxy(name: str, cfg: str, tmp: Path, cpu: int, port: int, sock: Path | None = None
-            ) -> Iterator[Haproxy]:  # fmt: skip
+def haproxy(name: str, cfg: str, tmp: Path, cpu: int | None, port: int, sock: Path | None = None,
+            log: Path | None = None) -> Iterator[Haproxy]:  # fmt: skip
+    """HAProxy with ``cfg`` (checked first), pinned to ``cpu``; its stdout (logs) to ``log``."""
     path = tmp / f"{name}.cfg"
     path.write_text(cfg)
     check = subprocess.run(["haproxy", "-c", "-q", "-f", path], capture_output=True, text=True)
     if check.returncode:
         sys.exit(f"{name}: haproxy -c failed:\n{check.stdout}{check.stderr}")
     # -W -db: master-worker in the foreground, a child of this process; logs to /dev/null.
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    out = log.open("wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen(
-        ["taskset", "-c", str(cpu), "haproxy", "-W", "-db", "-f", path],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [*pin, "haproxy", "-W", "-db", "-f", path], stdout=out, stderr=subprocess.DEVNULL
+    )
     try:
         wait_tcp(port, 10, proc)
         yield Haproxy(name, proc, port, sock)
@@ -265,6 +275,8 @@ def haproxy(name: str, cfg: str, tmp: Path, cpu: int, port: int, sock: Path | No
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if log:
+            out.close()
 
 
 def wait_tcp(port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
@@ -286,7 +298,7 @@ def wait_servers_up(lb: Haproxy, timeout: float) -> None:
     while time.monotonic() < deadline:
         rows = [r.split(",") for r in lb.admin("show stat").splitlines() if r and r[0] != "#"]
         states = [r[17] for r in rows if r[1] not in ("FRONTEND", "BACKEND") and r[0] == "web"]
-        if states and all(s.startswith("UP") for s in states):
+        if states and all(s.startswith("UP") or s == "no check" for s in states):
             return
         time.sleep(0.2)
     sys.exit(f"{lb.name}: servers not UP after {timeout} s")

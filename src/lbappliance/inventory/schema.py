@@ -251,7 +251,10 @@ class Retries:
     attempts: Annotated[int, Range(0, 5)] = doc("Retries per request (another server).", 1)
     budget_percent: Percent = doc(
         "Retry budget: L7 retries stop while the pool's recent failures exceed this share "
-        "of its requests (connection failures, where nothing was sent, are always retried).",
+        "of its requests (connection failures, where nothing was sent, are always retried). "
+        "Other retries are armed only while the pool has failed in the last 10 s (an armed "
+        "retry copies its request first): the first failure after a quiet spell reaches its "
+        "client.",
         10.0,
     )
     idempotent_only: bool = doc("Retry only GET/HEAD/PUT/DELETE/OPTIONS/TRACE requests.", True)
@@ -348,6 +351,12 @@ class L7Policy:
     )
     weight_controller: WeightController = doc(
         "Feedback weight controller.", factory=WeightController
+    )
+    access_log: Literal["errors", "all"] = doc(
+        "`errors`: log only abnormal requests (errors, timeouts, retries, redispatches, 5xx, "
+        "denials such as 429); `all`: every request too, at a cost on every request "
+        "(docs/l7-policy-cost.md).",
+        "errors",
     )
 
 
