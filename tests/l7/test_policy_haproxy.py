@@ -1,9 +1,10 @@
 """The rendered L7 policy's behaviours on a real HAProxy (loopback, lab backends).
 
 The lab site's lb1 haproxy.cfg, moved to loopback by the policy benchmark's own
-rewrite (binds and server addresses only): L7 retries are armed once the pool
-fails and then retry idempotent requests on the other server, never a POST,
-and stop when the pool's failures exceed the budget; the per-client rate limit
+rewrite (binds and server addresses only): L7 retries are armed for a client
+connection's first request and, once the pool fails, for every request, and
+then retry idempotent requests on the other server, never a POST, and stop
+when the pool's failures exceed the budget; the per-client rate limit
 tracked per connection still counts every request; only abnormal requests are
 logged (`access_log: errors`), every one with `access_log: all`.
 """
@@ -98,27 +99,34 @@ def test_l7_retries_armed_by_failure_idempotent_only_within_budget(tmp_path: Pat
     # 100 consecutive errors before ejection: the failing server stays in the pool here.
     with l7_node(tmp_path, outlier={"consecutive_errors": 100}) as (lb, controls, log):
         healthy = [request(lb.port) for _ in range(20)]
-        assert {s for s, _ in healthy} == {200} and {b for _, b in healthy} == {
-            "backend1",
-            "backend2",
-        }
+        assert {s for s, _ in healthy} == {200}
+        assert {b for _, b in healthy} == {"backend1", "backend2"}
         assert retries(lb) == 0
 
         set_control(controls[0], error_rate=1.0)  # backend1 answers 503; its /health stays 200
-        gets = [request(lb.port) for _ in range(40)]
-        failed = [i for i, (s, _) in enumerate(gets) if s != 200]
-        # Unarmed, the pool's first failure reaches the client; from then on every GET that
-        # lands on backend1 is retried on backend2.
-        assert len(failed) == 1, gets
-        assert all(s == 200 and b == "backend2" for s, b in gets[failed[0] + 1 :])
-        armed_retries = retries(lb)
-        assert armed_retries >= 5, "GETs after the first failure were retried"
+        # A client connection's first request is always armed: retried, the pool never fails.
+        firsts = [request(lb.port) for _ in range(20)]
+        assert firsts == [(200, "backend2")] * 20
+        first_retries = retries(lb)
+        assert first_retries >= 3, "first requests that landed on backend1 were retried"
 
-        posts = [request(lb.port, "POST") for _ in range(20)]
+        # Later requests on a kept-alive connection: unarmed, the pool's first failure reaches
+        # the client; from then on every GET that lands on backend1 is retried on backend2.
+        conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
+        gets = [request(lb.port, conn=conn) for _ in range(40)]
+        failed = [i for i, (s, _) in enumerate(gets) if s != 200]
+        assert len(failed) == 1 and failed[0] > 0, gets
+        assert gets[failed[0] + 1 :] == [(200, "backend2")] * (39 - failed[0])
+        armed_retries = retries(lb)
+        assert armed_retries >= first_retries + 5, "GETs after the first failure were retried"
+
+        posts = [request(lb.port, "POST", conn) for _ in range(60)]
         assert {s for s, _ in posts} == {200, 503}, "a POST on backend1 is not retried"
         assert retries(lb) == armed_retries
+        conn.close()
 
-        # Now failures exceed 10 % of the pool's requests (POSTs' 503s): GETs are not retried.
+        # Failures now exceed 10 % of the pool's requests (the POSTs' 503s): no GET is retried,
+        # not even a connection's first.
         over = [request(lb.port) for _ in range(20)]
         assert 503 in {s for s, _ in over}
         assert retries(lb) == armed_retries

@@ -252,9 +252,10 @@ class Retries:
     budget_percent: Percent = doc(
         "Retry budget: L7 retries stop while the pool's recent failures exceed this share "
         "of its requests (connection failures, where nothing was sent, are always retried). "
-        "Other retries are armed only while the pool has failed in the last 10 s (an armed "
-        "retry copies its request first): the first failure after a quiet spell reaches its "
-        "client.",
+        "Other retries (an armed one copies its request first) are armed for every request "
+        "while the pool has failed in the last 10 s, else for a client connection's first "
+        "request only: after a quiet spell, the first failure of a later request on a kept-alive "
+        "client connection reaches its client.",
         10.0,
     )
     idempotent_only: bool = doc("Retry only GET/HEAD/PUT/DELETE/OPTIONS/TRACE requests.", True)
