@@ -4,6 +4,8 @@
     python bench/l7_policy_cost.py --ablate          # also the rendered config minus each feature
     python bench/l7_policy_cost.py --profile DIR     # HAProxy's `show profiling` per run into DIR
     python bench/l7_policy_cost.py --quick           # 1 round of 1 s runs, a smoke test
+    python bench/l7_policy_cost.py --instructions --ablate --duration 5
+                                                     # user-space instructions per request
 
 Two HAProxy L7 nodes run side by side on loopback, both pinned to one core
 (`--lb-cpu`, so each runs one thread):
@@ -170,8 +172,13 @@ def to_loopback(cfg: str, port: int, stats_port: int, backends: list[int]) -> st
     return "\n".join(out) + "\n"
 
 
-def plain_config(port: int, backends: list[int], tls: bool, crt_base: Path) -> str:
-    """Frontend -> backend, round robin over two servers, no checks (TLS as the rendered one)."""
+def plain_config(port: int, backends: list[int], tls: bool, crt_base: Path, reuse: bool = False
+                 ) -> str:  # fmt: skip
+    """Frontend -> backend, round robin over two servers, no checks (TLS as the rendered one).
+
+    ``reuse``: `http-reuse always`, so that a client connection's first request may use an idle
+    server connection too, as the rendered config's `retry-on` lets HAProxy do.
+    """
     ssl = ""
     tls_global = ""
     if tls:
@@ -183,12 +190,13 @@ def plain_config(port: int, backends: list[int], tls: bool, crt_base: Path) -> s
             "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256\n"
         )
     servers = "".join(f"    server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends, 1))
+    reuse_line = "    http-reuse always\n" if reuse else ""
     return (
         f"global\n    maxconn 5000\n{tls_global}\n"
         "defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n"
         "    timeout server 25s\n\n"
         f"frontend fe\n    bind 127.0.0.1:{port}{ssl}\n    default_backend be\n\n"
-        f"backend be\n    balance roundrobin\n{servers}"
+        f"backend be\n    balance roundrobin\n{reuse_line}{servers}"
     )
 
 
@@ -252,8 +260,12 @@ def children(pid: int) -> list[int]:
 
 @contextmanager
 def haproxy(name: str, cfg: str, tmp: Path, cpu: int | None, port: int, sock: Path | None = None,
-            log: Path | None = None) -> Iterator[Haproxy]:  # fmt: skip
-    """HAProxy with ``cfg`` (checked first), pinned to ``cpu``; its stdout (logs) to ``log``."""
+            log: Path | None = None, callgrind: bool = False) -> Iterator[Haproxy]:  # fmt: skip
+    """HAProxy with ``cfg`` (checked first), pinned to ``cpu``; its stdout (logs) to ``log``.
+
+    ``callgrind``: one process (no master) under valgrind's callgrind, which counts the
+    instructions it executes (`callgrind_instructions`).
+    """
     path = tmp / f"{name}.cfg"
     path.write_text(cfg)
     check = subprocess.run(["haproxy", "-c", "-q", "-f", path], capture_output=True, text=True)
@@ -261,12 +273,15 @@ def haproxy(name: str, cfg: str, tmp: Path, cpu: int | None, port: int, sock: Pa
         sys.exit(f"{name}: haproxy -c failed:\n{check.stdout}{check.stderr}")
     # -W -db: master-worker in the foreground, a child of this process; logs to /dev/null.
     pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    cmd = ["haproxy", "-W", "-db", "-f", path]
+    if callgrind:
+        path.write_text(cfg.replace("    master-worker\n", ""))
+        out_file = f"--callgrind-out-file={tmp}/callgrind.%p"
+        cmd = ["valgrind", "--tool=callgrind", out_file, "haproxy", "-db", "-f", path]
     out = log.open("wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [*pin, "haproxy", "-W", "-db", "-f", path], stdout=out, stderr=subprocess.DEVNULL
-    )
+    proc = subprocess.Popen([*pin, *cmd], stdout=out, stderr=subprocess.DEVNULL)
     try:
-        wait_tcp(port, 10, proc)
+        wait_tcp(port, 60 if callgrind else 10, proc)
         yield Haproxy(name, proc, port, sock)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -296,7 +311,12 @@ def wait_servers_up(lb: Haproxy, timeout: float) -> None:
     """Until every server of the rendered pool is UP (checks passed; slow start begun)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = [r.split(",") for r in lb.admin("show stat").splitlines() if r and r[0] != "#"]
+        try:
+            stat = lb.admin("show stat")
+        except OSError:  # the admin socket is bound a little after the frontends
+            time.sleep(0.2)
+            continue
+        rows = [r.split(",") for r in stat.splitlines() if r and r[0] != "#"]
         states = [r[17] for r in rows if r[1] not in ("FRONTEND", "BACKEND") and r[0] == "web"]
         if states and all(s.startswith("UP") or s == "no check" for s in states):
             return
@@ -381,8 +401,18 @@ def main(argv: list[str]) -> int:
         "--ablate", action="store_true", help="also the rendered config minus each feature"
     )
     p.add_argument("--profile", type=Path, help="write `show profiling` after each run here")
+    p.add_argument(
+        "--plain-reuse",
+        action="store_true",
+        help="plain config with `http-reuse always` (see the close variants in the docs)",
+    )
     p.add_argument("--json", type=Path, help="write runs and ratios here")
     p.add_argument("--quick", action="store_true", help="1 round of 1 s runs (smoke test)")
+    p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instead: instructions per request of each config under callgrind (valgrind)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.duration = 1, 1
@@ -394,8 +424,10 @@ def main(argv: list[str]) -> int:
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
 
-    runs: list[Run] = []
     names = ["plain", "rendered", *(f"rendered-{a}" for a in ABLATIONS if args.ablate)]
+    if args.instructions:
+        return instructions(names, variants, args)
+    runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="l7cost-") as tmp_s, ExitStack() as stack:
         tmp = Path(tmp_s)
         crt_base = Path(RuntimePaths(tmp).haproxy_certs)
@@ -407,7 +439,7 @@ def main(argv: list[str]) -> int:
         )
         for variant in variants:
             tls = VARIANTS[variant][0]
-            configs = lb_configs(tmp, tls, backends, crt_base, args.ablate)
+            configs = lb_configs(tmp, tls, backends, crt_base, args.ablate, args.plain_reuse)
             with ExitStack() as lbs:
                 started = {
                     name: lbs.enter_context(start(name, make, tmp, args.lb_cpu))
@@ -453,12 +485,15 @@ def main(argv: list[str]) -> int:
 ConfigMaker = Callable[[int, int], str]  # (port, stats port) -> config text
 
 
-def lb_configs(tmp: Path, tls: bool, backends: list[int], crt_base: Path, ablate: bool
-               ) -> dict[str, tuple[ConfigMaker, bool]]:  # fmt: skip
+def lb_configs(tmp: Path, tls: bool, backends: list[int], crt_base: Path, ablate: bool,
+               plain_reuse: bool = False) -> dict[str, tuple[ConfigMaker, bool]]:  # fmt: skip
     """name -> (config for a port, has the rendered admin socket)."""
     rendered = rendered_config(tmp, tls)
     configs: dict[str, tuple[ConfigMaker, bool]] = {
-        "plain": (lambda port, _stats: plain_config(port, backends, tls, crt_base), False),
+        "plain": (
+            lambda port, _stats: plain_config(port, backends, tls, crt_base, plain_reuse),
+            False,
+        ),
         "rendered": (lambda port, stats: to_loopback(rendered, port, stats, backends), True),
     }
     for name, subs in ABLATIONS.items() if ablate else ():
@@ -474,7 +509,8 @@ def lb_configs(tmp: Path, tls: bool, backends: list[int], crt_base: Path, ablate
 
 
 @contextmanager
-def start(name: str, make: tuple[ConfigMaker, bool], tmp: Path, cpu: int) -> Iterator[Haproxy]:
+def start(name: str, make: tuple[ConfigMaker, bool], tmp: Path, cpu: int, callgrind: bool = False
+          ) -> Iterator[Haproxy]:  # fmt: skip
     make_cfg, has_socket = make
     port = free_port()
     cfg = make_cfg(port, free_port())
@@ -484,8 +520,55 @@ def start(name: str, make: tuple[ConfigMaker, bool], tmp: Path, cpu: int) -> Ite
         sock = tmp / f"{name}.sock"
         cfg = cfg.replace(RuntimePaths(tmp).haproxy_socket, str(sock))
         Path(RuntimePaths(tmp).haproxy_socket).parent.mkdir(parents=True, exist_ok=True)
-    with haproxy(name, cfg, tmp, cpu, port, sock) as lb:
+    with haproxy(name, cfg, tmp, cpu, port, sock, callgrind=callgrind) as lb:
         yield lb
+
+
+def callgrind_instructions(pid: int) -> int:
+    """Instructions a process under callgrind has executed so far (all threads)."""
+    out = subprocess.run(
+        ["callgrind_control", "-e", "Ir", str(pid)], capture_output=True, text=True, check=True
+    ).stdout
+    counts = re.findall(r"Th \d+\s+([\d,]+)", out)
+    if not counts:
+        sys.exit(f"callgrind_control: no counts for {pid}: {out}")
+    return sum(int(c.replace(",", "")) for c in counts)
+
+
+def instructions(names: list[str], variants: list[str], args: argparse.Namespace) -> int:
+    """Instructions per request of each config, counted by callgrind (user space only).
+
+    Deterministic where req/s is not (other load on the machine does not change them); the
+    kernel's share (syscalls, TCP) is not in them.
+    """
+    if not shutil.which("valgrind"):
+        sys.exit("--instructions needs valgrind (scripts/install-deps.sh installs it)")
+    with tempfile.TemporaryDirectory(prefix="l7cost-") as tmp_s, ExitStack() as stack:
+        tmp = Path(tmp_s)
+        crt_base = Path(RuntimePaths(tmp).haproxy_certs)
+        crt_base.mkdir(parents=True)
+        self_signed(crt_base)
+        backends = [free_port(), free_port()]
+        stack.enter_context(
+            haproxy("backends", backend_config(backends), tmp, args.load_cpu, backends[-1])
+        )
+        for variant in variants:
+            tls, close = VARIANTS[variant]
+            configs = lb_configs(tmp, tls, backends, crt_base, args.ablate, args.plain_reuse)
+            base = None
+            for name in names:
+                with start(name, configs[name], tmp, args.lb_cpu, callgrind=True) as lb:
+                    if lb.socket:
+                        wait_servers_up(lb, 60)
+                    url = f"{'https' if tls else 'http'}://127.0.0.1:{lb.port}/"
+                    wrk(url, args.load_cpu, 2, close, 8)  # warm-up
+                    before = callgrind_instructions(lb.proc.pid)
+                    requests = parse_wrk(wrk(url, args.load_cpu, args.duration, close, 8))[2]
+                    per = (callgrind_instructions(lb.proc.pid) - before) / requests
+                base = base or per
+                print(f"{variant:10} {name:32} {per:9.0f} instructions/request  "
+                      f"x{per / base:.2f}  ({requests} requests)", flush=True)  # fmt: skip
+    return 0
 
 
 def wrk_url_warm(lb: Haproxy, variant: str, args: argparse.Namespace) -> None:

@@ -12,7 +12,6 @@ logged (`access_log: errors`), every one with `access_log: all`.
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import subprocess
 import sys
 import time
@@ -25,19 +24,7 @@ import pytest
 
 from lbappliance.lab.backend import set_control
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "l7_policy_cost.py"
-
-
-def _bench() -> Any:
-    spec = importlib.util.spec_from_file_location("l7_policy_cost", BENCH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _bench()
+from .l7bench import bench
 
 
 @contextmanager
