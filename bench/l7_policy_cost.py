@@ -30,10 +30,13 @@ the ratio compares runs seconds apart under the same machine load:
               throwaway self-signed certificate made with openssl)
   tls-close   a TLS handshake per request
 
-Printed per run: req/s, p99, the LB's CPU seconds per 1000 requests (from
-/proc, robust against other load on the machine) and the load average; at the
-end, per variant, the ratio rendered/plain of req/s (target >= 0.85) and of
-p99 (target <= 1.3) per round and their medians. `--json FILE` writes it all.
+Printed per run: req/s, p99, the LB's CPU milliseconds per 1000 requests (from
+/proc: robust against other load on the machine), the share of its core the LB
+used (below 100 %, the machine's other load, not the LB, limited the rate) and
+the load average; at the end, per variant, the ratio rendered/plain of req/s
+(target >= 0.85), of p99 (target <= 1.3) and of CPU per request per round and
+their medians, with the capacity ratio that CPU per request implies (the req/s
+ratio of a saturated core). `--json FILE` writes it all.
 """
 
 from __future__ import annotations
@@ -118,6 +121,7 @@ class Run:
     requests: int
     errors: int  # non-2xx answers + socket errors
     lb_cpu_ms_per_1k: float  # LB worker CPU per 1000 requests
+    lb_busy: float  # share of its core the LB used (1.0: saturated, the load's limit is the LB)
     load1: float
 
 
@@ -364,7 +368,7 @@ def measure(lb: Haproxy, rnd: int, variant: str, args: argparse.Namespace) -> Ru
         (args.profile / f"{variant}-{lb.name}-r{rnd}.txt").write_text(text)
         lb.admin("set profiling tasks on")  # `show profiling` does not reset; a fresh window:
     return Run(rnd, variant, lb.name, rps, p99, requests, errors,
-               1e6 * cpu / max(requests, 1), os.getloadavg()[0])  # fmt: skip
+               1e6 * cpu / max(requests, 1), cpu / args.duration, os.getloadavg()[0])  # fmt: skip
 
 
 def summarize(runs: list[Run], configs: list[str]) -> dict[str, Any]:
@@ -461,7 +465,7 @@ def main(argv: list[str]) -> int:
                         print(
                             f"round {rnd} {variant:10} {name:26} {run.rps:9.0f} req/s  "
                             f"p99 {run.p99_ms:6.2f} ms  cpu {run.lb_cpu_ms_per_1k:5.1f} ms/1k  "
-                            f"errors {run.errors}  load {run.load1:.2f}",
+                            f"busy {run.lb_busy:4.0%}  errors {run.errors}  load {run.load1:.2f}",
                             flush=True,
                         )
     ratios = summarize(runs, names)
@@ -471,7 +475,7 @@ def main(argv: list[str]) -> int:
             print(
                 f"  {variant:10} {name:26} req/s {r['rps_ratio']} {r['rps_ratio_median']:.2f}  "
                 f"p99 {r['p99_ratio']} {r['p99_ratio_median']:.2f}  "
-                f"cpu/req {r['cpu_ratio_median']:.2f}"
+                f"cpu/req {r['cpu_ratio_median']:.2f} (capacity {1 / r['cpu_ratio_median']:.2f})"
             )
     errors = sum(r.errors for r in runs)
     print(f"errors (non-2xx + socket) over all runs: {errors}")
