@@ -363,10 +363,9 @@ def measure(lb: Haproxy, rnd: int, variant: str, args: argparse.Namespace) -> Ru
     out = wrk(url, args.load_cpu, args.duration, close, args.connections)
     cpu = lb.worker_cpu_seconds() - cpu0
     rps, p99, requests, errors = parse_wrk(out)
-    if args.profile and lb.socket:
+    if args.profile and lb.socket:  # cumulative since the config started
         text = lb.admin("show profiling")
         (args.profile / f"{variant}-{lb.name}-r{rnd}.txt").write_text(text)
-        lb.admin("set profiling tasks on")  # `show profiling` does not reset; a fresh window:
     return Run(rnd, variant, lb.name, rps, p99, requests, errors,
                1e6 * cpu / max(requests, 1), cpu / args.duration, os.getloadavg()[0])  # fmt: skip
 
@@ -404,7 +403,9 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--ablate", action="store_true", help="also the rendered config minus each feature"
     )
-    p.add_argument("--profile", type=Path, help="write `show profiling` after each run here")
+    p.add_argument(
+        "--profile", type=Path, help="write `show profiling` (cumulative) after each run here"
+    )
     p.add_argument(
         "--plain-reuse",
         action="store_true",
@@ -456,7 +457,7 @@ def main(argv: list[str]) -> int:
                             lb.admin("set profiling tasks on")
                 # Warm-up (TLS session caches, slow start's first steps; not recorded).
                 for lb in started.values():
-                    wrk_url_warm(lb, variant, args)
+                    warm_up(lb, variant, args)
                 for rnd in range(args.rounds):
                     order = names if rnd % 2 == 0 else names[::-1]
                     for name in order:
@@ -575,7 +576,7 @@ def instructions(names: list[str], variants: list[str], args: argparse.Namespace
     return 0
 
 
-def wrk_url_warm(lb: Haproxy, variant: str, args: argparse.Namespace) -> None:
+def warm_up(lb: Haproxy, variant: str, args: argparse.Namespace) -> None:
     tls, close = VARIANTS[variant]
     url = f"{'https' if tls else 'http'}://127.0.0.1:{lb.port}/"
     wrk(url, args.load_cpu, min(1, args.duration), close, args.connections)
