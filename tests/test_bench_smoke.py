@@ -27,16 +27,19 @@ SMOKE: dict[str, tuple[list[str], bool, str]] = {
 
 
 # Scripts whose smoke run lives beside the tests of what they measure (richer checks).
+DP = "tests/dataplane/test_bench_smoke.py"
 ELSEWHERE = {
-    "dataplane_flows.py": "tests/dataplane/test_bench_smoke.py",
-    "dataplane_testrun.py": "tests/dataplane/test_bench_smoke.py",
+    "dataplane_flows.py": f"{DP}::test_flow_survival_bench_quick",
+    "dataplane_testrun.py": f"{DP}::test_testrun_bench_reports_every_path",
+    "l7_policy_cost.py": "tests/l7/test_bench.py::test_quick_run",
 }
 
 
 def test_every_bench_script_has_a_smoke_run():
     assert sorted(p.name for p in BENCH.glob("*.py")) == sorted([*SMOKE, *ELSEWHERE])
-    for script, test_file in ELSEWHERE.items():
-        assert f"bench/{script}" in (BENCH.parent / test_file).read_text(), (script, test_file)
+    for script, test in ELSEWHERE.items():
+        path, name = test.split("::")
+        assert f"def {name}(" in (BENCH.parent / path).read_text(), (script, test)
 
 
 @pytest.mark.slow

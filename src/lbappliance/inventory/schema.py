@@ -368,7 +368,11 @@ class Retries:
     attempts: Annotated[int, Range(0, 5)] = doc("Retries per request (another server).", 1)
     budget_percent: Percent = doc(
         "Retry budget: L7 retries stop while the pool's recent failures exceed this share "
-        "of its requests (connection failures, where nothing was sent, are always retried).",
+        "of its requests (connection failures, where nothing was sent, are always retried). "
+        "Other retries (an armed one copies its request first) are armed for every request "
+        "while the pool has failed in the last 10 s, else for a client connection's first "
+        "request only: after a quiet spell, the first failure of a later request on a kept-alive "
+        "client connection reaches its client.",
         10.0,
     )
     idempotent_only: bool = doc("Retry only GET/HEAD/PUT/DELETE/OPTIONS/TRACE requests.", True)
@@ -469,6 +473,12 @@ class L7Policy:
     )
     weight_controller: WeightController = doc(
         "Feedback weight controller.", factory=WeightController
+    )
+    access_log: Literal["errors", "all"] = doc(
+        "`errors`: log only abnormal requests (errors, timeouts, retries, redispatches, 5xx, "
+        "denials such as 429); `all`: every request too, at a cost on every request "
+        "(docs/l7-policy-cost.md).",
+        "errors",
     )
 
 
