@@ -49,7 +49,7 @@ def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n")
     tmp.replace(target)
 
 
