@@ -9,7 +9,7 @@ the ones `render` writes for node lb1. What runs is their own code, each round
 timed in CPU seconds (the machine is shared; wall time is printed beside it):
 
 - agent: ``Agent.round()`` with ``show stat`` read over a real Unix socket from a
-  stand-in that answers with 25 rows per 10 services in HAProxy 2.6's CSV
+  stand-in process that answers with 25 rows per 10 services in HAProxy 2.6's CSV
   format (every frontend OPEN, every server UP), VIP state machines, ExaBGP
   commands acknowledged in-process, the state file written. The probes' own
   network round trips are left out of the round (their results are given, all
@@ -32,6 +32,7 @@ import io
 import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -92,30 +93,40 @@ def show_stat_text(cfg: agent_config.AgentConfig) -> str:
     return "\n".join(rows) + "\n\n"
 
 
+_SERVE = """
+import os, socket, sys
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(sys.argv[1] + ".tmp")
+server.listen(4)
+payload = open(sys.argv[2], "rb").read()
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+while True:
+    conn, _ = server.accept()
+    with conn:
+        conn.recv(4096)
+        conn.sendall(payload)
+"""
+
+
 @contextmanager
 def stat_socket(path: Path, text: str) -> Iterator[str]:
-    """A Unix socket answering every connection with ``text`` (HAProxy's stand-in)."""
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(4)
-    payload = text.encode()
+    """A Unix socket answering every connection with ``text`` (HAProxy's stand-in).
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(4096)
-                conn.sendall(payload)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    It serves from a child process, so its CPU is not counted as the agent's.
+    """
+    answer = path.with_suffix(".csv")
+    answer.write_text(text)
+    server = subprocess.Popen([sys.executable, "-c", _SERVE, str(path), str(answer)])
     try:
+        deadline = time.monotonic() + 30
+        while not path.exists():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the show stat stand-in did not start")
+            time.sleep(0.01)
         yield str(path)
     finally:
-        server.close()
+        server.kill()
+        server.wait()
 
 
 class _AckingOut(io.StringIO):

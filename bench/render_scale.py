@@ -177,7 +177,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         at = n.index(500)
         times.annotate(
             f"500 services: {total[at]:.2f} s", (500, total[at]), textcoords="offset points",
-            xytext=(10, 25), arrowprops={"arrowstyle": "->"},
+            xytext=(-10, 60), arrowprops={"arrowstyle": "->"},
         )  # fmt: skip
     times.set_xlabel("services (half L4, half L7; one VIP each, 3 backends)")
     times.set_ylabel("seconds (best of runs, CPU time)")
