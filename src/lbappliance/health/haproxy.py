@@ -67,23 +67,23 @@ def parse_stat(text: str) -> list[StatRow]:
         raise HaproxyError(f"unexpected answer to 'show stat': {text[:80]!r}")
     records = csv.reader(lines)
     column = {name: i for i, name in enumerate(next(records))}
-
-    def field(rec: list[str], name: str) -> str:
-        i = column.get(name)
-        return rec[i] if i is not None and i < len(rec) else ""
-
+    width = len(column)  # absent columns read as the "" padded on below
+    svname, status, scur, bck, weight = (
+        column.get(k, width) for k in ("svname", "status", "scur", "bck", "weight")
+    )
     rows = []
     for rec in records:  # a plain reader: tens of thousands of rows per round at scale
         if not rec or not rec[0]:
             continue
+        rec += [""] * (width + 1 - len(rec))
         rows.append(
             StatRow(
                 proxy=rec[0],
-                name=field(rec, "svname"),
-                status=field(rec, "status"),
-                scur=int(field(rec, "scur") or 0),
-                backup=field(rec, "bck") == "1",
-                weight=int(field(rec, "weight") or 0),
+                name=rec[svname],
+                status=rec[status],
+                scur=int(rec[scur] or 0),
+                backup=rec[bck] == "1",
+                weight=int(rec[weight] or 0),
             )
         )
     return rows

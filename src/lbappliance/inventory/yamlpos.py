@@ -88,6 +88,10 @@ def _at(file: str, text: str, index: int) -> Location:
     return Location(file, line + 1, index - (text.rfind("\n", 0, index) + 1) + 1)
 
 
+if not yaml.__with_libyaml__:  # PyPI's wheels and Debian's python3-yaml both have it
+    raise ImportError("PyYAML without libyaml: install PyYAML's wheel or Debian's python3-yaml")
+
+
 class _Loader(yaml.CSafeLoader):
     """libyaml's safe loader without the per-node hooks for path resolvers (it has none)."""
 
