@@ -24,7 +24,7 @@ from ..inventory.schema import Inventory, Node
 from ..inventory.yamlpos import paused_gc
 from ..paths import templates_dir
 from ..secrets import Secrets
-from . import agent, ansible, bgp, haproxy, keepalived, routers, specs, system, weights
+from . import agent, ansible, bgp, haproxy, jsonfmt, keepalived, routers, specs, system, weights
 
 HEADER = "Rendered by lbappliance from the site inventory. Do not edit: change the inventory."
 NODE_PYTHON = "/opt/lbappliance/venv/bin/python"
@@ -67,6 +67,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["to_nice_yaml"] = _nice_yaml
     env.policies["json.dumps_kwargs"] = {"sort_keys": True}
+    env.policies["json.dumps_function"] = jsonfmt.dumps  # json.dumps's bytes, faster
     return env
 
 
