@@ -86,6 +86,8 @@ CASES = [
     ("tag on a mapping", b"site: !vault {name: t}\n", 1, 7, "site: unsupported tag '!vault'"),
     ("set tag", b"site: !!set {a, b}\n", 1, 7, "site: unsupported tag '!!set'"),
     ("bad timestamp", b"site:\n  name: 2026-13-45\n", 2, 9, "site.name: not a valid timestamp"),
+    ("bad explicit bool", b"site:\n  name: !!bool maybe\n", 2, 9, "site.name: not a valid bool"),
+    ("bad explicit int", b"site:\n  asn: !!int 12x\n", 2, 8, "site.asn: not a valid int"),
 ]  # fmt: skip
 
 

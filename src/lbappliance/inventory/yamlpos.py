@@ -190,7 +190,10 @@ class _Builder:
         if tag == _NULL:
             return None
         if tag == _BOOL:
-            return self._constructor.bool_values[node.value.lower()]
+            value = self._constructor.bool_values.get(node.value.lower())
+            if value is None:  # only an explicit !!bool can hold something else
+                raise self._refuse(node.start_mark, path, "not a valid bool: use true or false")
+            return value
         if tag in _SCALAR_TAGS:
             try:
                 return self._constructor.yaml_constructors[tag](self._constructor, node)
