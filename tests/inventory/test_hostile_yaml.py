@@ -88,6 +88,9 @@ CASES = [
     ("bad timestamp", b"site:\n  name: 2026-13-45\n", 2, 9, "site.name: not a valid timestamp"),
     ("bad explicit bool", b"site:\n  name: !!bool maybe\n", 2, 9, "site.name: not a valid bool"),
     ("bad explicit int", b"site:\n  asn: !!int 12x\n", 2, 8, "site.asn: not a valid int"),
+    ("explicit timestamp", b"site:\n  name: !!timestamp 10.0.1\n", 2, 9,
+     "site.name: not a valid timestamp"),
+    ("explicit binary", b"site:\n  name: !!binary a\n", 2, 9, "site.name: not a valid binary"),
 ]  # fmt: skip
 
 

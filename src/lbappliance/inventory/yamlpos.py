@@ -197,9 +197,9 @@ class _Builder:
         if tag in _SCALAR_TAGS:
             try:
                 return self._constructor.yaml_constructors[tag](self._constructor, node)
-            except (ValueError, yaml.YAMLError) as exc:
+            except Exception:  # PyYAML's constructors on hostile text: ValueError and others
                 what = tag[len(_YAML) :]
-                raise self._refuse(node.start_mark, path, f"not a valid {what}: {exc}") from None
+                raise self._refuse(node.start_mark, path, f"not a valid {what}") from None
         raise self._unknown_tag(node, path)
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
