@@ -79,6 +79,7 @@ def _best(repeat: int, fn: Callable[[], Any]) -> tuple[float, float, Any]:
     """Best wall and best CPU seconds of ``repeat`` calls, and the last result."""
     walls, cpus, result = [], [], None
     for _ in range(repeat):
+        result = None  # one result alive at a time: the memory peak is one run's
         wall, cpu = time.perf_counter(), time.process_time()
         result = fn()
         walls.append(time.perf_counter() - wall)
