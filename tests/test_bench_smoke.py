@@ -22,7 +22,6 @@ SMOKE: dict[str, tuple[list[str], bool, str]] = {
     "dataplane_maglev.py": (["--runs", "1"], False, "ms"),
     "gray_failure.py": (["--quick", "--failures", "healthy,hard"], True, "p99"),
     "health_withdraw.py": (["--trials", "1", "--loss-seconds", "3"], True, "withdraw"),
-    "render_scale.py": (["--services", "20", "--repeat", "1"], False, "services"),
 }
 
 
@@ -32,6 +31,8 @@ ELSEWHERE = {
     "dataplane_flows.py": f"{DP}::test_flow_survival_bench_quick",
     "dataplane_testrun.py": f"{DP}::test_testrun_bench_reports_every_path",
     "l7_policy_cost.py": "tests/l7/test_bench.py::test_quick_run",
+    "render_scale.py": "tests/render/test_bench_render_scale.py::test_render_scale_quick",
+    "control_rounds.py": "tests/test_control_rounds.py::test_control_rounds_quick",
 }
 
 

@@ -10,7 +10,7 @@ from .errors import InventoryError, InventoryInvalid, Location
 from .schema import Inventory
 from .semantic import check
 from .typed import Converter
-from .yamlpos import Positions, deep_merge, load_yaml
+from .yamlpos import Positions, deep_merge, load_yaml, paused_gc
 
 __all__ = ["InventoryError", "InventoryInvalid", "Location", "Site", "load_site", "site_path"]
 
@@ -43,6 +43,11 @@ def site_path(inventory_dir: Path, site: str) -> Path:
 
 def load_site(inventory_dir: Path, site: str) -> Site:
     """Load ``sites/<site>.yml`` over ``defaults.yml``; raise with every error found."""
+    with paused_gc():
+        return _load_site(inventory_dir, site)
+
+
+def _load_site(inventory_dir: Path, site: str) -> Site:
     path = site_path(inventory_dir, site)
     if not path.is_file():
         known = sorted(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
 import math
 import re
@@ -190,6 +191,19 @@ def describe(tp: Any) -> str:
     return _SCALAR_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+@functools.cache
+def _shape(tp: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``get_origin`` and ``get_args`` of a type, worked out once per type."""
+    return get_origin(tp), get_args(tp)
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """A dataclass's resolved type hints and init fields, worked out once per class."""
+    hints = get_type_hints(cls, include_extras=True)
+    return hints, {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -207,24 +221,24 @@ class Converter:
         self.errors.append(InventoryError(loc, path, message, hint))
 
     def convert(self, tp: Any, value: Any, path: Path_) -> Any:
-        origin = get_origin(tp)
+        origin, args = _shape(tp)
         if origin is Annotated:
             return self._annotated(tp, value, path)
         if origin in (Union, types.UnionType):
             return self._union(tp, value, path)
         if origin is Literal:
-            if value in get_args(tp) and not isinstance(value, bool):
+            if value in args and not isinstance(value, bool):
                 return value
             return self._bad(tp, value, path)
         if origin is list:
             if not isinstance(value, list):
                 return self._bad(tp, value, path)
-            (item_tp,) = get_args(tp)
+            (item_tp,) = args
             return [self.convert(item_tp, item, (*path, i)) for i, item in enumerate(value)]
         if origin is dict:
             if not isinstance(value, dict):
                 return self._bad(tp, value, path)
-            key_tp, item_tp = get_args(tp)
+            key_tp, item_tp = args
             for k in value:
                 probe = Converter(self.pos)
                 probe.convert(key_tp, k, (*path, k))
@@ -255,7 +269,7 @@ class Converter:
         return value if ok else self._bad(tp, value, path)
 
     def _annotated(self, tp: Any, value: Any, path: Path_) -> Any:
-        base, *meta = get_args(tp)
+        base, *meta = _shape(tp)[1]
         parser = next((m for m in meta if isinstance(m, Parse)), None)
         sensitive = any(isinstance(m, Sensitive) for m in meta)
         show = (lambda v: "a value (not shown: it may be a secret)") if sensitive else _show
@@ -303,8 +317,7 @@ class Converter:
     def _dataclass(self, cls: Any, value: Any, path: Path_) -> Any:
         if not isinstance(value, dict):
             return self._bad(cls, value, path)
-        hints = get_type_hints(cls, include_extras=True)
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        hints, fields = _fields(cls)
         for key in value:
             if key not in fields:
                 close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
