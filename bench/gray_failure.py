@@ -257,7 +257,14 @@ def recovery(
     worst = max(
         (window_p99(reqs) for _, reqs in windows(results, healed_at, end) if reqs), default=0.0
     )
-    return {"share_back_s": back, "max_window_p99_ms": worst, "limit_ms": limit_ms}
+    over = [r for r in results if healed_at <= r[0] < end and r[3] == SLOW]
+    over = [r for r in over if r[2] != 200 or r[1] * 1000 >= limit_ms]
+    return {
+        "share_back_s": back,
+        "max_window_p99_ms": worst,
+        "limit_ms": limit_ms,
+        "healed_over_limit": len(over),  # its own requests slower than the limit
+    }
 
 
 def _all_up(sock: Any) -> bool:
@@ -342,7 +349,12 @@ def assess(runs: list[dict[str, Any]]) -> None:
     fallback = next(iter(healthy.values()), None)
     for r in runs:
         base = healthy.get(r["config"], fallback)
-        if r["failure"] == "healthy" or base is None:
+        if r["failure"] == "healthy":  # how far this machine's own noise takes a 1 s p99
+            end = r["settle_s"] + r["duration_s"]
+            reqs = windows(r["results"], r["settle_s"], end)
+            r["worst_window_p99_ms"] = max(window_p99(q) for _, q in reqs if q)
+            continue
+        if base is None:
             continue
         limit = 2 * base["p99_ms"]
         res, fail_end = r["results"], r["settle_s"] + r["duration_s"]
@@ -367,8 +379,15 @@ def table(runs: list[dict[str, Any]]) -> str:
         m, s = r["measured"], r["settling"]
         settle = f"{s['p99_ms']:.1f}" if s else "-"
         react = _s(r["react_s"]) if "react_s" in r else "-"
+        if "worst_window_p99_ms" in r:
+            react = f"(worst 1 s p99: {r['worst_window_p99_ms']:.1f} ms)"
         rec = r.get("recovery")
-        healed = f"{_s(rec['share_back_s'])} / {rec['max_window_p99_ms']:.1f} ms" if rec else "-"
+        healed = "-"
+        if rec:
+            healed = (
+                f"{_s(rec['share_back_s'])} / {rec['max_window_p99_ms']:.1f} ms "
+                f"({rec['healed_over_limit']} of its own over {rec['limit_ms']:.1f})"
+            )
         end = f"weight {r['final_weights'].get(SLOW)}, {r['final_status'].get(SLOW)}"
         lines.append(
             f"| {r['failure']} | ({r['config']}) {r['label']} | {m['p50_ms']:.1f} "

@@ -39,6 +39,7 @@ class ServerStat:
     ttime: int | None
     check_status: str
     agent_status: str
+    addr: str = ""  # host:port HAProxy sends to (where the controller probes)
 
     @property
     def admin_excluded(self) -> bool:
@@ -91,6 +92,7 @@ def parse_stat(text: str) -> list[ServerStat]:
                 ttime=_int(row, "ttime"),
                 check_status=row.get("check_status", ""),
                 agent_status=row.get("agent_status", ""),
+                addr=row.get("addr", ""),
             )
         )
     return rows
