@@ -1,4 +1,4 @@
-"""The weight policy (seed 001): pure decisions on synthetic and recorded signals."""
+"""The weight policy: pure decisions on synthetic and recorded signals."""
 
 from __future__ import annotations
 

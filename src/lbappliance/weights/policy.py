@@ -4,13 +4,13 @@ Per server with fresh signals (latency ``L``, error ratio ``e``, request rate ``
 requests queued at the server's maxconn mean no headroom at all). ``L`` is the
 larger of the recent window's mean and the long (``max_span``) window's: a weight
 falls as soon as the last seconds show trouble, and rises only once the whole long
-window agrees (the seed's gradual re-admission; it also keeps a few lucky requests
+window agrees (gradual re-admission; it also keeps a few lucky requests
 of an intermittently slow server from raising it).
 
 - estimated capacity ``C = λ (1 - e) T / L`` (requests/s it could serve at the
-  target latency ``T``), the seed's ``load x target / actual``;
-- headroom per unit of weight ``g = (1 - e) T / max(L, 0.1 T) - 1`` (``>= 0``): the
-  seed's ``(capacity - load) / load``. Taking it per unit of weight, not per
+  target latency ``T``): ``load x target / actual``;
+- headroom per unit of weight ``g = (1 - e) T / max(L, 0.1 T) - 1`` (``>= 0``), a form of
+  ``(capacity - load) / load``. Taking it per unit of weight, not per
   server, keeps a server that happens to get more traffic from looking bigger
   and pulling even more (two equal servers would drift apart); latencies under
   10 % of the target count as equal so millisecond noise does not move weights;
@@ -22,15 +22,15 @@ of an intermittently slow server from raising it).
   moves the HAProxy weight by ``hysteresis_percent`` (5 %) or reaches a bound; a
   rising weight at most doubles per step (gradual re-admission).
 
-An *outlier* (seed 002's circuit breaker: latency over ``outlier_factor`` (2) x the
+An *outlier* (a circuit breaker: latency over ``outlier_factor`` (2) x the
 pool's median and over ``outlier_min_latency``, or errors over 5 %) is not healthy
 and its target is the canary floor, ``canary_weight_percent`` (1 %) of its inventory
-weight (seed 001's canary): a server slowed by 60 ms is well within a 100 ms target,
+weight (a canary): a server slowed by 60 ms is well within a 100 ms target,
 yet every request it gets lands in the clients' p99. A server whose signals are
 missing (no response while requests are in flight, empty counters, failing
 agent-check, no traffic although its weight should bring some) is degraded: its
 target is the canary floor and its weight never rises. Below
-``panic_threshold`` healthy servers the pool is in panic (seed 004): every
+``panic_threshold`` healthy servers the pool is in panic: every
 server with signals goes back to its inventory weight, so the load is spread
 instead of crushing the few fast ones. Servers in maintenance, drain or DOWN
 are HAProxy's business and are not touched.
