@@ -47,6 +47,13 @@ def test_sliding_window_time_to_react_and_recovery() -> None:
     results[850][1] = 0.5  # two are not: windows ending in (8.5, 9.0] hold both
     assert bench.time_to_react(results, 0.0, 10.0, 10.0) == pytest.approx(9.1, abs=0.01)
     assert bench.time_to_react(results[300:], 0.0, 10.0, 1000.0) == 0.0  # never over
+    # Own: only windows where the slow backend's requests are over the limit count.
+    noise = [[i / 100, 0.5 if i < 300 else 0.002, 200, "backend2"] for i in range(1000)]
+    assert bench.time_to_react(noise, 0.0, 10.0, 10.0) == pytest.approx(4.0, abs=0.01)
+    assert bench.time_to_react(noise, 0.0, 10.0, 10.0, own=True) == 0.0
+    noise[800][1:] = [0.5, 200, "backend1"]
+    noise[850][1] = 0.5
+    assert bench.time_to_react(noise, 0.0, 10.0, 10.0, own=True) == pytest.approx(9.1, abs=0.01)
     results[990][1] = 0.5
     results[995][1] = 0.5
     assert bench.time_to_react(results, 0.0, 10.0, 10.0) is None  # still over at the end

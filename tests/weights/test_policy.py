@@ -512,3 +512,26 @@ def test_operator_weight_on_a_parked_server_ends_the_park() -> None:
     d = decide(pool(), adopted, state, {"s4": None}, 3.0)
     assert not state.servers["s4"].parked and state.servers["s4"].applied == 50
     assert d.assessments[3].state == "hold"
+
+
+def test_probes_judged_by_their_mean_not_one_hiccup() -> None:
+    """One probe delayed 60 ms (a busy LB) does not stop a re-admission; 10 % at +900 ms do."""
+    state = PoolState()
+    signals, _ = slow_until(heal=10.0)
+
+    def hiccup(server: str, t: float) -> float:
+        if server == "s4" and t < 10:
+            return 0.9
+        return 0.06 if abs(t - 17.5) < 0.01 else 0.002
+
+    s4 = [h["s4"] for h in probed(pool(), state, signals, hiccup, 40)]
+    back = next(i for i, w in enumerate(s4) if w > 0)
+    assert s4[back:] == sorted(s4[back:]) and s4[-1] == 100  # no second park
+
+    def intermittent(server: str, t: float) -> float:  # every 10th probe of s4 slow
+        return 0.9 if server == "s4" and round(t / PROBE_INTERVAL) % 10 == 0 else 0.002
+
+    state = PoolState()
+    fast = lambda now: {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.09 if now < 1 else 0.002)}  # noqa: E731
+    s4 = [h["s4"] for h in probed(pool(), state, fast, intermittent, 60)]
+    assert s4[0] == 0 and all(w == 0 for w in s4)  # never 20 probes with a calm mean

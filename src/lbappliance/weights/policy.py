@@ -38,10 +38,11 @@ are HAProxy's business and are not touched.
 Parking (when the controller can probe, ``probes`` given): an outlier is taken out
 of users' traffic at once, weight 0, instead of the canary floor, and watched with
 the controller's own requests sent straight to it (``probe.py``). It is re-admitted
-when every probe of the last ``PROBE_CALM`` s (doubling with each park of the same
-server, at most ``PROBE_CALM_MAX``) answered under the outlier threshold: first at
-its canary floor, then doubling per step while the probes go on; a slow probe or an
-outlier reading parks it again. Safety: parking never leaves fewer than
+when the probes of the last ``PROBE_CALM`` s (doubling with each park of the same
+server, at most ``PROBE_CALM_MAX``) all answered, with a mean under the outlier
+threshold: first at its canary floor, then doubling per step while the probes go on;
+a probe mean over the threshold since its re-admission, or an outlier reading from
+users' traffic, parks it again. Safety: parking never leaves fewer than
 ``panic_threshold`` of the pool's servers (and never fewer than one) healthy and
 serving; the other outliers keep the canary floor; panic re-admits every parked
 server; an operator's change of a parked server's weight ends the park.
@@ -65,6 +66,7 @@ PROBE_CALM = 5.0  # s of healthy probes before a parked server is re-admitted (f
 PROBE_CALM_MAX = 20.0  # s: the wait doubles with each park of the same server, up to this
 PROBE_MIN_SHARE = 0.5  # of the probes a calm period should hold must have answered
 PROBE_INTERVAL = 0.25  # s between two probes of one server
+PROBE_TIMEOUT = 1.0  # s; a probe slower than this failed (an outlier threshold is far lower)
 
 
 @dataclass
@@ -328,24 +330,34 @@ def decide(
 
 
 def _judge(p: Probes | None, st: ServerState, slow: float, now: float) -> tuple[bool, str]:
-    """Whether a parked server may come back (or a re-admitted one may go on), and why."""
+    """Whether a parked server may come back (or a re-admitted one may go on), and why.
+
+    The mean of the probes over the calm period (a re-admitted server: since its
+    re-admission, at most that long) is held against ``slow``, as users' mean latency is:
+    one probe delayed by a scheduling hiccup does not decide, a server slow on 10 % of its
+    answers does. A parked server also needs every probe of the period answered and enough
+    of them; a re-admitted one stops at a mean over ``slow`` (a failed probe counting as
+    ``PROBE_TIMEOUT``).
+    """
     if p is None or not p.samples:
         return False, "no probe answered yet"
+    calm = min(PROBE_CALM * 2 ** max(st.parks - 1, 0), PROBE_CALM_MAX)
+    start = max(now - calm, st.since) if st.readmitting else now - calm
+    recent = [lat for t, lat in p.samples if t >= start]
+    failed = sum(1 for lat in recent if lat is None)
+    mean = sum(PROBE_TIMEOUT if lat is None else lat for lat in recent) / max(len(recent), 1)
     last = p.samples[-1][1]
     shown = "failed" if last is None else _ms(last)
+    verdict = (
+        f"probes: mean {_ms(mean)} of {len(recent)}, {failed} failed, over the last "
+        f"{now - start:.3g} s (outlier threshold {_ms(slow)}; last {shown})"
+    )
     if st.readmitting:
-        since = [lat for t, lat in p.samples if t >= st.since]
-        bad = sum(1 for lat in since if lat is None or lat > slow)
-        verdict = f"{bad} of {len(since)} probes since re-admission over {_ms(slow)}"
-        return bad == 0, f"{verdict} (last {shown})"
-    calm = min(PROBE_CALM * 2 ** max(st.parks - 1, 0), PROBE_CALM_MAX)
-    recent = [lat for t, lat in p.samples if t >= now - calm]
-    bad = sum(1 for lat in recent if lat is None or lat > slow)
+        return bool(recent) and mean <= slow, verdict
     enough = now - max(p.started, st.since) >= calm and len(recent) >= (
         PROBE_MIN_SHARE * calm / PROBE_INTERVAL
     )
-    verdict = f"probes: {bad} of {len(recent)} over {_ms(slow)} in the last {calm:g} s"
-    return enough and bad == 0, f"{verdict} (last {shown})"
+    return enough and not failed and mean <= slow, verdict
 
 
 def _park_and_readmit(

@@ -17,9 +17,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .policy import PROBE_CALM_MAX, PROBE_INTERVAL, Probes
+from .policy import PROBE_CALM_MAX, PROBE_INTERVAL, PROBE_TIMEOUT, Probes
 
-PROBE_TIMEOUT = 1.0  # s; a probe slower than this failed (an outlier threshold is far lower)
 KEEP = PROBE_CALM_MAX + 5.0  # s of samples kept per server
 
 Key = tuple[str, str]  # (pool, server)
