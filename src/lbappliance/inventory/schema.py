@@ -300,8 +300,8 @@ class WeightController:
     )
     outlier_factor: Annotated[float, Range(1, 100)] = doc(
         "A server slower than this multiple of its pool's median latency is an outlier, "
-        "even under `target_latency` (seed 002's circuit breaker: 2x the median); so is "
-        "one with over 5 % errors.",
+        "even under `target_latency` (a circuit breaker: 2x the median); so is one with "
+        "over 5 % errors. The controller parks an outlier at weight 0 and probes it.",
         2.0,
     )
     outlier_min_latency: DurationT = doc(
@@ -310,9 +310,10 @@ class WeightController:
         D(0.02),
     )
     canary_weight_percent: Annotated[float, Range(0, 50)] = doc(
-        "Floor of an outlier's weight, and of a server whose signals are missing, as a "
-        "percentage of its inventory weight (never below 1): a canary trickle that shows "
-        "its recovery. At most `min_weight_percent`.",
+        "Weight a parked outlier is re-admitted at (then doubling), the floor of an "
+        "outlier the controller may not park (too few healthy servers left) and of a "
+        "server whose signals are missing, as a percentage of its inventory weight "
+        "(never below 1). At most `min_weight_percent`.",
         1.0,
     )
     max_capacity_fraction: Annotated[float, Range(0.1, 1)] = doc(
