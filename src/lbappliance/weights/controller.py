@@ -187,7 +187,7 @@ class Controller:
         now = self.clock()
         for e in entries:
             state = self.states.get(e.get("pool"))
-            if state is not None and e.get("server") in self.config_servers(e["pool"]):
+            if state is not None and e.get("server") in self._servers(e["pool"]):
                 state.servers[e["server"]] = ServerState(
                     0.0, 0, parked=True, parks=int(e.get("parks", 1)), since=now
                 )
@@ -196,7 +196,7 @@ class Controller:
                     "pool %s server %s: still parked, probing it again", e["pool"], e["server"]
                 )
 
-    def config_servers(self, pool: str) -> dict[str, int]:
+    def _servers(self, pool: str) -> dict[str, int]:
         return next((p.servers for p in self.config.pools if p.name == pool), {})
 
     def release_parked(self) -> None:
