@@ -268,13 +268,20 @@ def recovery(
     worst = max(
         (window_p99(reqs) for _, reqs in windows(results, healed_at, end) if reqs), default=0.0
     )
-    over = [r for r in results if healed_at <= r[0] < end and r[3] == SLOW]
-    over = [r for r in over if r[2] != 200 or r[1] * 1000 >= limit_ms]
+    after = [r for r in results if healed_at <= r[0] < end]
+    own = [r for r in after if r[3] == SLOW]
+    others = [r for r in after if r[3] != SLOW]
+
+    def over(reqs: list[list[Any]]) -> int:
+        return sum(1 for r in reqs if r[2] != 200 or r[1] * 1000 >= limit_ms)
+
     return {
         "share_back_s": back,
         "max_window_p99_ms": worst,
         "limit_ms": limit_ms,
-        "healed_over_limit": len(over),  # its own requests slower than the limit
+        "healed_over_limit": over(own),  # its own requests slower than the limit
+        "healed_over_share": over(own) / max(len(own), 1),
+        "others_over_share": over(others) / max(len(others), 1),  # the machine's noise
     }
 
 
@@ -406,7 +413,8 @@ def table(runs: list[dict[str, Any]]) -> str:
         if rec:
             healed = (
                 f"{_s(rec['share_back_s'])} / {rec['max_window_p99_ms']:.1f} ms "
-                f"({rec['healed_over_limit']} of its own over {rec['limit_ms']:.1f})"
+                f"(its own over {rec['limit_ms']:.1f}: {rec['healed_over_limit']}, "
+                f"{rec['healed_over_share']:.2%}; others {rec['others_over_share']:.2%})"
             )
         end = f"weight {r['final_weights'].get(SLOW)}, {r['final_status'].get(SLOW)}"
         lines.append(

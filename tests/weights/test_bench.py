@@ -59,6 +59,8 @@ def test_sliding_window_time_to_react_and_recovery() -> None:
     assert bench.time_to_react(results, 0.0, 10.0, 10.0) is None  # still over at the end
     rec = bench.recovery(results, 5.0, 10.0, 4, 10.0)
     assert rec["max_window_p99_ms"] == 500
+    assert rec["healed_over_limit"] == 4 and rec["healed_over_share"] == 4 / 400  # 800..995
+    assert rec["others_over_share"] == 0
     # Healed at 5 s, an equal share (every 4th request) from 8 s: the 5 s window before t
     # holds 80 % of an equal share from t = 12 s on.
     results = [[i / 100, 0.002, 200, "backend1" if i >= 800 and i % 4 == 0 else "b2"]
