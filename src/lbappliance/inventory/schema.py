@@ -323,6 +323,12 @@ class WeightController:
         "Below this fraction of healthy servers, spread over all servers (panic mode).", 0.5
     )
     hysteresis_percent: Percent = doc("Weight changes smaller than this are not applied.", 5.0)
+    probe_path: UrlPath = doc(
+        "Path the controller requests (GET, 4 a second) from a server it has parked, "
+        "instead of users' requests: the pool's real request path, not a shallow "
+        "liveness page that a gray failure leaves fast.",
+        "/",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
