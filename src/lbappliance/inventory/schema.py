@@ -421,8 +421,8 @@ class WeightController:
     )
     outlier_factor: Annotated[float, Range(1, 100)] = doc(
         "A server slower than this multiple of its pool's median latency is an outlier, "
-        "even under `target_latency` (seed 002's circuit breaker: 2x the median); so is "
-        "one with over 5 % errors.",
+        "even under `target_latency` (a circuit breaker: 2x the median); so is one with "
+        "over 5 % errors. The controller parks an outlier at weight 0 and probes it.",
         2.0,
     )
     outlier_min_latency: DurationT = doc(
@@ -431,9 +431,10 @@ class WeightController:
         D(0.02),
     )
     canary_weight_percent: Annotated[float, Range(0, 50)] = doc(
-        "Floor of an outlier's weight, and of a server whose signals are missing, as a "
-        "percentage of its inventory weight (never below 1): a canary trickle that shows "
-        "its recovery. At most `min_weight_percent`.",
+        "Weight a parked outlier is re-admitted at (then doubling), the floor of an "
+        "outlier the controller may not park (too few healthy servers left) and of a "
+        "server whose signals are missing, as a percentage of its inventory weight "
+        "(never below 1). At most `min_weight_percent`.",
         1.0,
     )
     max_capacity_fraction: Annotated[float, Range(0.1, 1)] = doc(
@@ -443,6 +444,12 @@ class WeightController:
         "Below this fraction of healthy servers, spread over all servers (panic mode).", 0.5
     )
     hysteresis_percent: Percent = doc("Weight changes smaller than this are not applied.", 5.0)
+    probe_path: UrlPath = doc(
+        "Path the controller requests (GET, 4 a second) from a server it has parked, "
+        "instead of users' requests: the pool's real request path, not a shallow "
+        "liveness page that a gray failure leaves fast.",
+        "/",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -38,6 +38,7 @@ class ServerStat:
     ttime: int | None
     check_status: str
     agent_status: str
+    addr: str = ""  # host:port HAProxy sends to (where the controller probes)
 
     @property
     def admin_excluded(self) -> bool:
@@ -75,8 +76,9 @@ def parse_stat(text: str) -> list[ServerStat]:
     scur, qcur, slim, stot, req_tot, hrsp_5xx, econ, eresp = (
         at(k) for k in ("scur", "qcur", "slim", "stot", "req_tot", "hrsp_5xx", "econ", "eresp")
     )
-    qtime, ctime, rtime, ttime, check_status, agent_status = (
-        at(k) for k in ("qtime", "ctime", "rtime", "ttime", "check_status", "agent_status")
+    qtime, ctime, rtime, ttime, check_status, agent_status, addr = (
+        at(k)
+        for k in ("qtime", "ctime", "rtime", "ttime", "check_status", "agent_status", "addr")
     )
     hrsp = [at(k) for k in HRSP]
     rows = []
@@ -107,6 +109,7 @@ def parse_stat(text: str) -> list[ServerStat]:
                 ttime=_int(rec[ttime]),
                 check_status=rec[check_status],
                 agent_status=rec[agent_status],
+                addr=rec[addr],
             )
         )
     return rows
