@@ -230,7 +230,7 @@ def test_detached_node_is_withdrawn_the_other_carries_on(lab: NetnsLab):
 @pytest.fixture(scope="module")
 def pass_object(tmp_path_factory) -> Path:
     """XDP_PASS, for the switch side of the LBs' veths: native XDP_TX/redirect
-    on veth only delivers to a peer that has an XDP program (LAB-NOTES)."""
+    on veth only delivers to a peer that has an XDP program (measured here)."""
     d = tmp_path_factory.mktemp("pass")
     (d / "xdp_pass.c").write_text(
         "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n"
