@@ -556,7 +556,7 @@ class Frontend:
 
 @dataclass(frozen=True, kw_only=True)
 class L7:
-    policy: L7Policy = doc("Site-wide L7 policy (pools may override parts of it).", factory=L7Policy)
+    policy: L7Policy = doc("Site-wide L7 policy (pools override parts).", factory=L7Policy)
     frontends: list[Frontend] = doc("HAProxy frontends.", factory=list)
     pools: list[Pool] = doc("HAProxy backends.", factory=list)
 
