@@ -77,8 +77,7 @@ def parse_stat(text: str) -> list[ServerStat]:
         at(k) for k in ("scur", "qcur", "slim", "stot", "req_tot", "hrsp_5xx", "econ", "eresp")
     )
     qtime, ctime, rtime, ttime, check_status, agent_status, addr = (
-        at(k)
-        for k in ("qtime", "ctime", "rtime", "ttime", "check_status", "agent_status", "addr")
+        at(k) for k in ("qtime", "ctime", "rtime", "ttime", "check_status", "agent_status", "addr")
     )
     hrsp = [at(k) for k in HRSP]
     rows = []
