@@ -23,7 +23,7 @@ from ..inventory.derived import RuntimePaths
 from ..inventory.schema import Inventory, Node
 from ..paths import templates_dir
 from ..secrets import Secrets
-from . import agent, ansible, bgp, haproxy, keepalived, routers, specs, system, weights
+from . import agent, ansible, bgp, haproxy, keepalived, network, routers, specs, system, weights
 
 HEADER = "Rendered by lbappliance from the site inventory. Do not edit: change the inventory."
 NODE_PYTHON = "/opt/lbappliance/venv/bin/python"
@@ -112,6 +112,8 @@ def render_site(
         for template, target, builder, checker in NODE_FILES:
             ctx = {"node": node, **builder(inv, node, paths)}
             emit(template, prefix + target, ctx, checker=checker, node=node.name)
+        for target, ctx in network.files(inv, node, paths):  # one file per interface
+            emit("systemd/network.j2", prefix + target, {"node": node, **ctx}, node=node.name)
         bgp_ctx = bgp.context(inv, node, paths, secrets, node_python)
         emit(
             "exabgp/exabgp.conf.j2",
