@@ -11,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.slow  # ansible-lint takes ~15 s
 
 ROOT = Path(__file__).resolve().parents[2]
-OWN = ["roles/lb_base", "roles/lb_haproxy", "roles/lb_keepalived", "roles/lb_exabgp",
+OWN = ["roles/lb_base", "roles/lb_network", "roles/lb_haproxy", "roles/lb_keepalived", "roles/lb_exabgp",
        "playbooks", "molecule", ".ansible-lint", ".yamllint"]  # fmt: skip
 
 

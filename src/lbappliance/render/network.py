@@ -12,9 +12,10 @@ link while it is down, so when an uplink comes back (carrier flap, ``ip link set
 down/up``) networkd puts its addresses and routes back at once (the kernel drops
 IPv6 addresses and the routes of a link that goes down). Static IPv6 addresses
 skip duplicate address detection unless ``ipv6_dad`` is set: a tentative address
-cannot carry a BGP session. The mgmt interface also has
-``KeepConfiguration=static``: networkd never drops its address or routes, not
-when it starts, stops or restarts.
+cannot carry a BGP session. ``KeepConfiguration=static``: networkd never drops a
+static address or route it finds (keepalived's VRRP VIPs, the management path), not
+when it starts, reloads or restarts; the ``lb_network`` role removes what a change
+takes out of a file.
 
 No ``.link`` files: udev applies those only when a device appears, so they cannot
 change a running node; the MTU is set from the ``.network`` file's ``[Link]``.
@@ -83,7 +84,6 @@ def context(inv: Inventory, node: Node, iface: Interface) -> dict[str, Any]:
     v6 = any(a.version == 6 for a in iface.addresses)
     return {
         "iface": iface,
-        "mgmt": iface.role == "mgmt",
         "addresses": [str(a) for a in iface.addresses],
         "no_dad": v6 and not iface.ipv6_dad,
         "routes": routes(inv, node, iface),
