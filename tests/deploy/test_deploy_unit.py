@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from lbappliance.cli import main
@@ -125,10 +126,17 @@ def rendered_sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_every_rendered_node_file_is_installed_by_a_role(rendered_sites: dict[str, Path]) -> None:
     role_text = "\n".join(p.read_text() for p in ROLES.rglob("*.yml"))
+    assert 'loop: "{{ lb_network_files }}"' in role_text  # lb_network: one file per interface
     for render in rendered_sites.values():
         for path in (render / "hosts").glob("*/**/*"):
             if path.is_file():
-                target = "/".join(path.relative_to(render / "hosts").parts[1:])
+                node, *parts = path.relative_to(render / "hosts").parts
+                target = "/".join(parts)
+                host_vars = yaml.safe_load(
+                    (render / "inventory/host_vars" / f"{node}.yml").read_text()
+                )
+                if target in host_vars["lb_network_files"]:
+                    continue
                 assert target in role_text, f"no role installs {target}"
 
 
