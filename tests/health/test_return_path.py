@@ -225,6 +225,7 @@ def test_return_route_deleted_on_lb1_withdraws_its_vips_then_they_return():
         subprocess.run(["ip", "-n", ns, "route", "del", "default"], check=True)
         lab.wait(lambda: lab.fib_nexthops(WEB) == [lb2], 10, "lb1 withdrawn")
         withdrawn = time.monotonic() - t0
+        print(f"MEASURE return route deleted on lb1 -> VIP out of the FIB: {withdrawn:.2f} s")
         # fall x interval, with room for a busy machine (both cores loaded in CI)
         assert withdrawn < bound + 2.0, (withdrawn, bound)
         status = cli("status", "--site", "lab", "--json", *lab_hooks(lab))
