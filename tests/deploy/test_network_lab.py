@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.podman]
 ROOT = Path(__file__).resolve().parents[2]
 VIP, VIP6 = "198.51.100.10/32", "2001:db8:100::10/128"
 BFD_DETECT = 0.3  # 100 ms x 3 (inventory defaults)
-TOOL = "/usr/local/libexec/lbappliance-network"
+TOOL = "/usr/local/sbin/lbappliance-network"
 
 
 @pytest.fixture(scope="module")
