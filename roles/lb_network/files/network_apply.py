@@ -1,3 +1,4 @@
+#!/usr/bin/python3
 """Apply the rendered systemd-networkd files so that a lost node rolls itself back.
 
 Usage: network_apply.py COMMAND [options]; runs on the node with only the standard library.
