@@ -13,8 +13,10 @@ import sys
 
 
 def ip_json(*args):
-    return json.loads(subprocess.run(["ip", "-j", *args], capture_output=True, text=True,
-                                     check=True).stdout or "[]")
+    return json.loads(
+        subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=True).stdout
+        or "[]"
+    )
 
 
 expected = json.loads(sys.argv[1])

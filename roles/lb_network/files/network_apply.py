@@ -105,7 +105,9 @@ def changes(staged: Path, installed: Path) -> dict[str, list[str]]:
     return {
         "added": sorted(set(new) - set(old)),
         "removed": sorted(set(old) - set(new)),
-        "changed": sorted(n for n in set(new) & set(old) if new[n].read_bytes() != old[n].read_bytes()),
+        "changed": sorted(
+            n for n in set(new) & set(old) if new[n].read_bytes() != old[n].read_bytes()
+        ),
     }
 
 
