@@ -11,8 +11,8 @@ import pytest
 pytestmark = pytest.mark.slow  # ansible-lint takes ~15 s
 
 ROOT = Path(__file__).resolve().parents[2]
-OWN = ["roles/lb_base", "roles/lb_haproxy", "roles/lb_keepalived", "roles/lb_exabgp",
-       "playbooks", "molecule", ".ansible-lint", ".yamllint"]  # fmt: skip
+OWN = ["roles/lb_base", "roles/lb_network", "roles/lb_haproxy", "roles/lb_keepalived",
+       "roles/lb_exabgp", "playbooks", "molecule", ".ansible-lint", ".yamllint"]  # fmt: skip
 
 
 @pytest.mark.parametrize("tool", ["ansible-lint", "yamllint"])

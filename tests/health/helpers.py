@@ -9,7 +9,15 @@ from typing import Any
 from lbappliance.health.agent import Agent
 from lbappliance.health.config import AgentConfig, Probe, parse
 from lbappliance.health.exabgp import ExabgpChannel
-from lbappliance.health.signals import HaproxyView, Observation, ProbeResult, Servers
+from lbappliance.health.signals import (
+    HaproxyView,
+    LinkView,
+    NetworkView,
+    Observation,
+    ProbeResult,
+    RouteView,
+    Servers,
+)
 
 WEB = "198.51.100.10/32"
 L4 = "198.51.100.20/32"
@@ -31,11 +39,16 @@ CONFIG: dict[str, Any] = {
     "haproxy_socket": "/nonexistent/admin.sock",
     "state_file": "/nonexistent/state.json",
     "metrics": {"address": "127.0.0.1", "port": 0},
+    "return_path": {
+        "uplinks": [{"name": "eth1", "addresses": ["10.10.0.11/24", "2001:db8:10::11/64"]}],
+        "all_uplinks": ["eth1"],
+        "destinations": ["0.0.0.0/0", "::/0"],
+    },
     "vips": [
         {
             "prefix": WEB,
             "communities": ["65100:10"],
-            "signals": ["haproxy", "probe", "maintenance"],
+            "signals": ["haproxy", "probe", "return_path", "maintenance"],
             "haproxy": {
                 "frontends": ["web"],
                 "backends": ["web"],
@@ -103,6 +116,22 @@ class AckingOut(io.StringIO):
         return len(s)
 
 
+def healthy_network() -> NetworkView:
+    """lb1 as deployed: eth1 up with its addresses, both default routes through it."""
+    return NetworkView(
+        links={
+            "eth0": LinkView(True, frozenset({"10.99.0.11/24"})),
+            "eth1": LinkView(True, frozenset({"10.10.0.11/24", "2001:db8:10::11/64"})),
+        },
+        routes=(
+            RouteView("0.0.0.0/0", 100, ("eth1",)),
+            RouteView("10.10.0.0/24", 0, ("eth1",)),
+            RouteView("10.99.0.0/24", 0, ("eth0",)),
+            RouteView("::/0", 100, ("eth1",)),
+        ),
+    )
+
+
 class Signals:
     """A mutable world the fake sensors report on."""
 
@@ -115,6 +144,7 @@ class Signals:
         self.xdp = True
         self.l4_up = 2
         self.maintenance = False
+        self.network = healthy_network()
 
     def observe(self) -> Observation:
         obs = Observation()
@@ -132,6 +162,7 @@ class Signals:
             obs.probes[target] = ProbeResult(ok, "connected" if ok else "connection refused")
         obs.xdp["eth1"] = "xdpgeneric id 7" if self.xdp else None
         obs.maintenance = self.maintenance
+        obs.network, obs.network_error = self.network, ""
         obs.maintenance_reason = "maintenance file present" if self.maintenance else ""
         return obs
 

@@ -237,7 +237,10 @@ def test_status_over_ssh_reports_unreachable_nodes(inventory_copy):
     text = site.read_text()
     for mgmt, loopback in (("10.99.0.11", "127.0.0.11"), ("10.99.0.12", "127.0.0.12")):
         text = text.replace(f"management_address: {mgmt}", f"management_address: {loopback}")
-    text = text.replace("    vrrp_priority: ", "    ssh_port: 1\n    vrrp_priority: ")
+    # Loopback is on no interface of the node: its network is not the appliance's.
+    text = text.replace(
+        "    vrrp_priority: ", "    ssh_port: 1\n    network_managed: false\n    vrrp_priority: "
+    )
     site.write_text(text)
     out = subprocess.run(
         ["lbappliance", "status", "--site", "lab", "--inventory", str(inventory_copy)],

@@ -27,12 +27,18 @@ def test_rendered_lab_config_loads(tmp_path: Path):
     assert cfg.node == node.name
     assert cfg.maintenance_file == f"{tmp_path}/var/lib/lbappliance/maintenance"
     web, l4, web6 = cfg.vips
-    assert web.signals == ("haproxy", "probe", "maintenance")
+    assert web.signals == ("haproxy", "probe", "return_path", "maintenance")
+    # The return path, narrowed to each VIP's family: lb1's uplink and default routes.
+    assert web.return_path.uplinks[0].name == "eth1"
+    assert web.return_path.uplinks[0].addresses == ("10.10.0.11/24",)
+    assert web.return_path.destinations == ("0.0.0.0/0",)
     assert web.probes[0].kind == "http" and web.probes[0].address == "198.51.100.10"
     # The frontend's IPv6 VIP: its own /128, probed end to end over IPv6.
     assert web6.prefix == "2001:db8:100::10/128" and web6.signals == web.signals
     assert web6.probes[0].address == "2001:db8:100::10"
-    assert l4.signals == ("dataplane", "probe", "maintenance")
+    assert web6.return_path.uplinks[0].addresses == ("2001:db8:10::11/64",)
+    assert web6.return_path.destinations == ("::/0",)
+    assert l4.signals == ("dataplane", "probe", "return_path", "maintenance")
     # Every L4 backend is probed, not only the first one.
     backends = [str(b.address) for b in site.model.l4_services[0].backends]
     assert len(backends) > 1
@@ -54,7 +60,8 @@ def test_all_errors_reported_at_once():
         "$: need timeout < fast_interval <= interval, got 0.5 / 0.2 / 0.5",
         "$.rise: 0 must be at least 1",
         "$.vips[0].prefix: 198.51.100.0/24 is not a host route (/32 or /128)",
-        "$.vips[0].signals: 'telepathy' is not one of haproxy, dataplane, probe, maintenance",
+        "$.vips[0].signals: 'telepathy' is not one of haproxy, dataplane, probe, return_path, "
+        "maintenance",
         "$.vips[1].communities: 'no-export' is not a community 'A:B' or large community 'A:B:C'",
         "$.state_file: missing",
     ]

@@ -14,7 +14,7 @@ from lbappliance.health.config import Probe
 from lbappliance.health.sensors import Sensors, parse_ipvs, read_xdp, run_probe
 from lbappliance.health.signals import HaproxyView, Health, Observation, Servers, evaluate
 
-from .helpers import config
+from .helpers import config, healthy_network
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -39,7 +39,7 @@ def test_haproxy_socket_missing_is_a_clear_failure(tmp_path: Path):
 def test_haproxy_judgement(tmp_path: Path):
     cfg = config(tmp_path)
     web = cfg.vips[0]
-    obs = Observation(probes={web.probes[0]: _ok()})
+    obs = Observation(probes={web.probes[0]: _ok()}, network=healthy_network())
 
     def judge(up: int, total: int, frontend: str = "OPEN"):
         obs.haproxy = HaproxyView({"web": frontend}, {}, {"web": Servers(up, total)})

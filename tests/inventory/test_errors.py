@@ -23,12 +23,14 @@ nodes:
     vrrp_priority: 150
     interfaces:
       - {name: eth1, role: uplink, addresses: [10.10.0.11/24]}
+      - {name: eth0, role: mgmt, addresses: [10.99.0.11/24]}
   - name: lb2
     management_address: 10.99.0.12
     router_id: 10.10.0.12
     vrrp_priority: 100
     interfaces:
       - {name: eth1, role: uplink, addresses: [10.10.0.12/24]}
+      - {name: eth0, role: mgmt, addresses: [10.99.0.12/24]}
 vrrp:
   - {name: a, vrid: 10, interface: eth1, vips: [203.0.113.10/24]}
   - {name: b, vrid: 11, interface: eth1, vips: [203.0.113.11/24]}
@@ -110,6 +112,18 @@ CASES = [
     ("family mismatch",
      "anycast:\n", "l4_services:\n  - {name: dns, vip: 198.51.100.10, port: 53, protocol: udp, backends: [{address: '2001:db8::1'}]}\nanycast:\n",
      "name: dns", "'2001", "l4_services[0].backends[0].address: IPv6 backend for an IPv4 VIP"),
+    ("management address dropped", "addresses: [10.99.0.11/24]", "addresses: [10.99.0.13/24]",
+     "management_address: 10.99.0.11", "10.99",
+     "nodes[0].management_address: 10.99.0.11 is on no interface of lb1: the rendered network "
+     "would remove it and cut the controllers off"),
+    ("management route dropped", "anycast:\n", "network: {management_prefixes: [10.200.0.0/16]}\nanycast:\n",
+     "network:", "10.200",
+     "network.management_prefixes[0]: 10.200.0.0/16 would not be reachable through eth0"),
+    ("gateway off-subnet", "addresses: [10.10.0.11/24]}", "addresses: [10.10.0.11/24], gateways: [10.11.0.1]}",
+     "gateways: [10.11", "10.11", "nodes[0].interfaces[0].gateways[0]: gateway 10.11.0.1 is on no subnet of eth1"),
+    ("no IPv6 return path", "  - prefix: 198.51.100.10/32\n", "  - prefix: 198.51.100.10/32\n  - prefix: '2001:db8:100::10/128'\n",
+     "{name: eth1, role: uplink, addresses: [10.10.0.11/24]}", "-",
+     "nodes[0].interfaces: node lb1 has no IPv6 return path toward clients"),
     ("canary over floor", "    - name: web\n", "    - name: web\n      policy:\n        weight_controller: {canary_weight_percent: 10}\n",
      "canary_weight_percent: 10", "10}",
      "l7.pools[0].policy.weight_controller.canary_weight_percent: the outliers' floor (10.0) must not exceed min_weight_percent (5.0)"),

@@ -66,6 +66,9 @@ def test_every_node_gets_every_file() -> None:
         "etc/lbappliance/weights.json",
         "etc/nftables.d/lbappliance-notrack.nft",
         "etc/sysctl.d/90-lbappliance.conf",
+        "etc/systemd/network/10-lbappliance-eth0.network",
+        "etc/systemd/network/10-lbappliance-eth1.network",
+        "etc/systemd/network/10-lbappliance-eth2.network",
         "etc/systemd/system/lbappliance-vips.service",
     ]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-SIGNALS = ("haproxy", "dataplane", "probe", "maintenance")
+SIGNALS = ("haproxy", "dataplane", "probe", "return_path", "maintenance")
 DEGRADED_ACTIONS = ("med", "prepend", "none")
 PROBE_KINDS = ("http", "https", "tcp")
 
@@ -69,6 +69,25 @@ class DataplaneGate:
 
 
 @dataclass(frozen=True)
+class Uplink:
+    """An uplink carrying a BGP session, with the addresses (of the VIP's family) it needs."""
+
+    name: str
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReturnPath:
+    """Can the node answer this VIP's clients? One of ``uplinks`` is up with its
+    addresses, and the route toward each destination leaves through one of ``all_uplinks``
+    (all of it: the VIP's address family only)."""
+
+    uplinks: tuple[Uplink, ...]
+    all_uplinks: tuple[str, ...]
+    destinations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class VipConfig:
     prefix: str
     communities: tuple[str, ...]
@@ -77,6 +96,7 @@ class VipConfig:
     dataplane: DataplaneGate | None = None
     probes: tuple[Probe, ...] = ()
     pools: tuple[PoolProbe, ...] = ()
+    return_path: ReturnPath | None = None
 
 
 @dataclass(frozen=True)
@@ -207,10 +227,42 @@ def _probe(r: _Reader, obj: Any, where: str) -> Probe | None:
     )
 
 
-def _vip(r: _Reader, obj: Any, where: str) -> VipConfig | None:
+def _return_path(r: _Reader, obj: Any, version: int) -> ReturnPath | None:
+    """The node's ``return_path`` narrowed to one address family."""
+    where = "$.return_path"
+    if not isinstance(obj, dict):
+        r.errors.append(f"{where}: needed by the 'return_path' signal")
+        return None
+
+    def family(text: str) -> int | None:
+        try:
+            return ipaddress.ip_interface(text).version
+        except ValueError:
+            r.errors.append(f"{where}: {text!r} is not an address or prefix")
+            return None
+
+    uplinks = []
+    for i, u in enumerate(r.get(obj, where, "uplinks", list, [])):
+        addresses = r.get(u, f"{where}.uplinks[{i}]", "addresses", list, [])
+        uplinks.append(
+            Uplink(
+                name=r.get(u, f"{where}.uplinks[{i}]", "name", str, ""),
+                addresses=tuple(a for a in addresses if family(str(a)) == version),
+            )
+        )
+    destinations = [str(d) for d in r.get(obj, where, "destinations", list, [])]
+    return ReturnPath(
+        uplinks=tuple(u for u in uplinks if u.addresses),
+        all_uplinks=tuple(r.get(obj, where, "all_uplinks", list, [u.name for u in uplinks])),
+        destinations=tuple(d for d in destinations if family(d) == version),
+    )
+
+
+def _vip(r: _Reader, obj: Any, where: str, return_path: Any = None) -> VipConfig | None:
     prefix = r.get(obj, where, "prefix", str)
     if prefix is None:
         return None
+    net = None
     try:
         net = ipaddress.ip_network(prefix)
         r.check(
@@ -285,6 +337,9 @@ def _vip(r: _Reader, obj: Any, where: str) -> VipConfig | None:
                 )
             )
         r.check(bool(probes or pools), f"{where}: signal 'probe' is on but no probe is configured")
+    path = None
+    if "return_path" in signals and net is not None:
+        path = _return_path(r, return_path, net.version)
     return VipConfig(
         prefix=prefix,
         communities=communities,
@@ -293,6 +348,7 @@ def _vip(r: _Reader, obj: Any, where: str) -> VipConfig | None:
         dataplane=dataplane,
         probes=tuple(probes),
         pools=tuple(pools),
+        return_path=path,
     )
 
 
@@ -338,7 +394,7 @@ def parse(data: Any, path: str = "<config>") -> AgentConfig:
     vips = []
     raw_vips = r.get(data, "$", "vips", list)
     for i, v in enumerate(raw_vips or []):
-        vip = _vip(r, v, f"$.vips[{i}]")
+        vip = _vip(r, v, f"$.vips[{i}]", data.get("return_path"))
         if vip:
             vips.append(vip)
     r.check(raw_vips is None or bool(raw_vips), "$.vips: no VIP to announce")

@@ -2,7 +2,8 @@
 
 One round reads each source once, whatever the number of VIPs using it:
 HAProxy's ``show stat``, the XDP attachment of each interface (netlink), the
-IPVS table (``/proc/net/ip_vs``), every distinct probe, the maintenance file.
+IPVS table (``/proc/net/ip_vs``), the links, addresses and main routing table
+(netlink, for the return path), every distinct probe, the maintenance file.
 They run in parallel; a source that has not answered by the deadline counts
 as failed for this round.
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 from .config import AgentConfig, Probe, canonical_service
 from .haproxy import HaproxyError, read_view
-from .signals import Observation, ProbeResult
+from .signals import LinkView, NetworkView, Observation, ProbeResult, RouteView
 
 
 def _ms(seconds: float) -> str:
@@ -92,6 +93,54 @@ def read_xdp(interface: str) -> str | None:
         return f"{mode} id {xdp.get_attr('IFLA_XDP_PROG_ID')}"
 
 
+IFF_UP, IFF_LOWER_UP = 0x1, 0x10000
+IFA_F_DADFAILED, IFA_F_TENTATIVE = 0x08, 0x40
+RTNH_F_DEAD, RTNH_F_LINKDOWN = 0x1, 0x10
+MAIN_TABLE, RTN_UNICAST = 254, 1
+
+
+def read_network() -> NetworkView:
+    """Links (up with carrier, usable addresses) and the main table's unicast routes."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        names, up = {}, {}
+        for link in ipr.get_links():
+            names[link["index"]] = link.get_attr("IFLA_IFNAME")
+            flags = link["flags"]
+            up[link["index"]] = bool(flags & IFF_UP and flags & IFF_LOWER_UP)
+        addresses: dict[int, set[str]] = {i: set() for i in names}
+        for addr in ipr.get_addr():
+            flags = addr.get_attr("IFA_FLAGS") or addr["flags"]
+            if flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
+                continue
+            local = addr.get_attr("IFA_LOCAL") or addr.get_attr("IFA_ADDRESS")
+            addresses.setdefault(addr["index"], set()).add(f"{local}/{addr['prefixlen']}")
+        routes = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for r in ipr.get_routes(family=family, table=MAIN_TABLE):
+                if r["type"] != RTN_UNICAST or r.get_attr("RTA_TABLE", MAIN_TABLE) != MAIN_TABLE:
+                    continue
+                hops = r.get_attr("RTA_MULTIPATH") or [r]
+                devices = tuple(
+                    names.get(h.get_attr("RTA_OIF") if h is r else h["oif"], "?")
+                    for h in hops
+                    if not (h["flags"] if h is not r else r["flags"])
+                    & (RTNH_F_DEAD | RTNH_F_LINKDOWN)
+                )
+                if not devices:
+                    continue
+                dst = r.get_attr("RTA_DST") or ("0.0.0.0" if family == socket.AF_INET else "::")
+                routes.append(
+                    RouteView(f"{dst}/{r['dst_len']}", r.get_attr("RTA_PRIORITY") or 0, devices)
+                )
+    links = {
+        names[i]: LinkView(up[i], frozenset(str(ipaddress.ip_interface(a)) for a in addresses[i]))
+        for i in names
+    }
+    return NetworkView(links, tuple(routes))
+
+
 def _ipvs_endpoint(text: str) -> str:
     """``C6336414:1F90`` or ``[2001:0db8::0014]:1F90`` -> ``198.51.100.20:8080``."""
     host, _, port = text.rpartition(":")
@@ -150,6 +199,7 @@ class Sensors:
         )
         self.need_haproxy = any(v.haproxy for v in cfg.vips)
         self.need_ipvs = any(v.dataplane and v.dataplane.ipvs_services for v in cfg.vips)
+        self.need_network = any(v.return_path for v in cfg.vips)
 
     def observe(self) -> Observation:
         cfg = self.cfg
@@ -165,6 +215,8 @@ class Sensors:
             submit("xdp", iface, read_xdp, iface)
         if self.need_ipvs:
             submit("ipvs", None, lambda: parse_ipvs(Path(cfg.ipvs_table).read_text()))
+        if self.need_network:
+            submit("network", None, read_network)
         for probe in self.probes:
             submit("probe", probe, run_probe, probe, timeout)
         obs = Observation()
@@ -187,6 +239,8 @@ class Sensors:
                 obs.xdp[key] = value
             elif kind == "ipvs":
                 obs.ipvs, obs.ipvs_error = {canonical_service(k): n for k, n in value.items()}, ""
+            elif kind == "network":
+                obs.network, obs.network_error = value, ""
             else:
                 obs.probes[key] = value
         return obs
@@ -200,6 +254,8 @@ class Sensors:
             obs.xdp_errors[key] = msg
         elif kind == "ipvs":
             obs.ipvs_error = msg
+        elif kind == "network":
+            obs.network_error = msg
         else:
             obs.probes[key] = ProbeResult(False, msg)
 

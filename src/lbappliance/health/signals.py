@@ -8,6 +8,7 @@ of them. Maintenance is not a health problem: it is carried beside it.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -48,6 +49,46 @@ class ProbeResult:
     detail: str  # "200 in 3 ms", "timeout after 150 ms", "connection refused"
 
 
+@dataclass(frozen=True)
+class LinkView:
+    up: bool  # administratively up with carrier
+    addresses: frozenset[str]  # usable ones ("10.10.0.11/24"; not tentative, not DAD-failed)
+
+
+@dataclass(frozen=True)
+class RouteView:
+    destination: str  # "0.0.0.0/0", "10.40.0.0/24"
+    metric: int
+    devices: tuple[str, ...]  # every next hop's device (one unless ECMP)
+
+
+@dataclass(frozen=True)
+class NetworkView:
+    """The node's links and main routing table, as the kernel has them."""
+
+    links: dict[str, LinkView]
+    routes: tuple[RouteView, ...]
+
+    def route_toward(self, destination: str) -> RouteView | None:
+        """The route the kernel picks for ``destination``: the longest prefix covering it,
+        then the lowest metric, over next hops on links that are up."""
+        dst = ipaddress.ip_network(destination)
+        best: tuple[int, int, RouteView] | None = None
+        for route in self.routes:
+            net = ipaddress.ip_network(route.destination)
+            if net.version != dst.version or not dst.subnet_of(net):  # type: ignore[arg-type]
+                continue
+            if not any(self.links.get(d, _DOWN).up for d in route.devices):
+                continue
+            key = (-net.prefixlen, route.metric, route)
+            if best is None or key[:2] < best[:2]:
+                best = key
+        return best[2] if best else None
+
+
+_DOWN = LinkView(False, frozenset())
+
+
 @dataclass
 class Observation:
     haproxy: HaproxyView | None = None
@@ -59,6 +100,8 @@ class Observation:
     probes: dict[Probe, ProbeResult] = field(default_factory=dict)
     maintenance: bool = False
     maintenance_reason: str = ""
+    network: NetworkView | None = None
+    network_error: str = "not read"
 
 
 @dataclass(frozen=True)
@@ -167,7 +210,59 @@ def _probe(vip: VipConfig, obs: Observation) -> Check:
     return Check("probe", worst, "probe: " + "; ".join(r for _, r in problems))
 
 
-CHECKS = {"haproxy": _haproxy, "dataplane": _dataplane, "probe": _probe}
+def _return_path(vip: VipConfig, obs: Observation) -> Check:
+    """Can the node answer this VIP's clients (the probes run on the node itself, so they
+    cannot see a broken way back)?"""
+    path = vip.return_path
+    assert path is not None
+    view = obs.network
+    if view is None:
+        return Check(
+            "return_path", Health.FAIL, f"return_path: network unreadable ({obs.network_error})"
+        )
+    problems, summary = [], []
+    if not path.uplinks:
+        problems.append("no uplink has an address of this VIP's family")
+    carrying = []
+    for uplink in path.uplinks:
+        link = view.links.get(uplink.name)
+        if link is None:
+            problems.append(f"uplink {uplink.name} is missing")
+            continue
+        lost = [a for a in uplink.addresses if a not in link.addresses]
+        if not link.up:
+            problems.append(f"uplink {uplink.name} is down")
+        elif lost:
+            problems.append(f"uplink {uplink.name} lost {', '.join(lost)}")
+        else:
+            carrying.append(uplink.name)
+    if carrying:
+        problems = []  # one uplink carrying BGP with its addresses is enough
+        summary.append(
+            f"{', '.join(carrying)} up with {'its' if len(carrying) == 1 else 'their'} addresses"
+        )
+    for destination in path.destinations:
+        route = view.route_toward(destination)
+        if route is None:
+            problems.append(f"no route toward {destination}")
+        elif not set(route.devices) <= set(path.all_uplinks):
+            problems.append(
+                f"route toward {destination} leaves through {', '.join(route.devices)}, "
+                "not an uplink"
+            )
+        else:
+            summary.append(f"{destination} via {', '.join(route.devices)}")
+    if problems:
+        return Check("return_path", Health.FAIL, "return_path: " + "; ".join(problems))
+    return Check("return_path", Health.OK, "return_path: " + ", ".join(summary))
+
+
+CHECKS = {
+    "haproxy": _haproxy,
+    "dataplane": _dataplane,
+    "probe": _probe,
+    "return_path": _return_path,
+}
 
 
 def evaluate(cfg: AgentConfig, vip: VipConfig, obs: Observation) -> Verdict:

@@ -185,12 +185,59 @@ class Bgp:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StaticRoute:
+    to: IPNetwork = doc("Destination prefix.")
+    via: IPAddress | None = doc(
+        "Next hop on the interface's subnets (default: the interface's gateway of that family).",
+        None,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Interface:
     name: IfName = doc("Interface name on the node, e.g. eth1.")
     role: Literal["uplink", "backend", "mgmt"] = doc(
         "uplink faces the routers (BGP, VIP traffic); backend faces the servers; mgmt is SSH."
     )
     addresses: list[IPInterface] = doc("Addresses with prefix length.", factory=list)
+    gateways: list[IPAddress] = doc(
+        "Routers on this interface's subnets that routes through it use (at most one per "
+        "IP version). Uplinks: the return path toward clients; empty means the BGP peers "
+        "on the interface's subnets. Other roles: only for `routes` entries without `via`.",
+        factory=list,
+    )
+    routes: list[StaticRoute] = doc(
+        "Static routes through this interface, e.g. the management route toward the "
+        "controllers' network on the mgmt interface.",
+        factory=list,
+    )
+    mtu: Annotated[int, Range(1280, 9216)] | None = doc(
+        "Interface MTU (unset: leave the driver's). The IPIP/IP6IP6 encapsulation toward "
+        "backends adds 20/40 bytes: raise the underlay MTU so full-size packets fit.",
+        None,
+    )
+    ipv6_dad: bool = doc(
+        "Run IPv6 duplicate address detection on this interface's static addresses. Off by "
+        "default: the inventory assigns them (and validates them unique), and DAD would "
+        "leave an address tentative, unusable for BGP, for a second after every link flap.",
+        False,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Network:
+    client_prefixes: list[IPNetwork] = doc(
+        "Where the site's clients are. The return path is a route to each through the "
+        "uplinks' routers; empty means the whole Internet (a default route per IP version). "
+        "The health agent's `return_path` signal checks these routes.",
+        factory=list,
+    )
+    management_prefixes: list[IPNetwork] = doc(
+        "Where the controllers (Ansible) connect from. Each must stay reachable through a "
+        "node's mgmt interface (on its subnet or through one of its `routes`): `validate` "
+        "refuses an inventory that would cut the controllers off.",
+        factory=list,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,6 +256,12 @@ class Node:
     nic_tuning: bool = doc(
         "Tune this node's NICs (role `lb_nic`). Off for containers and VMs that share "
         "a kernel or have no IRQs of their own.",
+        True,
+    )
+    network_managed: bool = doc(
+        "The appliance configures this node's interfaces, addresses and routes "
+        "(systemd-networkd, role `lb_network`). false: they are managed elsewhere, and "
+        "deploy's verify checks the live addresses and routes match the inventory.",
         True,
     )
     ssh_user: UserName = doc("SSH user for Ansible.", "root")
@@ -566,9 +619,11 @@ class L7:
 
 @dataclass(frozen=True, kw_only=True)
 class HealthAgent:
-    signals: list[Literal["haproxy", "dataplane", "probe", "maintenance"]] = doc(
-        "Signals that must hold for a node to announce a VIP (those that apply to the VIP).",
-        factory=lambda: ["haproxy", "dataplane", "probe", "maintenance"],
+    signals: list[Literal["haproxy", "dataplane", "probe", "return_path", "maintenance"]] = doc(
+        "Signals that must hold for a node to announce a VIP (those that apply to the VIP). "
+        "`return_path`: the uplink carrying BGP is up with its addresses and the route "
+        "toward clients leaves through an uplink.",
+        factory=lambda: ["haproxy", "dataplane", "probe", "return_path", "maintenance"],
     )
     interval: DurationT = doc("Probe interval in a steady state.", D(0.5))
     fast_interval: DurationT = doc("Probe interval while a state is changing.", D(0.2))
@@ -640,6 +695,7 @@ class Inventory:
     anycast: list[AnycastVip] = doc("Anycast VIPs announced over BGP.", factory=list)
     l4_services: list[L4Service] = doc("L4 services (XDP or IPVS).", factory=list)
     dataplane: Dataplane = doc("XDP data-plane settings.", factory=Dataplane)
+    network: Network = doc("The nodes' own routing: clients and controllers.", factory=Network)
     l7: L7 = doc("HAProxy L7 tier.", factory=L7)
     health_agent: HealthAgent = doc("Health agent policy.", factory=HealthAgent)
     nic_profiles: dict[Name, NicProfile] = doc(

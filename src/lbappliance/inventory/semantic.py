@@ -45,6 +45,7 @@ class Checker:
         for check in (
             self.site,
             self.nodes,
+            self.network,
             self.bgp,
             self.vrrp,
             self.vips,
@@ -139,6 +140,101 @@ class Checker:
                 for k, addr in enumerate(iface.addresses):
                     addresses.append((addr.ip, ("nodes", i, "interfaces", j, "addresses", k)))
         self.unique(addresses, "node address")
+
+    def network(self) -> None:
+        """Each node's rendered network: routers on their subnets, a return path for every
+        VIP family, and nothing that cuts the controllers off the node."""
+        inv = self.inv
+        families = {a.prefix.version for a in inv.anycast}
+        for i, node in enumerate(inv.nodes):
+            npath = ("nodes", i)
+            return_families: set[int] = set()
+            for j, iface in enumerate(node.interfaces):
+                ipath = (*npath, "interfaces", j)
+                nets = [a.network for a in iface.addresses]
+                seen: dict[int, int] = {}
+                for k, gw in enumerate(iface.gateways):
+                    if not any(gw in n for n in nets):
+                        self.err(
+                            (*ipath, "gateways", k),
+                            f"gateway {gw} is on no subnet of {iface.name}",
+                            "a router must be reachable on the interface's own subnet",
+                        )
+                    if gw.version in seen:
+                        self.err(
+                            (*ipath, "gateways", k),
+                            f"second IPv{gw.version} gateway on {iface.name}",
+                            "give at most one per IP version",
+                        )
+                    seen[gw.version] = k
+                for k, route in enumerate(iface.routes):
+                    via = route.via or next(
+                        (g for g in iface.gateways if g.version == route.to.version), None
+                    )
+                    if via is None:
+                        self.err(
+                            (*ipath, "routes", k),
+                            f"route to {route.to} has no next hop",
+                            f"give `via`, or an IPv{route.to.version} gateway on {iface.name}",
+                        )
+                    elif via.version != route.to.version or not any(via in n for n in nets):
+                        self.err(
+                            (*ipath, "routes", k, "via"),
+                            f"next hop {via} is not on an IPv{route.to.version} subnet of "
+                            f"{iface.name}",
+                        )
+                if iface.role == "uplink":
+                    peers = [p.address for p in inv.bgp.peers if any(p.address in n for n in nets)]
+                    return_families |= {g.version for g in (iface.gateways or peers)}
+            if node.network_managed:
+                for version in sorted(families - return_families):
+                    self.err(
+                        (*npath, "interfaces"),
+                        f"node {node.name} has no IPv{version} return path toward clients",
+                        f"give an uplink an IPv{version} gateway (or a BGP peer on its subnet)",
+                    )
+                self._management_kept(i, node)
+
+    def _management_kept(self, i: int, node: Any) -> None:
+        """The rendered network must keep the management address and the controllers'
+        route: applying it would otherwise lock the controllers out of the node."""
+        holder = next(
+            (
+                iface
+                for iface in node.interfaces
+                if any(a.ip == node.management_address for a in iface.addresses)
+            ),
+            None,
+        )
+        if holder is None:
+            self.err(
+                ("nodes", i, "management_address"),
+                f"{node.management_address} is on no interface of {node.name}: the rendered "
+                "network would remove it and cut the controllers off",
+                "keep it in the mgmt interface's addresses, or set network_managed: false",
+            )
+            return
+        defaults = not self.inv.network.client_prefixes
+        for k, prefix in enumerate(self.inv.network.management_prefixes):
+            covered = (
+                any(
+                    prefix.subnet_of(a.network)
+                    for a in holder.addresses
+                    if a.version == prefix.version
+                )
+                or any(
+                    r.to.version == prefix.version and prefix.subnet_of(r.to) for r in holder.routes
+                )
+                or (holder.role == "uplink" and defaults)
+            )
+            if not covered:
+                self.err(
+                    ("network", "management_prefixes", k),
+                    f"{prefix} would not be reachable through {holder.name} (the interface of "
+                    f"{node.name}'s management address): applying the network would cut the "
+                    "controllers off",
+                    f"add a route to it on {holder.name} (interfaces[].routes)",
+                )
 
     def bgp(self) -> None:
         inv = self.inv

@@ -13,7 +13,10 @@ Host fixes (README, "Machine facts"): podman reads the lab's own ``containers.co
 changes. Every network is ``--internal`` (no NAT, no route off the machine); the
 management segment carries the host's address for SSH, the others have no host
 address (IPAM ``none``) and each container sets its own addresses at boot
-(``lab-net.service``), so a restarted container comes back as it was. Segments
+(``lab-net.service``), so a restarted container comes back as it was. LB nodes are
+the exception: like production nodes, they get every address and route but the
+management one from the deploy (systemd-networkd files, role ``lb_network``); their
+``lab-net`` only makes ``/proc/sys/net`` writable and mounts bpffs. Segments
 with IPv6 subnets are created ``--ipv6``. The host must never route lab IPv6: its
 own IPv6 default route leaves the machine. It has no IPv6 address on IPAM
 ``none`` segments (podman refuses subnets there), and since netavark turns on
@@ -342,22 +345,16 @@ class PodmanLab:
     def net_script(self, host: LabHost) -> str:
         """The host's addresses and routes, applied at every boot by lab-net.service."""
         lines = ["#!/bin/sh", "# Written by lbappliance lab: this host's lab addresses.", "set -e"]
+        if host.kind == "lb":  # the deploy's networkd files (role lb_network) do the rest
+            return "\n".join([*lines, *LB_MOUNTS]) + "\n"
         for att in host.attachments:
             if att.segment != "mgmt":  # podman's IPAM sets the management address
                 for a in att.addresses:  # IPv6: usable at once, no duplicate detection
                     nodad = " nodad" if a.version == 6 else ""
                     lines.append(f"ip address replace {a} dev {att.ifname}{nodad}")
             lines.append(f"ip link set {att.ifname} up")
-        if host.kind == "lb":
-            lines += [
-                "# Per-namespace kernel settings (net.*) must be writable for the node's sysctls.",
-                "mountpoint -q /proc/sys/net || mount --bind /proc/sys/net /proc/sys/net",
-                "mount -o remount,bind,rw /proc/sys/net",
-                "# The XDP data plane pins its maps in bpffs.",
-                "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf",
-            ]
         dsr = host.kind == "backend" and bool(host.loopback_vips)
-        for gw in host.gateways:  # LB nodes: the router, never the management segment
+        for gw in host.gateways:
             # DSR backends: leave room in the MSS for the LB's IPIP header (IPv4's).
             mss = f" advmss {DSR_ADVMSS}" if dsr and gw.version == 4 else ""
             family = "" if gw.version == 4 else " -6"
@@ -366,7 +363,7 @@ class PodmanLab:
             dev = host.ifname_on("backend")
             lines.append(f"ip link set dev {dev} xdpgeneric off")
             lines.append(f"ip link set dev {dev} xdpgeneric obj {DECAP_OBJECT} sec xdp")
-        if host.loopback_vips and host.kind != "lb":  # LB nodes: the deploy's vips unit
+        if host.loopback_vips:
             lines += [
                 f"ip address replace {v}/{v.max_prefixlen} dev lo" for v in host.loopback_vips
             ]
@@ -625,7 +622,8 @@ class PodmanLab:
             sock.unlink(missing_ok=True)
 
     def start(self, host: str) -> None:
-        """Boot a stopped host again; lab-net.service restores its addresses."""
+        """Boot a stopped host again; lab-net.service (LB nodes: networkd) restores its
+        addresses."""
         self.podman.run("start", self.container(host))
         self._restore_host_sysctls(("ipv6_forwarding",))
         self._wait_systemd(host)
@@ -671,6 +669,17 @@ class PodmanLab:
             for lb in self.topology.lbs
         ]
 
+
+# What an LB node needs from the lab itself; its addresses and routes (but the management
+# address podman's IPAM sets) come from the deploy, as on a production node.
+LB_MOUNTS = [
+    "# Per-namespace kernel settings (net.*) must be writable for the node's sysctls",
+    "# (and for systemd-networkd's per-interface settings).",
+    "mountpoint -q /proc/sys/net || mount --bind /proc/sys/net /proc/sys/net",
+    "mount -o remount,bind,rw /proc/sys/net",
+    "# The XDP data plane pins its maps in bpffs.",
+    "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf",
+]
 
 LAB_NET_UNIT = """\
 [Unit]

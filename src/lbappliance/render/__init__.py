@@ -24,7 +24,19 @@ from ..inventory.schema import Inventory, Node
 from ..inventory.yamlpos import paused_gc
 from ..paths import templates_dir
 from ..secrets import Secrets
-from . import agent, ansible, bgp, haproxy, jsonfmt, keepalived, routers, specs, system, weights
+from . import (
+    agent,
+    ansible,
+    bgp,
+    haproxy,
+    jsonfmt,
+    keepalived,
+    network,
+    routers,
+    specs,
+    system,
+    weights,
+)
 
 HEADER = "Rendered by lbappliance from the site inventory. Do not edit: change the inventory."
 NODE_PYTHON = "/opt/lbappliance/venv/bin/python"
@@ -128,6 +140,8 @@ def _render_site(site: Site, secrets: Secrets, paths: RuntimePaths, node_python:
         for template, target, builder, checker in NODE_FILES:
             ctx = {"node": node, **builder(inv, node, paths)}
             emit(template, prefix + target, ctx, checker=checker, node=node.name)
+        for target, ctx in network.files(inv, node, paths):  # one file per interface
+            emit("systemd/network.j2", prefix + target, {"node": node, **ctx}, node=node.name)
         bgp_ctx = bgp.context(inv, node, paths, secrets, node_python)
         result.secrets.update(n["password"] for n in bgp_ctx["neighbors"] if n["password"])
         emit(

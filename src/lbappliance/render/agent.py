@@ -18,6 +18,7 @@ from ..inventory.derived import (
     services_on_vip,
 )
 from ..inventory.schema import AnycastVip, Inventory, L4Service, Node
+from . import network
 from .keepalived import DEMOTE_VALUE
 
 TARGET = "etc/lbappliance/health-agent.json"
@@ -58,7 +59,7 @@ def _l4_pool(inv: Inventory, svc: L4Service, vip: AnycastVip) -> dict[str, Any]:
 def _vip(inv: Inventory, node: Node, vip: AnycastVip, uplink: str) -> dict[str, Any]:
     agent = inv.health_agent
     frontends, l4 = services_on_vip(inv, vip)
-    applicable = {"maintenance"}
+    applicable = {"maintenance", "return_path"}
     haproxy = dataplane = None
     probes: list[dict[str, Any]] = []
     pools: list[dict[str, Any]] = []
@@ -148,5 +149,6 @@ def config(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]:
             for g in inv.vrrp
         ],
         "metrics": {"address": "127.0.0.1", "port": agent.metrics_port},
+        "return_path": network.return_path(inv, node),
         "vips": [_vip(inv, node, vip, uplink) for vip in inv.anycast],
     }

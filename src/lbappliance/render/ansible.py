@@ -15,7 +15,7 @@ import yaml
 from ..inventory.derived import RuntimePaths, effective_controller, frontend_vips
 from ..inventory.schema import Inventory, Node
 from ..paths import project_dir
-from . import haproxy
+from . import haproxy, network
 
 # Where a node's rendered files are, for the roles; a template Ansible expands.
 RENDER_HOST_DIR = "{{ inventory_dir }}/../hosts/{{ inventory_hostname }}"
@@ -82,6 +82,11 @@ def host_vars(inv: Inventory, node: Node) -> dict[str, Any]:
             "ansible_port": node.ssh_port,
             "lb_node_maintenance": node.maintenance,
             "lb_nic_enabled": node.nic_tuning,
+            "lb_network_managed": node.network_managed,
+            "lb_network_files": [network.target(i) for i in node.interfaces]
+            if node.network_managed
+            else [],
+            "lb_network_expected": network.expected(inv, node),
         }
     )
 

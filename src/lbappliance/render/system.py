@@ -34,6 +34,15 @@ def sysctl_context(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str,
             ],
         },
         {
+            "why": "A route through a link without carrier is a black hole: the kernel skips "
+            "it (another uplink's route takes over, the health agent withdraws if none does).",
+            "settings": [
+                ("net.ipv4.conf.all.ignore_routes_with_linkdown", 1),
+                ("net.ipv6.conf.all.ignore_routes_with_linkdown", 1),
+                ("net.ipv6.conf.default.ignore_routes_with_linkdown", 1),
+            ],
+        },
+        {
             "why": "Connection capacity for the L7 tier.",
             "settings": [
                 ("net.core.somaxconn", 65535),
