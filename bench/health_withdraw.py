@@ -98,8 +98,7 @@ def trial(lab: NetnsLab, scenario: str, rng: random.Random) -> float:
 
 
 def loss(lab: NetnsLab, seconds: float, percent: float) -> dict[str, int | float]:
-    lab.wait(lambda: lab.fib_nexthops(WEB) == ecmp(lab), 30, "ECMP")
-    time.sleep(2)
+    lab.wait_settled()  # every VIP announced, the router's imports standing still
     rounds = {}
     for node in ("lb1", "lb2"):
         drop_probes(lab, node, "198.51.100.10", 80, f"numgen random mod 10000 < {percent * 100:g}")

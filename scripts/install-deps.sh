@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   haproxy keepalived bird2 frr socat curl openssl iproute2 iputils-ping ethtool nftables
   clang llvm libbpf-dev bpftool xdp-tools
-  podman runc debootstrap zstd openssh-client openssh-server
+  podman runc netavark aardvark-dns debootstrap zstd openssh-client openssh-server
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from lbappliance.lab.podman import PodmanLab, state_dir
+from lbappliance.lab.podman import PodmanLab
 
 ROOT = Path(__file__).resolve().parents[2]
 # What goes into the node wheel (roles/lb_base/files/wheelhouse.py WHEEL_INPUTS).
 WHEEL_INPUTS = ("pyproject.toml", "README.md", "src", "templates", "roles", "playbooks", "bpf")
+LAB_LOCK = Path("/run/lock/lbappliance-lab.lock")
 _SUMMARY = re.compile(r"^deploy \S+: (?P<verdict>ok|FAILED) \((?P<changed>\d+) changed\)")
 
 
@@ -38,11 +39,9 @@ def podman_lab_available() -> str | None:
 
 @contextlib.contextmanager
 def lab_lock() -> Iterator[None]:
-    """One user of the container lab at a time (fixed names and addresses), across
-    processes too (pytest-xdist workers, a developer's `lbappliance lab up`)."""
-    state = state_dir()
-    state.mkdir(parents=True, exist_ok=True)
-    with open(state / "lab.lock", "w") as lock:
+    """One user of the container lab at a time, across processes and checkouts: its
+    container and network names and addresses are the machine's, not a checkout's."""
+    with open(LAB_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -427,6 +428,28 @@ class NetnsLab:
     def wait_ecmp(self, prefix: str, timeout: float = 20) -> None:
         """Wait until the router's FIB spreads ``prefix`` over every LB node."""
         self.wait(lambda: self.fib_nexthops(prefix) == self.via(prefix), timeout, f"ECMP {prefix}")
+
+    def wait_settled(self, timeout: float = 60, quiet: float = 2.0) -> None:
+        """Wait until every anycast VIP is spread over every LB node and the router has
+        heard nothing new for ``quiet`` seconds: a test counting routing events opens its
+        window only then, not while a later VIP (the XDP one, IPv6) is still arriving."""
+        deadline = time.monotonic() + timeout
+        for vip in self.site.model.anycast:
+            self.wait_ecmp(str(vip.prefix), max(deadline - time.monotonic(), 1))
+
+        def imports() -> list[str]:
+            return re.findall(
+                r"Import (?:updates|withdraws):.*", self.birdc("show", "protocols", "all")
+            )
+
+        last, since = imports(), time.monotonic()
+        while time.monotonic() - since < quiet:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the router's BGP imports still changing after {timeout:g} s")
+            time.sleep(0.25)
+            now = imports()
+            if now != last:
+                last, since = now, time.monotonic()
 
     def birdc(self, *args: str) -> str:
         return self.run("router", ["birdc", "-s", str(self.bird_socket), *args]).stdout

@@ -40,6 +40,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,7 +78,15 @@ default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 
 [engine]
 runtime = "runc"
+
+[network]
+# Debian's podman 4.3 defaults to CNI, whose --internal networks give the bridge no
+# host address (the lab reaches its nodes over SSH through that address). Pinned here,
+# not in /etc, so a machine whose podman first ran with CNI works too.
+network_backend = "netavark"
 """
+NETAVARK = Path("/usr/lib/podman/netavark")
+INSTALL_HINT = "run ./scripts/install-deps.sh as root"
 
 
 def state_dir() -> Path:
@@ -87,7 +96,7 @@ def state_dir() -> Path:
 
 
 class PodmanError(RuntimeError):
-    pass
+    """A lab operation failed; the message says what to do (the CLI prints it, exit 1)."""
 
 
 class Podman:
@@ -117,6 +126,26 @@ class Podman:
 
     def ok(self, *args: str) -> bool:
         return self.run(*args, check=False).returncode == 0
+
+    def preflight(self) -> None:
+        """Refuse early, with what to do, on a host that cannot run the lab."""
+        if shutil.which("podman") is None:
+            raise PodmanError(f"podman is not installed: {INSTALL_HINT}")
+        if os.geteuid() != 0:
+            raise PodmanError("the container lab runs rootful podman: run it as root")
+        if not NETAVARK.is_file():
+            raise PodmanError(
+                f"podman's netavark network backend is missing ({NETAVARK}): {INSTALL_HINT} "
+                "(it installs netavark and aardvark-dns)"
+            )
+        info = self.run("info", "--format", "{{.Host.NetworkBackend}}", check=False)
+        backend = info.stdout.strip()
+        if info.returncode != 0 or backend != "netavark":
+            detail = (info.stderr or "").strip().splitlines()[-1:] or [f"backend {backend!r}"]
+            raise PodmanError(
+                f"podman does not use netavark with the lab's {self.conf} ({detail[0]}); "
+                f"{INSTALL_HINT}, then `lbappliance lab down` and `lbappliance lab up`"
+            )
 
 
 @dataclass
@@ -174,17 +203,19 @@ class PodmanLab:
 
     def up(self, progress: Callable[[str], None] = lambda _: None) -> dict[str, float]:
         """Build what is missing (image, networks, containers); returns step timings."""
+        self.podman.preflight()
         timings: dict[str, float] = {}
         t = time.monotonic()
         image, how = ensure_image(self.podman, self.state / "images", self.state / "image.log")
         timings[f"image ({how})"] = time.monotonic() - t
         progress(f"image {image}: {how} in {timings[f'image ({how})']:.1f} s")
-        if self.exists():
+        if self.exists() and self._made_here(image):
             self.start_stopped()
             self.wait_ready()
             progress("lab already up")
             return timings
-        self.down(quiet=True)
+        if self.down():
+            progress("removed a stale lab (another checkout's, an older image's, a crashed run's)")
         t = time.monotonic()
         state = {"image": image, **{k: _read_sysctl(s) for k, s in HOST_SYSCTLS.items()}}
         self.state_file.write_text(json.dumps(state, indent=2))
@@ -201,11 +232,17 @@ class PodmanLab:
             self.wait_ready()
         except BaseException:
             if not os.environ.get("LBAPPLIANCE_KEEP_LAB"):
-                self.down(quiet=True)
+                self.down()
             raise
         timings["containers"] = time.monotonic() - t
         progress(f"{len(self.hosts)} containers up in {timings['containers']:.1f} s")
         return timings
+
+    def _made_here(self, image: str) -> bool:
+        """The running lab is this checkout's, from the current image, with its SSH key."""
+        if not (self.state_file.is_file() and self.key.is_file()):
+            return False
+        return json.loads(self.state_file.read_text()).get("image") == image
 
     def _ssh_key(self) -> None:
         self.key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -433,12 +470,17 @@ class PodmanLab:
         )  # fmt: skip
         dev = json.loads(route.stdout)[0].get("dev")
         if dev != bridge:
-            raise PodmanError(f"{address} would leave through {dev}, not the lab bridge {bridge}")
+            raise PodmanError(
+                f"refusing to connect: {address} would leave through {dev}, not the lab bridge "
+                f"{bridge} (the lab's management network has no host address); "
+                "`lbappliance lab down`, then `lbappliance lab up`"
+            )
 
     # --- down ----------------------------------------------------------------------
 
-    def down(self, quiet: bool = False) -> list[str]:
+    def down(self) -> list[str]:
         """Remove every lab container and network (by label); restore IP forwarding."""
+        self.podman.preflight()
         removed = []
         ids = self.podman.run(
             "ps", "-a", "-q", "--filter", f"label={LABEL}={PREFIX}", check=False
@@ -669,6 +711,7 @@ def scratch_container(name: str, state: Path | None = None) -> str:
     Returns its name (``lbamol-<name>``); removed by ``remove_scratch_container``.
     """
     podman = Podman(state or state_dir())
+    podman.preflight()
     image, _ = ensure_image(podman, podman.conf.parent / "images", podman.conf.parent / "image.log")
     container = f"lbamol-{name}"
     podman.run("rm", "-f", "-t", "0", container, check=False)
@@ -753,6 +796,31 @@ _inventory = click.option(
 )
 
 
+def _lab_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """One located line and exit 1 for what a user can hit (never a traceback)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kw: Any) -> None:
+        try:
+            command(*args, **kw)
+        except PodmanError as exc:
+            click.secho(f"error: lab: {exc}", fg="red", err=True)
+            sys.exit(1)
+        except subprocess.CalledProcessError as exc:
+            cmd = " ".join(map(str, exc.cmd[:3]))
+            click.secho(f"error: lab: `{cmd}…` failed with exit status {exc.returncode}; "
+                        f"see {state_dir() / 'image.log'} and {state_dir() / 'lab.log'}",
+                        fg="red", err=True)  # fmt: skip
+            sys.exit(1)
+        except subprocess.TimeoutExpired as exc:
+            cmd = " ".join(map(str, exc.cmd[:3]))
+            click.secho(f"error: lab: `{cmd}…` timed out after {exc.timeout:.0f} s", fg="red",
+                        err=True)  # fmt: skip
+            sys.exit(1)
+
+    return run
+
+
 @click.group()
 def lab() -> None:
     """The container lab: the lab site as rootful podman containers running systemd.
@@ -771,6 +839,7 @@ def lab() -> None:
 @lab.command()
 @_site
 @_inventory
+@_lab_errors
 def up(site: str, inventory_dir: Path | None) -> None:
     """Build the lab (or start what is stopped); seconds once the image is cached."""
     podlab = PodmanLab.load(site, inventory_dir)
@@ -784,6 +853,7 @@ def up(site: str, inventory_dir: Path | None) -> None:
 @lab.command()
 @_site
 @_inventory
+@_lab_errors
 def down(site: str, inventory_dir: Path | None) -> None:
     """Remove the lab's containers and networks (and what netavark left behind)."""
     removed = PodmanLab.load(site, inventory_dir).down()
@@ -793,6 +863,7 @@ def down(site: str, inventory_dir: Path | None) -> None:
 @lab.command()
 @_site
 @_inventory
+@_lab_errors
 def status(site: str, inventory_dir: Path | None) -> None:
     """Containers, their addresses and daemons; VRRP holder and BGP sessions."""
     podlab = PodmanLab.load(site, inventory_dir)
@@ -808,6 +879,7 @@ def status(site: str, inventory_dir: Path | None) -> None:
 @lab.command()
 @_site
 @_inventory
+@_lab_errors
 def env(site: str, inventory_dir: Path | None) -> None:
     """Print the environment `lbappliance deploy --site lab` needs (for eval)."""
     for key, value in PodmanLab.load(site, inventory_dir).deploy_env().items():

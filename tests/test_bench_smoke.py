@@ -1,0 +1,45 @@
+"""Every script under bench/ runs in the suite in a tiny form, so none can rot unseen.
+
+The figures they print are not checked here (those are the benchmarks' own business,
+in the README); a smoke run only has to finish and print its result lines.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+# script -> (arguments of its smallest run, needs root for a namespace lab, a word it prints)
+SMOKE: dict[str, tuple[list[str], bool, str]] = {
+    "bfd_failover.py": (["--trials", "1", "--hold-trials", "1"], True, "with BFD"),
+    "dataplane_e2e_pps.py": (["--count", "20000", "--seconds", "2"], True, "pps"),
+    "dataplane_maglev.py": (["--runs", "1"], False, "ms"),
+    "dataplane_testrun.py": (["--repeat", "10000", "--rounds", "1"], True, "ns"),
+    "gray_failure.py": (["--quick", "--failures", "healthy,hard"], True, "p99"),
+    "health_withdraw.py": (["--trials", "1", "--loss-seconds", "3"], True, "withdraw"),
+    "render_scale.py": (["--services", "20", "--repeat", "1"], False, "services"),
+}
+
+
+def test_every_bench_script_has_a_smoke_run():
+    assert sorted(p.name for p in BENCH.glob("*.py")) == sorted(SMOKE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(SMOKE))
+def test_smoke(script: str):
+    args, root, word = SMOKE[script]
+    if root and os.geteuid() != 0:
+        pytest.skip("needs root (a namespace lab)")
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True, text=True, timeout=600, cwd=BENCH.parent,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert word in proc.stdout, proc.stdout[-3000:]
