@@ -3,7 +3,8 @@
 One lab for the module, in this order:
   1. a first deploy provisions the bare pair;
   2. the next deploy changes nothing, converges neither node (each one's plan
-     finds nothing different and ends its play) and is quick;
+     finds nothing different and ends its play) and is quick; with
+     lb_deploy_converge=always both are converged (and nothing changes);
   3. a hand-edited haproxy.cfg on lb1 is found by the plan: lb1 is drained,
      converged (the file restored) and undrained; lb2 is left alone;
   4. a stopped haproxy on lb2 is found: lb2 is converged (started), lb1 left
@@ -80,6 +81,18 @@ def test_a_deploy_with_nothing_to_change_converges_nothing(
     lab: PodmanLab, source_snapshot: Path, workdir: Path
 ) -> None:
     assert_noop(lab, source_snapshot, workdir, "after the first deploy")
+
+
+def test_converge_always_still_converges_every_node(
+    lab: PodmanLab, source_snapshot: Path, workdir: Path
+) -> None:
+    """``lb_deploy_converge=always``: the full path (what every deploy did before),
+    for the record of what the skip saves."""
+    result = run_deploy(lab, source_snapshot, workdir / "render", "-e", "lb_deploy_converge=always")
+    print(f"MEASURE deploy with lb_deploy_converge=always: {result.seconds:.1f} s")
+    assert result.ok
+    assert result.changed == 0
+    assert converged(result) == {"lb1", "lb2"}
 
 
 def test_a_hand_edited_config_is_found_and_restored(
