@@ -26,7 +26,13 @@ Every path is timed by the kernel over ``--repeat`` runs of one 64-byte frame,
   the helper does the same checks and stores for any offset — restore), so
   "ipip" = ipip + undo - (l2dsr + undo - l2dsr) removes the undo's cost;
 - ipip redirect: the same, backends behind another interface (the lab's and
-  a real node's case), undo's cost removed the same way.
+  a real node's case), undo's cost removed the same way;
+- tcp4 / tcp6: a TCP ACK (an established flow) to an IPv4 VIP over IPIP and
+  to an IPv6 VIP over IP6IP6 (outer header 40 bytes, undone the same way),
+  undo's cost removed the same way. The first repetition records the flow,
+  every other one finds its entry;
+- tcp4 / tcp6 SYN: a new connection: picked by Maglev and recorded in the
+  flow table (an insert) on every repetition.
 
 Budget: 10 GbE line rate with 64-byte frames is 14.88 Mpps = 67.2 ns/packet
 per core.
@@ -44,7 +50,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from scapy.layers.inet import IP, UDP  # noqa: E402
+from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
+from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
 from lbappliance.dataplane import bpfsys, loader, spec  # noqa: E402
@@ -92,8 +99,13 @@ int xdp_lb_undo(struct xdp_md *ctx)
 
 def build_spec(n_backends: int, forwarding: str, size: int = 65537) -> spec.DataplaneSpec:
     backends = [
-        {"address": f"10.30.{i // 250}.{i % 250 + 1}", "weight": 1,
+        {"address": f"10.30.{i // 250}.{i % 250 + 1}", "weight": 1, "mtu": 1500,
          "mac": f"02:00:00:00:{i // 256:02x}:{i % 256:02x}"}
+        for i in range(n_backends)
+    ]  # fmt: skip
+    backends6 = [
+        {"address": f"2001:db8:30::{i + 1:x}", "weight": 1, "mtu": 1500,
+         "mac": f"02:00:00:01:{i // 256:02x}:{i % 256:02x}"}
         for i in range(n_backends)
     ]  # fmt: skip
     return spec.parse(
@@ -102,11 +114,18 @@ def build_spec(n_backends: int, forwarding: str, size: int = 65537) -> spec.Data
             "interface": "bench0",
             "xdp_mode": "generic",
             "table_size": size,
+            "flow_table_size": 65536,
+            "udp_idle_timeout": 30,
+            "previous_table_window": 60,
             "tunnel_source_v4": "10.10.0.11",
-            "tunnel_source_v6": None,
+            "tunnel_source_v6": "2001:db8:10::11",
             "services": [
                 {"name": "udp", "vip": "198.51.100.20", "port": 53, "protocol": "udp",
                  "forwarding": forwarding, "backends": backends},
+                {"name": "tcp4", "vip": "198.51.100.20", "port": 443, "protocol": "tcp",
+                 "forwarding": forwarding, "backends": backends},
+                {"name": "tcp6", "vip": "2001:db8:100::20", "port": 443, "protocol": "tcp",
+                 "forwarding": forwarding, "backends": backends6},
             ],
         }
     )  # fmt: skip
@@ -131,6 +150,21 @@ def frame(dport: int) -> bytes:
     return bytes(f) + bytes(60 - len(f))
 
 
+def tcp_frame(family: int, flags: str = "A") -> bytes:
+    """A TCP segment without payload to port 443 of the IPv4 or IPv6 VIP."""
+    ip = (
+        IP(src="10.1.2.3", dst="198.51.100.20")
+        if family == 4
+        else IPv6(src="2001:db8:1::3", dst="2001:db8:100::20")
+    )
+    f = (
+        Ether(src="02:aa:00:00:00:01", dst="02:bb:00:00:00:02")
+        / ip
+        / TCP(sport=40000, dport=443, flags=flags)
+    )
+    return bytes(f) + bytes(max(0, 60 - len(f)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=10_000_000)
@@ -146,7 +180,7 @@ def main() -> None:
     try:
         source = REPO / "bpf" / "xdp_lb.c"
         objects = {"plain": loader.compile_object(source, work / "xdp_lb.o")}
-        for name, grown in (("undo0", 0), ("undo20", 20)):
+        for name, grown in (("undo0", 0), ("undo20", 20), ("undo40", 40)):
             (work / f"{name}.c").write_text(UNDO_C.format(source=source, grown=grown))
             objects[name] = loader.compile_object(work / f"{name}.c", work / f"{name}.o")
         (work / "empty.c").write_text(EMPTY_C)
@@ -175,6 +209,12 @@ def main() -> None:
         progs["l2dsr + undo"] = (load("l2u", "undo0", "l2dsr"), vip, XDP_TX)
         progs["ipip + undo (upper bound)"] = (load("ipu", "undo20", "ipip"), vip, XDP_TX)
         progs["ipip redirect + undo"] = (load("ipr", "undo20", "ipip", 7), vip, XDP_REDIRECT)
+        ipu = progs["ipip + undo (upper bound)"][0]
+        progs["tcp4 ipip + undo"] = (ipu, tcp_frame(4), XDP_TX)
+        ip6u = load("ip6u", "undo40", "ipip")
+        progs["tcp6 ip6ip6 + undo"] = (ip6u, tcp_frame(6), XDP_TX)
+        progs["tcp4 SYN ipip + undo"] = (ipu, tcp_frame(4, "S"), XDP_TX)
+        progs["tcp6 SYN ip6ip6 + undo"] = (ip6u, tcp_frame(6, "S"), XDP_TX)
 
         times: dict[str, list[float]] = {k: [] for k in progs}
         for _ in range(args.rounds):
@@ -198,11 +238,14 @@ def main() -> None:
             - table["l2dsr + undo"]
             + table["l2dsr (VIP, full lookup)"]
         )
-        table["ipip redirect (undo's cost removed)"] = (
-            table["ipip redirect + undo"]
-            - table["l2dsr + undo"]
-            + table["l2dsr (VIP, full lookup)"]
-        )
+        undo = table["l2dsr + undo"] - table["l2dsr (VIP, full lookup)"]
+        table["ipip redirect (undo's cost removed)"] = table["ipip redirect + undo"] - undo
+        table["tcp4 ipip (undo's cost removed)"] = table["tcp4 ipip + undo"] - undo
+        table["tcp6 ip6ip6 (undo's cost removed)"] = table["tcp6 ip6ip6 + undo"] - undo
+        for family, outer in (("tcp4", "ipip"), ("tcp6", "ip6ip6")):
+            table[f"{family} SYN + insert (undo's cost removed)"] = (
+                table[f"{family} SYN {outer} + undo"] - undo
+            )
     kernel = subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
     print(f"kernel {kernel}, {args.backends} backends, table 65537,")
     print(f"repeat {args.repeat}, rounds {args.rounds} (best / median round)")

@@ -9,6 +9,7 @@ APT_PACKAGES=(
   haproxy keepalived bird2 frr socat curl openssl iproute2 iputils-ping ethtool nftables
   clang llvm libbpf-dev bpftool xdp-tools
   podman runc netavark aardvark-dns debootstrap zstd openssh-client openssh-server
+  wrk valgrind
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -20,15 +20,27 @@ SMOKE: dict[str, tuple[list[str], bool, str]] = {
     "bfd_failover.py": (["--trials", "1", "--hold-trials", "1"], True, "with BFD"),
     "dataplane_e2e_pps.py": (["--count", "20000", "--seconds", "2"], True, "pps"),
     "dataplane_maglev.py": (["--quick"], True, "re-apply, one service changed"),
-    "dataplane_testrun.py": (["--repeat", "10000", "--rounds", "1"], True, "ns"),
-    "gray_failure.py": (["--quick", "--failures", "healthy,hard"], True, "p99"),
     "health_withdraw.py": (["--trials", "1", "--loss-seconds", "3"], True, "withdraw"),
-    "render_scale.py": (["--services", "20", "--repeat", "1"], False, "services"),
+}
+
+
+# Scripts whose smoke run lives beside the tests of what they measure (richer checks).
+DP = "tests/dataplane/test_bench_smoke.py"
+ELSEWHERE = {
+    "dataplane_flows.py": f"{DP}::test_flow_survival_bench_quick",
+    "dataplane_testrun.py": f"{DP}::test_testrun_bench_reports_every_path",
+    "gray_failure.py": "tests/weights/test_bench.py::test_quick_run_smoke",
+    "l7_policy_cost.py": "tests/l7/test_bench.py::test_quick_run",
+    "render_scale.py": "tests/render/test_bench_render_scale.py::test_render_scale_quick",
+    "control_rounds.py": "tests/test_control_rounds.py::test_control_rounds_quick",
 }
 
 
 def test_every_bench_script_has_a_smoke_run():
-    assert sorted(p.name for p in BENCH.glob("*.py")) == sorted(SMOKE)
+    assert sorted(p.name for p in BENCH.glob("*.py")) == sorted([*SMOKE, *ELSEWHERE])
+    for script, test in ELSEWHERE.items():
+        path, name = test.split("::")
+        assert f"def {name}(" in (BENCH.parent / path).read_text(), (script, test)
 
 
 @pytest.mark.slow

@@ -11,11 +11,12 @@ from .cliopts import (
     inventory_option,
     load_or_exit,
     out_option,
+    out_or_exit,
     render_or_exit,
     site_option,
     vault_option,
+    write_or_exit,
 )
-from .render import write_render
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -76,12 +77,12 @@ def render(
     Rendered configs are checked by haproxy -c, keepalived -t and exabgp validate.
     Secrets (BGP passwords) are resolved here, written mode 0600, and never printed.
     """
+    out = out_or_exit(out, site, inventory_dir)
     loaded = load_or_exit(inventory_dir, site)
-    out = out or Path("build") / site
     rendered = render_or_exit(loaded, vault_password_file)
     if not no_check:
         check_or_exit(rendered, strict)
-    report = write_render(rendered, out)
+    report = write_or_exit(rendered, out)
     nodes = [n.name for n in loaded.model.nodes]
     click.echo(
         f"rendered site {site} to {out}: {len(rendered.files)} files "

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from .inventory import InventoryInvalid, Site, load_site
+from .inventory import SITE_NAME, InventoryError, InventoryInvalid, Site, load_site
 from .paths import project_dir
-from .render import render_site
+from .render import OutputRefused, Render, WriteReport, check_output_dir, render_site, write_render
 from .render.checks import check_render
 from .secrets import Secrets, SecretUnavailable
 
@@ -33,11 +33,26 @@ inventory_option = click.option(
     show_default="./inventory, else the bundled one",
     help="Inventory directory holding sites/<site>.yml (and defaults.yml).",
 )
-site_option = click.option("--site", required=True, help="Site name: inventory/sites/<site>.yml.")
+
+
+def _site_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A site is named, never a path: ``--site ../x`` or ``--site /tmp/x`` is refused."""
+    if value is not None and not SITE_NAME.fullmatch(value):
+        raise click.BadParameter(
+            f"{value!r} is not a site name (lower-case letters, digits, - and _, "
+            "starting with a letter; the file is inventory/sites/<name>.yml)"
+        )
+    return value
+
+
+site_option = click.option(
+    "--site", required=True, callback=_site_name, help="Site name: inventory/sites/<site>.yml."
+)
 out_option = click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Rendered directory (default: build/<site>). Replaced as a whole.",
+    help="Rendered directory (default: build/<site>). Replaced as a whole: it must be new, "
+    "empty or an earlier render, and not inside the inventory.",
 )
 vault_option = click.option(
     "--vault-password-file",
@@ -45,6 +60,31 @@ vault_option = click.option(
     envvar="ANSIBLE_VAULT_PASSWORD_FILE",
     help="Password for the site's vault file (secrets referenced with `vault:`).",
 )
+
+
+def out_or_exit(out: Path | None, site: str, inventory_dir: Path) -> Path:
+    """The output directory, once it is known that replacing it destroys nothing."""
+    out = out or Path("build") / site
+    try:
+        check_output_dir(
+            out,
+            above=[inventory_dir, project_dir(), Path.cwd(), Path.home()],
+            inside=[inventory_dir, project_dir() / "inventory"],
+        )
+    except OutputRefused as exc:
+        click.secho(f"error: --out: {exc}", fg="red", err=True)
+        sys.exit(EXIT_INVALID)
+    return out
+
+
+def write_or_exit(rendered: Render, out: Path) -> WriteReport:
+    """Write the render; a directory that cannot be written is an error, not a traceback."""
+    try:
+        return write_render(rendered, out)
+    except (OutputRefused, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        click.secho(f"error: --out: cannot write {out}: {reason}", fg="red", err=True)
+        sys.exit(EXIT_INVALID)
 
 
 def load_or_exit(inventory_dir: Path, site: str) -> Site:
@@ -67,7 +107,8 @@ def render_or_exit(loaded: Site, vault_password_file: Path | None):
     try:
         return render_site(loaded, secrets_for(loaded, vault_password_file))
     except SecretUnavailable as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
+        error = InventoryError(loaded.positions.of(exc.path), exc.path, exc.message, exc.hint)
+        click.secho(f"error: {error}", fg="red", err=True)
         sys.exit(EXIT_INVALID)
 
 

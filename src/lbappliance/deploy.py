@@ -29,11 +29,12 @@ from .cliopts import (
     inventory_option,
     load_or_exit,
     out_option,
+    out_or_exit,
     render_or_exit,
     site_option,
     vault_option,
+    write_or_exit,
 )
-from .render import write_render
 
 EXIT_FAILED = 1
 
@@ -256,11 +257,11 @@ def deploy(
     failure, 2 when the site does not validate or render.
     """
     started = time.monotonic()
+    out = out_or_exit(out, site, inventory_dir)
     loaded = load_or_exit(inventory_dir, site)
     rendered = render_or_exit(loaded, vault_password_file)
     check_or_exit(rendered, strict=False)
-    out = out or Path("build") / site
-    report = write_render(rendered, out)
+    report = write_or_exit(rendered, out)
     click.echo(
         f"deploy {site}: rendered {len(rendered.files)} files to {out} "
         f"({len(report.written)} changed since the last render); "

@@ -1,4 +1,4 @@
-"""Imbalance detection (seed 000) from sampled HAProxy counters.
+"""Structural load-imbalance detection from sampled HAProxy counters.
 
 Per pool and window (5, 15 and 60 minutes, as far as history reaches):
 
@@ -11,7 +11,7 @@ Per pool and window (5, 15 and 60 minutes, as far as history reaches):
 
 Per server, the capacity margin index ``CMI = 0.8 - utilization``, where the
 utilization is the larger of latency / target latency (the weight
-controller's capacity model, seed 001) and sessions / maxconn. Under 0.2 is
+controller's capacity model) and sessions / maxconn. Under 0.2 is
 critical, under 0.3 a warning.
 
 History comes from the weight controller, which records a sample every 10 s
@@ -41,7 +41,7 @@ from .weights.signals import Snapshot
 WINDOWS = (("5m", 300.0), ("15m", 900.0), ("60m", 3600.0))
 CV_IMBALANCED = 0.3
 Z_OUTLIER = 1.5
-CMI_THRESHOLD = 0.8  # utilisation ceiling the index is measured against (seed 000)
+CMI_THRESHOLD = 0.8  # utilisation ceiling: 20 % headroom kept for bursts
 CMI_CRITICAL = 0.2
 CMI_WARNING = 0.3
 RECORD_EVERY = 10.0

@@ -132,7 +132,7 @@ def status(
     \b
     Read on each node over Ansible (SSH to the inventory's management address):
     the health agent's state file, HAProxy's admin socket, the VRRP addresses.
-    With --imbalance, also each node's load imbalance (seed 000): CV > 0.3 in
+    With --imbalance, also each node's load imbalance: CV > 0.3 in
     every window is structural; a capacity margin under 0.2 is critical.
     Exit status 1 when a node could not be read, or (--imbalance) a pool is
     structurally imbalanced or a server critical.

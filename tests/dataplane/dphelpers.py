@@ -17,14 +17,22 @@ OUR_MAC = "02:bb:00:00:00:02"
 
 
 def make_spec(services: list[dict[str, Any]], **top: Any) -> specmod.DataplaneSpec:
+    """A spec of ``services`` (backends without ``mtu`` get 1500) and ``top``
+    keys. No previous-table window unless asked for: tests of the tables then
+    see each apply's table alone."""
     raw = {
         "node": "lb1",
         "interface": "lbdp0",
         "xdp_mode": "generic",
         "table_size": 65537,
+        "flow_table_size": 4096,
+        "udp_idle_timeout": 30,
+        "previous_table_window": 0,
         "tunnel_source_v4": "10.10.0.11",
         "tunnel_source_v6": "2001:db8:10::11",
-        "services": services,
+        "services": [
+            {**svc, "backends": [{"mtu": 1500, **b} for b in svc["backends"]]} for svc in services
+        ],
     }
     raw.update(top)
     return specmod.parse(raw)
@@ -87,6 +95,16 @@ class Forwarder:
 
     def maps(self) -> bpfmaps.Maps:
         return bpfmaps.Maps(self.pin_dir / "maps")
+
+    def forget_flows(self) -> int:
+        """Empty both flow tables (every flow is new again); how many entries went."""
+        n = 0
+        with self.maps() as m:
+            for name, key in bpfmaps.FLOW_MAPS.items():
+                fd = m.fds[name]
+                for k, _ in bpfsys.hash_items(fd, key.size, bpfmaps.FLOW_ENTRY.size):
+                    n += bpfsys.map_delete(fd, k)
+        return n
 
     def close(self) -> None:
         if self._prog is not None:

@@ -29,6 +29,28 @@ def ipv4_checksum(header: bytes) -> int:
     return ~s & 0xFFFF
 
 
+ICMP_QUOTE = 512  # LB_ICMP_QUOTE
+
+
+def too_big(frame: bytes, family: int, mtu: int) -> tuple[int, bytes]:
+    """The ICMP "fragmentation needed" / ICMPv6 "packet too big" answer to ``frame``."""
+    l3 = frame[14 : 14 + ICMP_QUOTE]
+    eth = frame[6:12] + frame[0:6]
+    if family == 4:
+        src, dst = l3[12:16], l3[16:20]
+        icmp = struct.pack("!BBHHH", 3, 4, 0, 0, mtu) + l3
+        icmp = icmp[:2] + struct.pack("!H", ipv4_checksum(icmp)) + icmp[4:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0, dst, src)
+        ip = ip[:10] + struct.pack("!H", ipv4_checksum(ip)) + ip[12:]
+        return XDP_TX, eth + b"\x08\x00" + ip + icmp
+    src, dst = l3[8:24], l3[24:40]
+    icmp = struct.pack("!BBHI", 2, 0, 0, mtu) + l3
+    pseudo = dst + src + struct.pack("!II", len(icmp), 58)
+    icmp = icmp[:2] + struct.pack("!H", ipv4_checksum(pseudo + icmp)) + icmp[4:]
+    ip = struct.pack("!IHBB16s16s", 6 << 28, len(icmp), 58, 64, dst, src)
+    return XDP_TX, eth + b"\x86\xdd" + ip + icmp
+
+
 class Model:
     def __init__(
         self,
@@ -109,9 +131,11 @@ class Model:
             return sent, be_mac + our_mac + frame[12:]
         be = ipaddress.ip_address(backend)
         inner_proto = 4 if family == 4 else 41
+        mtu = next(b.mtu for b in svc.backends if b.address == backend)
+        outer = 20 if be.version == 4 else 40
+        if inner_len + outer > mtu:
+            return too_big(frame, family, mtu - outer)
         if be.version == 4:
-            if inner_len > 0xFFFF - 20:
-                return passed
             src4 = ipaddress.IPv4Address(self.spec.tunnel_source_v4).packed
             hdr = struct.pack(
                 "!BBHHHBBH4s4s",
@@ -128,8 +152,6 @@ class Model:
             )
             hdr = hdr[:10] + struct.pack("!H", ipv4_checksum(hdr)) + hdr[12:]
             return sent, be_mac + our_mac + b"\x08\x00" + hdr + frame[14:]
-        if inner_len > 0xFFFF:
-            return passed
         src6 = ipaddress.IPv6Address(self.spec.tunnel_source_v6).packed
         first = (6 << 28) | (tos << 20) | (h & 0xFFFFF)
         hdr = struct.pack("!IHBB16s16s", first, inner_len, inner_proto, 64, src6, be.packed)

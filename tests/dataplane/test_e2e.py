@@ -18,6 +18,7 @@ directly from the VIP on their loopback.
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import os
@@ -116,8 +117,8 @@ def probe(lab: NetnsLab, ports: list[int]) -> dict[int, str]:
         return {p: ask(lab, p) for p in ports}
 
 
-def status(lab: NetnsLab, node: str) -> dict[str, Any]:
-    return json.loads(lab.dataplane(node, "status", "--json").stdout)
+def status(lab: NetnsLab, node: str, spec: Path | None = None) -> dict[str, Any]:
+    return json.loads(lab.dataplane(node, "status", "--json", spec=spec).stdout)
 
 
 def apply_everywhere(lab: NetnsLab, *args: str, spec: Path | None = None) -> None:
@@ -229,7 +230,7 @@ def test_detached_node_is_withdrawn_the_other_carries_on(lab: NetnsLab):
 @pytest.fixture(scope="module")
 def pass_object(tmp_path_factory) -> Path:
     """XDP_PASS, for the switch side of the LBs' veths: native XDP_TX/redirect
-    on veth only delivers to a peer that has an XDP program (LAB-NOTES)."""
+    on veth only delivers to a peer that has an XDP program (measured here)."""
     d = tmp_path_factory.mktemp("pass")
     (d / "xdp_pass.c").write_text(
         "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n"
@@ -272,3 +273,41 @@ def test_nothing_is_left_behind():
         assert f"{lab.name}-" not in names_
         assert str(lab.workdir) not in mounts
         assert not lab.workdir.exists()
+
+
+def test_too_big_for_the_tunnel_gets_icmp_and_the_client_lowers_its_path_mtu(
+    lab: NetnsLab, tmp_path: Path
+):
+    """Real packets: a 1500-byte UDP datagram with DF to a VIP whose backends sit
+    behind a 1500-byte path no longer fits once encapsulated; the forwarder
+    answers "fragmentation needed" (MTU 1480) and the client's kernel takes it:
+    the socket's path MTU drops to 1480 and a second full-size send is refused."""
+    raw = json.loads(lab.config("lb1", DATAPLANE_TARGET).read_text())
+    udp = dict(raw["services"][0], name="udp", port=9999, protocol="udp")
+    for lb in lab.topology.lbs:
+        spec = json.loads(lab.config(lb.name, DATAPLANE_TARGET).read_text())
+        spec["services"].append(udp)
+        path = tmp_path / f"{lb.name}.json"
+        path.write_text(json.dumps(spec))
+        lab.dataplane(lb.name, "apply", spec=path)
+    ip_mtu_discover, ip_pmtudisc_do, ip_mtu = 10, 2, 14
+    with lab.inside("client"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.IPPROTO_IP, ip_mtu_discover, ip_pmtudisc_do)
+        s.connect((VIP, 9999))
+        assert s.getsockopt(socket.IPPROTO_IP, ip_mtu) == 1500
+        s.send(b"x" * 1472)  # 1500 bytes of IP: fits the client's link
+        lab.wait(lambda: s.getsockopt(socket.IPPROTO_IP, ip_mtu) == 1480, 5, "path MTU 1480")
+        with pytest.raises(OSError) as e:
+            s.send(b"x" * 1472)
+        assert e.value.errno == errno.EMSGSIZE
+        # The ICMP is also queued as the socket's error: read (and clear) it.
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.EMSGSIZE
+        s.send(b"x" * 1452)  # 1480 bytes: fits, forwarded
+    stats = [status(lab, lb.name, tmp_path / f"{lb.name}.json") for lb in lab.topology.lbs]
+    assert sum(st["drops"]["too_big"] for st in stats) == 1
+    # The flow table saw that flow: one miss (its first packet), hits after.
+    udp_flows = [st["flows"] for st in stats]
+    assert sum(f["miss"] for f in udp_flows) >= 1
+    assert sum(f["hit"] for f in udp_flows) >= 1
+    text = lab.dataplane("lb1", "status", spec=tmp_path / "lb1.json").stdout
+    assert "flow table: " in text and " of 65536 entries; hit " in text, text

@@ -15,6 +15,9 @@ GOOD = {
     "interface": "eth1",
     "xdp_mode": "native",
     "table_size": 65537,
+    "flow_table_size": 1048576,
+    "udp_idle_timeout": 30,
+    "previous_table_window": 60,
     "tunnel_source_v4": "10.10.0.11",
     "tunnel_source_v6": None,
     "services": [
@@ -24,7 +27,7 @@ GOOD = {
             "port": 53,
             "protocol": "udp",
             "forwarding": "ipip",
-            "backends": [{"address": "10.30.0.21", "weight": 100, "mac": None}],
+            "backends": [{"address": "10.30.0.21", "weight": 100, "mac": None, "mtu": 1500}],
         },
         {
             "name": "web",
@@ -32,7 +35,9 @@ GOOD = {
             "port": 443,
             "protocol": "tcp",
             "forwarding": "l2dsr",
-            "backends": [{"address": "10.30.0.22", "weight": 1, "mac": "02:AA:bb:cc:dd:ee"}],
+            "backends": [
+                {"address": "10.30.0.22", "weight": 1, "mac": "02:AA:bb:cc:dd:ee", "mtu": 9000}
+            ],
         },
     ],
 }
@@ -43,7 +48,7 @@ def test_the_documented_example_parses(tmp_path):
     p.write_text(json.dumps(GOOD))
     s = specmod.load(p)
     assert (s.node, s.interface, s.xdp_mode, s.table_size) == ("lb1", "eth1", "native", 65537)
-    assert s.services[0].backends[0] == specmod.Backend("10.30.0.21", 100, None)
+    assert s.services[0].backends[0] == specmod.Backend("10.30.0.21", 100, None, 1500)
     assert s.services[1].vip == "2001:db8::20"  # canonical form
     assert s.services[1].backends[0].mac == "02:aa:bb:cc:dd:ee"
     assert s.service_for("198.51.100.20", 53, "udp") is s.services[0]
@@ -80,6 +85,13 @@ def broken(path: str, value: object) -> dict:
         ("services.1.backends.0.mac", None, r"services\[1\].backends\[0\].mac: required for l2dsr"),
         ("tunnel_source_v4", None, r"IPv4 backend needs tunnel_source_v4"),
         ("services.1.port", 53, None),  # fine: different VIP
+        ("flow_table_size", 100, "flow_table_size: expected an integer in 1024.."),
+        ("udp_idle_timeout", 0, r"udp_idle_timeout: expected seconds in 1..86400"),
+        ("udp_idle_timeout", "30s", r"udp_idle_timeout: expected seconds"),
+        ("previous_table_window", -1, r"previous_table_window: expected seconds in 0..86400"),
+        ("previous_table_window", 0, None),  # fine: no previous-table lookups
+        ("services.0.backends.0.mtu", 1200, r"services\[0\].backends\[0\].mtu: .* 1280..65535"),
+        ("services.0.backends.0.mtu", KeyError, r"services\[0\].backends\[0\]: missing mtu"),
     ],
 )
 def test_errors_name_the_field(path, value, message):
@@ -99,7 +111,9 @@ def test_duplicate_vip_and_backend_are_refused():
     ):
         specmod.parse(raw)
     raw = copy.deepcopy(GOOD)
-    raw["services"][0]["backends"].append({"address": "10.30.0.021", "weight": 1, "mac": None})
+    raw["services"][0]["backends"].append(
+        {"address": "10.30.0.021", "weight": 1, "mac": None, "mtu": 1500}
+    )
     with pytest.raises(specmod.SpecError):  # 10.30.0.021 is not an address in Python 3.11
         specmod.parse(raw)
     raw["services"][0]["backends"][1]["address"] = "10.30.0.21"

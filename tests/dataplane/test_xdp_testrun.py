@@ -397,7 +397,12 @@ SEEDS = [
     bytes(eth(IPv6(src="2001:db8::1", dst="2001:db8:100::20") / TCP(sport=3, dport=443))),
     bytes(eth(IPv6(src="2001:db8::1", dst="2001:db8:100::7") / UDP(sport=4, dport=80))),
     bytes(eth(IP(src="10.1.2.3", dst="203.0.113.8") / TCP(sport=5, dport=8080))),
-]
+    # Full-size frames: too big once encapsulated (ICMP "too big" answers).
+    bytes(eth(IP(src="10.1.2.3", dst="198.51.100.20", flags="DF") / TCP(sport=6, dport=443)
+              / Raw(b"f" * 1460))),
+    bytes(eth(IPv6(src="2001:db8::1", dst="2001:db8:100::20") / TCP(sport=7, dport=443)
+              / Raw(b"g" * 1440))),
+]  # fmt: skip
 
 
 @st.composite

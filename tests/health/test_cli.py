@@ -102,7 +102,8 @@ def test_runner_command_over_ssh(inv):
             "--config /etc/lbappliance/health-agent.json report",
         ]
         hosts = runner.inventory.read_text()
-        assert "ansible_host: 10.99.0.11" in hosts and "ansible_user: root" in hosts
+        assert "ansible_host: !unsafe '10.99.0.11'" in hosts
+        assert "ansible_user: !unsafe 'root'" in hosts  # inventory values are never templated
 
 
 class FakeRunner:

@@ -66,7 +66,7 @@ def test_base_is_valid(tmp_path: Path) -> None:
 #  the text on that line where its column must point, expected fragment of the message)
 CASES = [
     ("yaml syntax", "  asn: 65100\n", "  asn: [65100\n", "announce_prefixes", ":",
-     "(top level): YAML syntax error: expected ',' or ']', but got ':' (while parsing a flow "
+     "(top level): YAML syntax error: did not find expected ',' or ']' (while parsing a flow "
      "sequence started at line 3)"),
     ("unknown key", "  asn: 65100\n", "  asn: 65100\n  asnn: 1\n", "asnn:", "asnn",
      "site.asnn: unknown key 'asnn' (did you mean 'asn'?)"),

@@ -111,9 +111,10 @@ def test_missing_secret_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mon
         main, ["render", "--site", "tokyo", "--inventory", str(INVENTORY), "--out", str(out)]
     )
     assert result.exit_code == 2
-    assert "bgp.peers[0].password: environment variable LBA_TOKYO_R1_MD5 is not set" in (
-        result.output
-    )
+    assert (
+        f"{INVENTORY}/sites/tokyo.yml:13:23: bgp.peers[0].password.env: "
+        "environment variable LBA_TOKYO_R1_MD5 is not set"
+    ) in result.output
     assert not out.exists(), "nothing is written when rendering fails"
 
 

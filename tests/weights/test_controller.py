@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import urllib.request
@@ -12,6 +13,7 @@ from lbappliance.weights.config import Config, PoolConfig, parse
 from lbappliance.weights.controller import Controller
 from lbappliance.weights.haproxy import ServerStat, SocketError
 from lbappliance.weights.metrics import Metrics, serve
+from lbappliance.weights.policy import PROBE_INTERVAL, Probes
 
 from .fixtures import recording
 
@@ -169,3 +171,58 @@ def test_config_parse_leaves_backups_out() -> None:
     (p,) = cfg.pools
     assert p.servers == {"a": 100} and p.interval == 0.5 and p.alpha == 0.3
     assert cfg.tick == 0.5 and cfg.metrics_port == 9172 and p.min_span == 2.0
+
+
+class FakeProber:
+    """Stands in for ``probe.Prober`` (no traffic leaves the test): slow, then fast."""
+
+    def __init__(self, clock, latency: float = 0.9):
+        self.clock = clock
+        self.latency = latency
+        self.started: dict[tuple[str, str], float] = {}
+        self.addresses: dict[tuple[str, str], str] = {}
+
+    def watch(self, key, address: str, path: str) -> None:
+        self.started.setdefault(key, self.clock())
+        self.addresses[key] = address
+
+    def unwatch(self, key) -> None:
+        self.started.pop(key, None)
+
+    def watched(self) -> set:
+        return set(self.started)
+
+    def stop(self) -> None:
+        self.started.clear()
+
+    def probes(self, key):
+        if key not in self.started:
+            return None
+        now, start = self.clock(), self.started[key]
+        n = int((now - start) / PROBE_INTERVAL)
+        return Probes(start, tuple((start + i * PROBE_INTERVAL, self.latency) for i in range(n)))
+
+
+def test_parks_through_the_prober_records_and_releases(tmp_path) -> None:
+    replay = Replay("hard_900ms")
+    clock = lambda: replay.snaps[max(replay.i - 1, 0)].time  # noqa: E731
+    prober = FakeProber(clock)
+    state_file = tmp_path / "weights-state.json"
+    config = Config(**{**CONFIG.__dict__, "state_file": str(state_file)})
+    ctl = Controller(config, sock=replay, clock=clock, prober=prober)  # type: ignore[arg-type]
+    for _ in replay.snaps:
+        ctl.tick()
+    assert replay.weights[("web", "backend1")] == 0  # parked, not at the canary floor
+    assert ("web", "backend2") not in replay.weights
+    assert prober.watched() == {("web", "backend1")}
+    assert prober.addresses[("web", "backend1")].endswith(":8080")
+    assert json.loads(state_file.read_text()) == {
+        "parked": [{"pool": "web", "server": "backend1", "parks": 1}]
+    }
+    # A restarted controller resumes the park from the state file.
+    again = Controller(config, sock=replay, clock=clock, prober=FakeProber(clock))  # type: ignore[arg-type]
+    assert again.states["web"].servers["backend1"].parked
+    # A clean stop puts the parked server back at its canary floor.
+    ctl.release_parked()
+    assert replay.weights[("web", "backend1")] == 1
+    assert json.loads(state_file.read_text()) == {"parked": []}

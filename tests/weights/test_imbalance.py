@@ -1,4 +1,4 @@
-"""Imbalance detection (seed 000): CV over rolling windows, capacity margin index."""
+"""Imbalance detection: CV over rolling windows, capacity margin index."""
 
 from __future__ import annotations
 

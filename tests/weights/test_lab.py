@@ -70,9 +70,10 @@ class Load:
     """The benchmark's open-loop client, in the client namespace, in the background."""
 
     def __init__(self, lab, rate: float, duration: float, timeout: float = 5.0):
+        self.start = time.monotonic() + 1.0  # the schedule's start (system-wide clock)
         cmd = ["ip", "netns", "exec", lab.ns("client"), sys.executable, str(BENCH), "load"]
         cmd += ["--host", VIP, "--rate", str(rate), "--duration", str(duration)]
-        cmd += ["--timeout", str(timeout)]
+        cmd += ["--timeout", str(timeout), "--start-at", repr(self.start)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
 
     def results(self) -> list[list]:
@@ -132,10 +133,12 @@ def test_close_latencies_keep_weights_steady(lab) -> None:
 
 
 def test_killed_controller_leaves_weights_and_traffic(lab) -> None:
+    # Slower than its peer but no outlier (70 < 2 x 40 ms): lowered, not parked.
+    lab.set_backend("backend2", latency_ms=40)
     load = Load(lab, rate=50, duration=30)
     daemon = start_controller(lab)
     time.sleep(4)
-    lab.set_backend("backend1", latency_ms=900)
+    lab.set_backend("backend1", latency_ms=70)
     lab.wait(lambda: weights(lab)["backend1"] <= 40, 15, "backend1 weight lowered")
     os.killpg(daemon.proc.pid, signal.SIGKILL)
     daemon.proc.wait(5)
@@ -176,4 +179,57 @@ def test_panic_mode_spreads_instead_of_crushing(lab) -> None:
     seen = watch(lab, 14)
     assert all(w == {"backend1": 100, "backend2": 100} for _, w in seen)
     assert "panic mode on (0% healthy)" in controller_log(lab)
+    assert not [r for r in load.results() if r[2] != 200]
+
+
+def test_outlier_parked_at_zero_then_readmitted_gradually(lab) -> None:
+    load = Load(lab, rate=50, duration=56)
+    start_controller(lab)
+    time.sleep(4)
+    slow_at = time.monotonic()
+    lab.set_backend("backend1", latency_ms=900)  # /health keeps answering 200
+    lab.wait(lambda: weights(lab)["backend1"] == 0, 10, "backend1 parked")
+    parked_after = time.monotonic() - slow_at
+    seen = watch(lab, 12)
+    assert all(w["backend1"] == 0 and w["backend2"] == 100 for _, w in seen), seen
+    assert "parked at weight 0, probing it directly" in controller_log(lab)
+    lab.set_backend("backend1")
+    healed_at = time.monotonic()
+    seen = watch(lab, 30)
+    b1 = [w["backend1"] for _, w in seen]
+    back = [w for w in b1 if w > 0]
+    assert back and back[0] <= 2, b1  # the canary floor first
+    assert back == sorted(back) and back[-1] >= 50, b1  # then only up
+    assert "re-admitted at the canary floor" in controller_log(lab)
+    results = load.results()
+    assert not [r for r in results if r[2] != 200]
+    # Sent while parked (a second after the park, until the heal): nothing to backend1.
+    parked = [r for r in results if slow_at + parked_after + 1 < load.start + r[0] < healed_at]
+    assert parked and not [r for r in parked if r[3] == "backend1"], parked_after
+
+
+def test_parks_survive_a_killed_controller_and_end_on_a_clean_stop(lab) -> None:
+    load = Load(lab, rate=50, duration=50)
+    daemon = start_controller(lab)
+    time.sleep(4)
+    lab.set_backend("backend1", latency_ms=900)
+    lab.wait(lambda: weights(lab)["backend1"] == 0, 10, "backend1 parked")
+    os.killpg(daemon.proc.pid, signal.SIGKILL)  # no chance to release it
+    daemon.proc.wait(5)
+    lab.daemons.pop(("lb1", "weights"))
+    time.sleep(2)
+    assert weights(lab)["backend1"] == 0  # HAProxy keeps the last weights
+    daemon = start_controller(lab)
+    lab.wait(lambda: "still parked, probing it again" in controller_log(lab), 10, "resumed")
+    time.sleep(3)
+    assert weights(lab)["backend1"] == 0  # its probes are still slow
+    lab.set_backend("backend1")
+    lab.wait(lambda: weights(lab)["backend1"] > 0, 30, "backend1 re-admitted")
+    lab.set_backend("backend1", latency_ms=900)
+    lab.wait(lambda: weights(lab)["backend1"] == 0, 15, "backend1 parked again")
+    daemon.proc.send_signal(signal.SIGTERM)  # a clean stop releases the park
+    daemon.proc.wait(10)
+    lab.daemons.pop(("lb1", "weights"))
+    assert weights(lab)["backend1"] == 1  # its canary floor
+    lab.set_backend("backend1")
     assert not [r for r in load.results() if r[2] != 200]

@@ -1,9 +1,9 @@
-"""The weight policy (seed 001): pure decisions on synthetic and recorded signals."""
+"""The weight policy: pure decisions on synthetic and recorded signals."""
 
 from __future__ import annotations
 
 from lbappliance.weights.config import PoolConfig
-from lbappliance.weights.policy import PoolState, decide
+from lbappliance.weights.policy import PROBE_INTERVAL, PoolState, Probes, decide
 from lbappliance.weights.signals import Signals, server_signals
 
 from .fixtures import recording, stat
@@ -340,3 +340,198 @@ def test_rises_wait_for_the_long_window() -> None:
     recovered = Signals(**{**lucky.__dict__, "latency_long": 0.002})
     d = decide(pool(), {**healthy("s1", "s2", "s3"), "s4": recovered}, PoolState())
     assert [c.new for c in d.changes] == [2]
+
+
+# --- parking: outliers out of users' traffic while the controller probes them ----------
+
+
+def probed(
+    cfg: PoolConfig,
+    state: PoolState,
+    signals_fn,
+    probe_fn,
+    steps: int,
+    start: float = 0.0,
+    status_at_zero: str = "DRAIN",
+) -> list[dict[str, int]]:
+    """Like ``run``, one step a second, with probes: ``probe_fn(t)`` is a probe's latency.
+
+    Probes every PROBE_INTERVAL s of each parked or re-admitted server; HAProxy shows a
+    weight-0 server as DRAIN.
+    """
+    weights = {
+        n: state.servers[n].applied if n in state.servers else w for n, w in cfg.servers.items()
+    }
+    samples: dict[str, list[tuple[float, float | None]]] = {}
+    started: dict[str, float] = {}
+    history = []
+    for i in range(steps):
+        now = start + i
+        signals = {}
+        for n, s in signals_fn(now).items():
+            row = {**_row(s), "uweight": weights[n]}
+            if weights[n] == 0:
+                row["status"] = status_at_zero
+            signals[n] = Signals(**{**s.__dict__, "stat": stat(n, **row)})
+        watched = [n for n, st in state.servers.items() if st.parked or st.readmitting]
+        for n in list(samples):
+            if n not in watched:
+                del samples[n], started[n]
+        for n in watched:
+            got = samples.setdefault(n, [])
+            started.setdefault(n, now - 1)
+            t = now - 1 + PROBE_INTERVAL
+            while t <= now:
+                got.append((t, probe_fn(n, t)))
+                t += PROBE_INTERVAL
+        probes = {n: Probes(started=started[n], samples=tuple(samples[n])) for n in watched}
+        probes = {n: p if p.samples else None for n, p in probes.items()}
+        d = decide(cfg, signals, state, probes, now)
+        for c in d.changes:
+            weights[c.server] = c.new
+        history.append(dict(weights))
+    return history
+
+
+def slow_until(heal: float, latency: float = 0.9):
+    """s4 is slow (for users and probes) until ``heal``; its users' signals then are fast."""
+
+    def signals(now: float) -> dict[str, Signals]:
+        return {**healthy("s1", "s2", "s3"), "s4": sig("s4", latency if now < heal else 0.002)}
+
+    def probe(server: str, t: float) -> float | None:
+        return latency if server == "s4" and t < heal else 0.002
+
+    return signals, probe
+
+
+def test_outlier_is_parked_at_once_while_probing() -> None:
+    state = PoolState()
+    d = decide(pool(), {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.06)}, state, {}, 0.0)
+    (change,) = d.changes
+    assert (change.server, change.old, change.new) == ("s4", 100, 0)  # no smoothing down
+    assert "outlier: over 20.0 ms" in change.reason and "parked at weight 0" in change.reason
+    assert d.assessments[3].state == "outlier" and state.servers["s4"].parked
+    # Without probes (no prober) the same server only starts down to the canary floor.
+    d = decide(pool(), {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.06)}, PoolState())
+    assert [c.new for c in d.changes] == [70]
+
+
+def test_parked_server_stays_out_while_probes_are_slow() -> None:
+    signals, probe = slow_until(heal=1e9)
+    history = probed(pool(), PoolState(), signals, probe, 40)
+    assert all(h["s4"] == 0 for h in history)
+    assert all(h[n] == 100 for h in history for n in ("s1", "s2", "s3"))
+
+
+def test_healed_server_comes_back_gradually_after_calm_probes() -> None:
+    state = PoolState()
+    signals, probe = slow_until(heal=10.0)
+    history = probed(pool(), state, signals, probe, 50)
+    s4 = [h["s4"] for h in history]
+    back = next(i for i, w in enumerate(s4) if w > 0)
+    assert 10 + 5 <= back <= 10 + 7  # 5 s of healthy probes first
+    assert s4[back : back + 5] == [1, 2, 4, 8, 16]  # the canary floor, then doubling
+    assert s4[back:] == sorted(s4[back:]) and s4[-1] == 100
+    assert not state.servers["s4"].readmitting and state.servers["s4"].parks == 0
+
+
+def test_slow_probe_during_readmission_parks_again_and_waits_longer() -> None:
+    state = PoolState()
+    intermittent = {16.5}  # one slow probe during the first re-admission
+
+    def probe(server: str, t: float) -> float | None:
+        slow = t < 10 or any(abs(t - x) < 0.01 for x in intermittent)
+        return 0.9 if server == "s4" and slow else 0.002
+
+    signals = lambda now: {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.002)}  # noqa: E731
+    first = probed(pool(), state, lambda now: {**signals(now), "s4": sig("s4", 0.9)}, probe, 1)
+    assert first[0]["s4"] == 0
+    history = probed(pool(), state, signals, probe, 60, start=1.0)
+    s4 = [h["s4"] for h in history]  # index i is the step at t = i + 1
+    assert s4[14:17] == [1, 2, 0]  # re-admitted at 15 s, parked again at 17 s
+    again = next(i for i in range(16, len(s4)) if s4[i] > 0) + 1
+    assert 17 + 10 <= again <= 17 + 12  # the second calm period is twice as long
+    assert s4[-1] == 100 and state.servers["s4"].parks == 0
+
+
+def test_parking_never_leaves_the_pool_without_enough_healthy_servers() -> None:
+    def two_slow(now: float) -> dict[str, Signals]:
+        return {**healthy("s1", "s2"), **healthy("s3", "s4", latency=0.9)}
+
+    def probe(server: str, t: float) -> float:
+        return 0.9 if server in ("s3", "s4") else 0.002
+
+    # Two of four parked: 2 of 4 still healthy and serving, the panic threshold (50 %).
+    history = probed(pool(), PoolState(), two_slow, probe, 10)
+    assert all(h == {"s1": 100, "s2": 100, "s3": 0, "s4": 0} for h in history)
+    # A higher threshold: panic, nothing parked, everything at its inventory weight.
+    history = probed(pool(panic_threshold=0.75), PoolState(), two_slow, probe, 10)
+    assert all(h == {"s1": 100, "s2": 100, "s3": 100, "s4": 100} for h in history)
+    # Without panic, parking still keeps servers serving: only those the threshold allows.
+    history = probed(pool(panic_threshold=0), PoolState(), two_slow, probe, 10)
+    assert all(h["s1"] == 100 and h["s2"] == 100 for h in history)
+    # Two servers, one slow: parking it leaves 1 of 2 healthy, the threshold itself.
+    two = pool(servers={"s1": 100, "s2": 100})
+
+    def pair(now: float) -> dict[str, Signals]:
+        return {"s1": sig("s1", 0.002), "s2": sig("s2", 0.9)}
+
+    history = probed(two, PoolState(), pair, lambda server, t: probe("s3", t), 5)
+    assert history[-1] == {"s1": 100, "s2": 0}
+    # One server left serving is the least: with panic off, a 1-of-2 pool still keeps one.
+    d = decide(
+        pool(servers=two.servers, panic_threshold=0),
+        {"s1": sig("s1", 0.002), "s2": sig("s2", 0.9)},
+        PoolState(),
+        {},
+    )
+    assert [(c.server, c.new) for c in d.changes] == [("s2", 0)]
+
+
+def test_panic_readmits_parked_servers() -> None:
+    state = PoolState()
+    signals, probe = slow_until(heal=1e9)
+    probed(pool(), state, signals, probe, 3)
+    assert state.servers["s4"].parked
+
+    def worse(now: float) -> dict[str, Signals]:
+        return {**healthy("s1"), **healthy("s2", "s3", latency=0.9), "s4": sig("s4", None)}
+
+    history = probed(pool(), state, worse, probe, 20, start=3.0)
+    s4 = [h["s4"] for h in history]
+    assert s4[0] == 1 and s4 == sorted(s4) and s4[-1] == 100  # back, then spread
+    assert not state.servers["s4"].parked
+
+
+def test_operator_weight_on_a_parked_server_ends_the_park() -> None:
+    state = PoolState()
+    signals, probe = slow_until(heal=1e9)
+    probed(pool(), state, signals, probe, 3)
+    adopted = {**healthy("s1", "s2", "s3"), "s4": sig("s4", None, uweight=50)}
+    d = decide(pool(), adopted, state, {"s4": None}, 3.0)
+    assert not state.servers["s4"].parked and state.servers["s4"].applied == 50
+    assert d.assessments[3].state == "hold"
+
+
+def test_probes_judged_by_their_mean_not_one_hiccup() -> None:
+    """One probe delayed 60 ms (a busy LB) does not stop a re-admission; 10 % at +900 ms do."""
+    state = PoolState()
+    signals, _ = slow_until(heal=10.0)
+
+    def hiccup(server: str, t: float) -> float:
+        if server == "s4" and t < 10:
+            return 0.9
+        return 0.06 if abs(t - 17.5) < 0.01 else 0.002
+
+    s4 = [h["s4"] for h in probed(pool(), state, signals, hiccup, 40)]
+    back = next(i for i, w in enumerate(s4) if w > 0)
+    assert s4[back:] == sorted(s4[back:]) and s4[-1] == 100  # no second park
+
+    def intermittent(server: str, t: float) -> float:  # every 10th probe of s4 slow
+        return 0.9 if server == "s4" and round(t / PROBE_INTERVAL) % 10 == 0 else 0.002
+
+    state = PoolState()
+    fast = lambda now: {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.09 if now < 1 else 0.002)}  # noqa: E731
+    s4 = [h["s4"] for h in probed(pool(), state, fast, intermittent, 60)]
+    assert s4[0] == 0 and all(w == 0 for w in s4)  # never 20 probes with a calm mean

@@ -29,6 +29,8 @@ def test_lab_renders_the_site_policy() -> None:
     assert [s["name"] for s in web["servers"]] == ["backend1", "backend2"]
     cfg = parse(data)  # what the daemon reads
     assert cfg.pools[0].servers == {"backend1": 100, "backend2": 100}
+    assert cfg.pools[0].probe_path == "/"  # parked servers are probed on the real path
+    assert cfg.state_file == "/run/lbappliance/weights-state.json"  # beside the history
     assert weights_json(INVENTORY, "lb2")["node"] == "lb2"
 
 
@@ -45,7 +47,13 @@ def test_disabled_pools_are_left_out_and_overrides_apply(inventory_copy: Path) -
         data["l7"]["pools"].append(
             {**web, "name": "api", "policy": {"weight_controller": {"enabled": False}}}
         )
-        web["policy"] = {"weight_controller": {"target_latency": "50ms", "min_weight_percent": 1}}
+        web["policy"] = {
+            "weight_controller": {
+                "target_latency": "50ms",
+                "min_weight_percent": 1,
+                "probe_path": "/search?q=probe",
+            }
+        }
         web["servers"].append(
             {"name": "spare", "address": "10.30.0.23", "port": 8080, "backup": True}
         )
@@ -55,7 +63,9 @@ def test_disabled_pools_are_left_out_and_overrides_apply(inventory_copy: Path) -
     (web,) = weights_json(inventory_copy)["pools"]
     assert web["name"] == "web" and web["target_latency"] == 0.05 and web["min_weight_percent"] == 1
     assert {"name": "spare", "weight": 100, "backup": True} in web["servers"]
-    assert "spare" not in parse({"haproxy_socket": "x", "pools": [web]}).pools[0].servers
+    assert web["probe_path"] == "/search?q=probe"
+    pool = parse({"haproxy_socket": "x", "pools": [web]}).pools[0]
+    assert "spare" not in pool.servers and pool.probe_path == "/search?q=probe"
 
 
 def test_site_wide_switch_off(inventory_copy: Path) -> None:

@@ -101,7 +101,7 @@ def test_no_response_while_requests_are_in_flight_is_missing() -> None:
     assert _signals("stuck_30s", 7.5).missing is None
     late = _signals("stuck_30s", 17)
     assert late.missing and "no response" in late.missing and late.latency is None
-    # HAProxy's own average still looks perfect: exactly the trap of seed 001.
+    # HAProxy's own average still looks perfect: the trap of a controller that trusts it.
     assert late.stat.rtime is not None and late.stat.rtime <= 1
 
 

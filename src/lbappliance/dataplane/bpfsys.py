@@ -7,7 +7,8 @@ LLVM at run time), and pyroute2 does not touch BPF maps. Loading an ELF object
 well (see loader.py); what is left after loading is a handful of fixed-layout
 commands on file descriptors: open a pinned map, look up/update/delete
 elements, batch-update a whole Maglev table in one call, create an inner table
-map, freeze it, and BPF_PROG_TEST_RUN for the tests and benchmarks. Each is a
+map (or a flow table, pinned for bpftool to hand to the object), freeze it,
+read a hash map in batches, and BPF_PROG_TEST_RUN for the tests and benchmarks. Each is a
 struct packed into ``union bpf_attr`` (linux/bpf.h).
 """
 
@@ -28,6 +29,7 @@ BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
+BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_PROG_TEST_RUN = 10
 BPF_MAP_GET_FD_BY_ID = 14
@@ -37,6 +39,8 @@ BPF_MAP_LOOKUP_BATCH = 24
 BPF_MAP_UPDATE_BATCH = 26
 
 BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_LRU_HASH = 9
+BPF_F_NO_COMMON_LRU = 1 << 1
 BPF_F_MMAPABLE = 1 << 10
 BPF_F_INNER_MAP = 1 << 12
 
@@ -98,6 +102,11 @@ def obj_get(path: str | Path) -> Fd:
     """Open a pinned map or program."""
     p = ctypes.create_string_buffer(os.fsencode(str(path)))
     return Fd(_bpf(BPF_OBJ_GET, _attr("=QII", _addr(p), 0, 0)))
+
+
+def obj_pin(fd: Fd, path: str | Path) -> None:
+    p = ctypes.create_string_buffer(os.fsencode(str(path)))
+    _bpf(BPF_OBJ_PIN, _attr("=QII", _addr(p), fd.fd, 0))
 
 
 def map_create(
@@ -178,6 +187,48 @@ def array_lookup_all(fd: Fd, max_entries: int, value_size: int) -> bytes:
     if got != max_entries:
         raise BPFError(errno.EIO, f"batch lookup read {got} of {max_entries} elements")
     return values.raw
+
+
+def hash_items(
+    fd: Fd, key_size: int, value_size: int, chunk: int = 4096
+) -> list[tuple[bytes, bytes]]:
+    """Every (key, value) of a hash map, read by BPF_MAP_LOOKUP_BATCH in chunks
+    (a snapshot only as consistent as the map is quiet)."""
+    out: list[tuple[bytes, bytes]] = []
+    keys = ctypes.create_string_buffer(key_size * chunk)
+    values = ctypes.create_string_buffer(value_size * chunk)
+    in_batch = ctypes.create_string_buffer(4)
+    out_batch = ctypes.create_string_buffer(4)
+    first = True
+    while True:
+        attr = _attr(
+            "=QQQQIIQQ",
+            0 if first else _addr(in_batch),
+            _addr(out_batch),
+            _addr(keys),
+            _addr(values),
+            chunk,
+            fd.fd,
+            0,
+            0,
+        )
+        done = False
+        try:
+            _bpf(BPF_MAP_LOOKUP_BATCH, attr)
+        except BPFError as e:
+            if e.errno != errno.ENOENT:  # ENOENT: the last batch
+                raise
+            done = True
+        got = struct.unpack_from("=I", attr, 32)[0]
+        kr, vr = keys.raw, values.raw
+        out += [
+            (kr[i * key_size : (i + 1) * key_size], vr[i * value_size : (i + 1) * value_size])
+            for i in range(got)
+        ]
+        if done:
+            return out
+        ctypes.memmove(in_batch, out_batch, 4)
+        first = False
 
 
 def map_freeze(fd: Fd) -> None:

@@ -1,4 +1,4 @@
-"""``lbappliance dataplane apply|status|detach`` (mount ``dataplane`` on the main group)."""
+"""``lbappliance dataplane apply|status|drain|detach`` (mount ``dataplane`` on the main group)."""
 
 from __future__ import annotations
 
@@ -70,6 +70,7 @@ def apply(spec_path: Path, obj: Path, pin_root: Path, down: tuple[str, ...], as_
                     "vips_removed": s.vips_removed,
                     "backends_added": s.backends_added,
                     "backends_freed": s.backends_freed,
+                    "states_changed": s.states_changed,
                     "warnings": s.warnings,
                 },
                 indent=2,
@@ -124,11 +125,64 @@ def status(spec_path: Path, interface: str | None, pin_root: Path, as_json: bool
         for b in s["backends"]:
             click.echo(
                 f"  {b['address']:<39} {b['forwarding']:<5} via {b['egress']} to {b['mac']} "
-                f"{b['slots']:>6} slots {b['packets']} pkts {b['bytes']} bytes"
+                f"mtu {b['mtu']} {b['state']}, {b['slots']:>6} slots {b['flow_entries']} flows "
+                f"{b['packets']} pkts {b['bytes']} bytes"
             )
+    if "flows" in st:
+        f = st["flows"]
+        click.echo(
+            f"flow table: {f['entries']} of {f['table_size']} entries; hit {f['hit']}, "
+            f"miss {f['miss']}, previous table {f['previous_table']}, rehash {f['rehash']}, "
+            f"UDP expired {f['udp_expired']}"
+        )
     drops = {k: v for k, v in st.get("drops", {}).items() if v}
     if drops:
         click.echo("drops: " + ", ".join(f"{k} {v}" for k, v in drops.items()))
+
+
+@dataplane.command()
+@_spec
+@click.option("--interface", help="Interface (default: the spec's).")
+@_pin_root
+@click.argument("address")
+@click.option(
+    "--idle",
+    type=click.FloatRange(0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds without a packet to the backend after which it counts as drained.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0),
+    default=300.0,
+    show_default=True,
+    help="Give up after this many seconds.",
+)
+def drain(
+    spec_path: Path,
+    interface: str | None,
+    pin_root: Path,
+    address: str,
+    idle: float,
+    timeout: float,
+) -> None:
+    """Wait until backend ADDRESS gets no more packets (its flows have ended).
+
+    Drain a backend by giving it weight 0 and applying (new flows avoid it,
+    flows with an entry keep it), wait here, then remove it from the spec and
+    apply. Exit 0 once drained, 1 at the timeout with packets still flowing.
+    """
+    ifname, _ = _interface(spec_path, interface)
+    try:
+        rep = loader.drain_wait(ifname, address, idle, timeout, pin_root)
+    except (loader.LoaderError, OSError) as e:
+        raise click.ClickException(str(e)) from e
+    if rep.drained:
+        click.echo(f"{address}: drained after {rep.waited:.1f}s (no packet for {idle:g}s)")
+        return
+    click.echo(f"{address}: still receiving packets after {rep.waited:.1f}s", err=True)
+    raise SystemExit(1)
 
 
 @dataplane.command()

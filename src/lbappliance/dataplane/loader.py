@@ -43,6 +43,7 @@ import platform
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,16 +127,46 @@ def attachment(interface: str) -> Attachment:
     return Attachment(_LINK_MODES.get(xdp["mode"]), xdp["prog"]["id"])
 
 
-def load(obj: Path, pin_dir: Path) -> None:
+def load(obj: Path, pin_dir: Path, maps: Mapping[str, Path] | None = None) -> None:
     """Load ``obj`` and pin its program at ``pin_dir/prog``, maps in ``pin_dir/maps``.
 
+    ``maps``: map name -> pinned map the object uses instead of creating its own.
     ``--nomount``: bpftool would otherwise mount a new bpffs over a pin
     directory it does not find on one (gone, or not bpffs); our pins must land
     on the filesystem ``ensure_bpffs`` checked, or the load must fail.
     """
     pin_dir.mkdir(parents=True)
+    reuse = [
+        a for name, path in (maps or {}).items() for a in ("map", "name", name, "pinned", str(path))
+    ]
     _run("bpftool", "--nomount", "prog", "load", str(obj), str(pin_dir / "prog"), "type", "xdp",
-         "pinmaps", str(pin_dir / "maps"))  # fmt: skip
+         *reuse, "pinmaps", str(pin_dir / "maps"))  # fmt: skip
+
+
+def load_with_flow_tables(obj: Path, pin_dir: Path, flow_table_size: int) -> None:
+    """``load``, with flow tables of ``flow_table_size`` entries each.
+
+    libbpf sizes a map from the object (a placeholder there): the tables are
+    created here first, pinned beside ``pin_dir`` for bpftool to hand over,
+    and that extra pin removed once the object holds them.
+    """
+    tmp = pin_dir.with_name(pin_dir.name + ":flows")
+    unpin(tmp)
+    tmp.mkdir()
+    try:
+        for name, key in bpfmaps.FLOW_MAPS.items():
+            with bpfsys.map_create(
+                bpfsys.BPF_MAP_TYPE_LRU_HASH,
+                key.size,
+                bpfmaps.FLOW_ENTRY.size,
+                flow_table_size,
+                bpfsys.BPF_F_NO_COMMON_LRU,
+                name,
+            ) as fd:
+                bpfsys.obj_pin(fd, tmp / name)
+        load(obj, pin_dir, {name: tmp / name for name in bpfmaps.FLOW_MAPS})
+    finally:
+        unpin(tmp)
 
 
 def unpin(pin_dir: Path) -> None:
@@ -200,6 +231,7 @@ class ApplyReport:
         out += [f"VIP removed: {v}" for v in s.vips_removed]
         if s.backends_added or s.backends_freed:
             out.append(f"backend entries: +{s.backends_added} -{s.backends_freed}")
+        out += [f"backend {c}" for c in s.states_changed]
         if not s.changed and not self.reloaded:
             out.append("no change")
         out += [f"warning: {w}" for w in s.warnings]
@@ -238,23 +270,26 @@ def apply(
         if pid is not None:
             try:
                 with bpfmaps.Maps(pin_dir / "maps") as m:
-                    same_object = m.config()[2] == digest
+                    # A resized flow table means new maps, hence a new load.
+                    same_object = (
+                        m.config()[2] == digest and m.flow_table_size() == spec.flow_table_size
+                    )
             except OSError:  # pinned by an older build with other maps: replace it
                 same_object = False
             attached = not attach_program or (att.prog_id == pid and att.mode == spec.xdp_mode)
             if same_object and attached:
                 with bpfmaps.Maps(pin_dir / "maps") as m:
-                    m.write_config(spec.tunnel_source_v4, spec.tunnel_source_v6, digest)
+                    _write_config(m, spec, digest)
                     res = m.sync(spec, next_hops, down)
                 res.warnings[:0] = warnings
                 return ApplyReport(spec.interface, spec.xdp_mode, False, pid, res)
 
         staging = pin_dir.with_name(pin_dir.name + ":new")
         unpin(staging)
-        load(obj, staging)
+        load_with_flow_tables(obj, staging, spec.flow_table_size)
         try:
             with bpfmaps.Maps(staging / "maps") as m:
-                m.write_config(spec.tunnel_source_v4, spec.tunnel_source_v6, digest)
+                _write_config(m, spec, digest)
                 res = m.sync(spec, next_hops, down)
             if attach_program:
                 if att.mode is not None and att.mode != spec.xdp_mode:
@@ -267,6 +302,10 @@ def apply(
         os.rename(staging, pin_dir)
         res.warnings[:0] = warnings
         return ApplyReport(spec.interface, spec.xdp_mode, True, pinned_prog_id(pin_dir), res)
+
+
+def _write_config(m: bpfmaps.Maps, spec: DataplaneSpec, digest: bytes) -> None:
+    m.write_config(spec.tunnel_source_v4, spec.tunnel_source_v6, digest, spec.udp_idle_timeout)
 
 
 def detach(interface: str, pin_root: Path = DEFAULT_PIN_ROOT) -> list[str]:
@@ -315,7 +354,9 @@ def _status_locked(interface: str, pin_dir: Path, spec: DataplaneSpec | None) ->
         backends = m.backends()
         vip_ctr = m.vip_counters()
         be_ctr = m.backend_counters()
-        for key, (stats_id, table_id, size) in sorted(m.vips().items()):
+        flows = m.flows()
+        per_backend = flow_entries_per_backend(flows, backends)
+        for key, (stats_id, table_id, size, _, _) in sorted(m.vips().items()):
             vip, port, proto = bpfmaps.parse_vip_key(key)
             svc = spec.service_for(vip, port, proto) if spec else None
             slots = m.table(table_id) if size else []
@@ -338,18 +379,87 @@ def _status_locked(interface: str, pin_dir: Path, spec: DataplaneSpec | None) ->
                             "src_mac": backends[idx].src_mac,
                             "mac": backends[idx].mac,
                             "forwarding": bpfmaps.MODE_NAMES[backends[idx].mode],
-                            "slots": n,
+                            "mtu": backends[idx].mtu,
+                            "state": bpfmaps.STATE_NAMES[backends[idx].state],
+                            "slots": share.get(idx, 0),
+                            "flow_entries": per_backend.get(idx, 0),
                             "packets": be_ctr[idx][0],
                             "bytes": be_ctr[idx][1],
                         }
-                        for idx, n in sorted(share.items(), key=lambda kv: backends[kv[0]].address)
+                        for idx in sorted(
+                            set(share) | draining_of(svc, backends),
+                            key=lambda i: backends[i].address,
+                        )
                         if idx in backends
                     ],
                 }
             )
         out["drops"] = m.drops()
+        out["flows"] = m.flow_counters() | {
+            "entries": len(flows),
+            "table_size": m.flow_table_size(),
+        }
         out["tunnel_source_v4"], out["tunnel_source_v6"], _ = m.config()
     return out
+
+
+def flow_entries_per_backend(
+    flows: list[bpfmaps.FlowEntry], backends: Mapping[int, bpfmaps.BackendEntry]
+) -> dict[int, int]:
+    """Backend index -> flow entries that still name it (same serial)."""
+    out: dict[int, int] = {}
+    for f in flows:
+        be = backends.get(f.backend_id)
+        if be is not None and be.gen == f.gen:
+            out[f.backend_id] = out.get(f.backend_id, 0) + 1
+    return out
+
+
+def draining_of(svc: Any, backends: Mapping[int, bpfmaps.BackendEntry]) -> set[int]:
+    """Entries of ``svc`` (spec service or None) in no table, kept while they drain."""
+    zero = {b.address for b in svc.backends if not b.weight} if svc is not None else set()
+    return {i for i, e in backends.items() if e.state == bpfmaps.STATE_DRAIN and e.address in zero}
+
+
+@dataclass(frozen=True)
+class DrainReport:
+    address: str
+    drained: bool  # no packet forwarded to it for ``idle`` seconds
+    waited: float  # seconds
+
+
+def drain_wait(
+    interface: str,
+    address: str,
+    idle: float,
+    timeout: float,
+    pin_root: Path = DEFAULT_PIN_ROOT,
+    interval: float = 0.1,
+) -> DrainReport:
+    """Wait until the forwarder has sent no packet to ``address`` for ``idle``
+    seconds (its flows have ended), or ``timeout``.
+
+    Packets, not flow entries, tell: a TCP entry outlives its connection
+    until the LRU evicts it, and the program reads no clock for TCP packets.
+    """
+    start = last_change = time.monotonic()
+    last: int | None = None
+    while True:
+        with (
+            pins_locked(pin_root, shared=True),
+            bpfmaps.Maps(pin_dir_for(pin_root, interface) / "maps") as m,
+        ):
+            ids = [i for i, e in m.backends().items() if e.address == address]
+            counters = m.backend_counters()
+            packets = sum(counters[i][0] for i in ids)
+        now = time.monotonic()
+        if packets != last:
+            last, last_change = packets, now
+        if now - last_change >= idle:
+            return DrainReport(address, True, now - start)
+        if now - start >= timeout:
+            return DrainReport(address, False, now - start)
+        time.sleep(interval)
 
 
 def _ifname(ifindex: int) -> str:

@@ -3,17 +3,25 @@
 Rendered by the site renderer; read by ``lbappliance dataplane apply``. Shape::
 
     {"node": "lb1", "interface": "eth1", "xdp_mode": "native" | "generic",
-     "table_size": 65537,
+     "table_size": 65537, "flow_table_size": 1048576,
+     "udp_idle_timeout": 30, "previous_table_window": 60,
      "tunnel_source_v4": "10.10.0.11" | null, "tunnel_source_v6": null,
      "services": [{"name": "dns", "vip": "198.51.100.20", "port": 53,
                    "protocol": "udp" | "tcp", "forwarding": "ipip" | "l2dsr",
                    "backends": [{"address": "10.30.0.21", "weight": 100,
-                                 "mac": null}]}]}
+                                 "mac": null, "mtu": 1500}]}]}
 
 Every key is required (``mac`` may be null) and unknown keys are errors, so a
 renderer/loader mismatch shows up at once. ``mac``: the backend's MAC for
 ``l2dsr`` (required); for ``ipip`` an optional static next-hop MAC that skips
-neighbour resolution. Weight 0 leaves a backend out of the table.
+neighbour resolution. Weight 0 leaves a backend out of the table: new flows
+no longer reach it, flows with an entry keep it (draining) until it leaves
+the spec. ``mtu``: the path MTU toward the backend (``ipip``: a packet that
+no longer fits once encapsulated is answered with ICMP "too big").
+``flow_table_size``: flow-table entries (IPv4 and IPv6 each), shared out over
+the CPUs; ``udp_idle_timeout`` (s): a UDP flow idle that long is re-picked;
+``previous_table_window`` (s): after a table change, a TCP packet without SYN
+of a flow this node has no entry for goes by the previous table (0: never).
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ from lbappliance.dataplane import maglev
 MAX_SERVICES = 1024  # bpf/lb_maps.h LB_MAX_SERVICES
 MAX_BACKENDS = 4096  # bpf/lb_maps.h LB_MAX_BACKENDS
 MAX_WEIGHT = 65535
+MIN_MTU, MAX_MTU = 1280, 65535  # the IPv6 minimum; struct backend.mtu is 16 bits
+MIN_FLOWS, MAX_FLOWS = 1024, 1 << 27
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
@@ -45,6 +55,7 @@ class Backend:
     address: str  # canonical (compressed) form
     weight: int
     mac: str | None  # lower case, colon separated
+    mtu: int  # path MTU toward the backend
 
     @property
     def family(self) -> int:
@@ -78,6 +89,9 @@ class DataplaneSpec:
     interface: str
     xdp_mode: str  # "native" | "generic"
     table_size: int
+    flow_table_size: int
+    udp_idle_timeout: float  # seconds
+    previous_table_window: float  # seconds
     tunnel_source_v4: str | None
     tunnel_source_v6: str | None
     services: tuple[Service, ...]
@@ -109,6 +123,9 @@ def parse(raw: Any) -> DataplaneSpec:
             "interface",
             "xdp_mode",
             "table_size",
+            "flow_table_size",
+            "udp_idle_timeout",
+            "previous_table_window",
             "tunnel_source_v4",
             "tunnel_source_v6",
             "services",
@@ -145,6 +162,11 @@ def parse(raw: Any) -> DataplaneSpec:
         interface=interface,
         xdp_mode=xdp_mode,
         table_size=table_size,
+        flow_table_size=_int(top["flow_table_size"], "flow_table_size", MIN_FLOWS, MAX_FLOWS),
+        udp_idle_timeout=_seconds(top["udp_idle_timeout"], "udp_idle_timeout", 1, 86400),
+        previous_table_window=_seconds(
+            top["previous_table_window"], "previous_table_window", 0, 86400
+        ),
         tunnel_source_v4=src4,
         tunnel_source_v6=src6,
         services=services,
@@ -178,7 +200,7 @@ def _service(raw: Any, where: str, table_size: int, src4: str | None, src6: str 
 
 
 def _backend(raw: Any, where: str, forwarding: str, src4: str | None, src6: str | None) -> Backend:
-    d = _obj(raw, where, {"address", "weight", "mac"})
+    d = _obj(raw, where, {"address", "weight", "mac", "mtu"})
     address = _addr(d["address"], f"{where}.address")
     mac = d["mac"]
     if mac is not None:
@@ -194,7 +216,10 @@ def _backend(raw: Any, where: str, forwarding: str, src4: str | None, src6: str 
         if family == 6 and src6 is None:
             raise SpecError(f"{where}.address: IPv6 backend needs tunnel_source_v6")
     return Backend(
-        address=address, weight=_int(d["weight"], f"{where}.weight", 0, MAX_WEIGHT), mac=mac
+        address=address,
+        weight=_int(d["weight"], f"{where}.weight", 0, MAX_WEIGHT),
+        mac=mac,
+        mtu=_int(d["mtu"], f"{where}.mtu", MIN_MTU, MAX_MTU),
     )
 
 
@@ -220,6 +245,12 @@ def _int(v: Any, where: str, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
         raise SpecError(f"{where}: expected an integer in {lo}..{hi}, got {v!r}")
     return v
+
+
+def _seconds(v: Any, where: str, lo: float, hi: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+        raise SpecError(f"{where}: expected seconds in {lo}..{hi}, got {v!r}")
+    return float(v)
 
 
 def _choice(v: Any, where: str, choices: tuple[str, ...]) -> str:

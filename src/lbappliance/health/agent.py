@@ -24,10 +24,14 @@ from typing import Any
 
 from .config import AgentConfig
 from .exabgp import ExabgpChannel, withdraw_line
-from .machine import Decision, Policy, VipMachine
-from .signals import Observation, Verdict, evaluate
+from .machine import Decision, Policy, State, VipMachine
+from .signals import Health, Observation, Verdict, evaluate
 
 Log = Callable[[dict[str, Any]], None]
+
+# Enum .name/.value are slow properties; the state file reads them for every VIP.
+_STATE_TEXT = {s: s.value for s in State}
+_HEALTH_TEXT = {h: h.name.lower() for h in Health}
 
 
 def json_log(stream: Any = None) -> Log:
@@ -49,7 +53,7 @@ def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n")
     tmp.replace(target)
 
 
@@ -189,13 +193,13 @@ class Agent:
             for prefix, m in self.machines.items():
                 v = self.verdicts.get(prefix)
                 vips[prefix] = {
-                    "state": m.state.value,
+                    "state": _STATE_TEXT[m.state],
                     "since": round(wall - (now - m.since), 3),
                     "reason": m.reason,
                     "announced": m.announced.announce() if m.announced else None,
-                    "health": v.health.name.lower() if v else None,
+                    "health": _HEALTH_TEXT[v.health] if v else None,
                     "signals": {
-                        c.signal: {"health": c.health.name.lower(), "reason": c.reason}
+                        c.signal: {"health": _HEALTH_TEXT[c.health], "reason": c.reason}
                         for c in (v.checks if v else ())
                     },
                     "maintenance": bool(v and v.maintenance),

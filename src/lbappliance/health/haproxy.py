@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import socket
 import time
 from dataclasses import dataclass
@@ -66,18 +65,25 @@ def parse_stat(text: str) -> list[StatRow]:
     lines = text.lstrip("# ").splitlines()
     if not lines or not lines[0].startswith("pxname,"):
         raise HaproxyError(f"unexpected answer to 'show stat': {text[:80]!r}")
+    records = csv.reader(lines)
+    column = {name: i for i, name in enumerate(next(records))}
+    width = len(column)  # absent columns read as the "" padded on below
+    svname, status, scur, bck, weight = (
+        column.get(k, width) for k in ("svname", "status", "scur", "bck", "weight")
+    )
     rows = []
-    for rec in csv.DictReader(io.StringIO("\n".join(lines))):
-        if not rec.get("pxname"):
+    for rec in records:  # a plain reader: tens of thousands of rows per round at scale
+        if not rec or not rec[0]:
             continue
+        rec += [""] * (width + 1 - len(rec))
         rows.append(
             StatRow(
-                proxy=rec["pxname"],
-                name=rec["svname"],
-                status=rec.get("status", ""),
-                scur=int(rec.get("scur") or 0),
-                backup=rec.get("bck") == "1",
-                weight=int(rec.get("weight") or 0),
+                proxy=rec[0],
+                name=rec[svname],
+                status=rec[status],
+                scur=int(rec[scur] or 0),
+                backup=rec[bck] == "1",
+                weight=int(rec[weight] or 0),
             )
         )
     return rows
@@ -86,10 +92,14 @@ def parse_stat(text: str) -> list[StatRow]:
 def view(rows: list[StatRow]) -> HaproxyView:
     frontends = {r.proxy: r.status for r in rows if r.name == "FRONTEND"}
     sessions = {r.proxy: r.scur for r in rows if r.name == "FRONTEND"}
+    servers: dict[str, list[StatRow]] = {}  # one pass: thousands of backends at scale
+    for r in rows:
+        if r.is_server:
+            servers.setdefault(r.proxy, []).append(r)
     backends: dict[str, Servers] = {}
     for proxy in dict.fromkeys(r.proxy for r in rows if r.name == "BACKEND"):
-        servers = [r for r in rows if r.proxy == proxy and r.is_server]
-        active = [r for r in servers if not r.backup] or servers
+        own = servers.get(proxy, [])
+        active = [r for r in own if not r.backup] or own
         backends[proxy] = Servers(up=sum(1 for r in active if r.up), total=len(active))
     return HaproxyView(frontends, sessions, backends)
 

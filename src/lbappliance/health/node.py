@@ -6,7 +6,7 @@ Run on an LB node (over Ansible) with the node's agent configuration::
     ... maintenance-on --note "kernel upgrade"   # maintenance file + VRRP demote
     ... servers-maint                            # drained: HAProxy servers to MAINT
     ... maintenance-off                          # servers READY (slow start), files cleared
-    ... imbalance --sample 5                     # report + load imbalance (seed 000)
+    ... imbalance --sample 5                     # report + load imbalance
 
 Every command prints one JSON report on stdout: the agent's state file (VIPs,
 BGP sessions as ExaBGP reported them), HAProxy frontends/backends, VRRP state

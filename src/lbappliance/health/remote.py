@@ -29,7 +29,7 @@ from ..inventory.derived import RuntimePaths
 from ..inventory.schema import Inventory
 from ..render import NODE_PYTHON
 from ..render import agent as agent_render
-from ..render.ansible import host_vars
+from ..render.ansible import Dumper, host_vars, inert
 
 
 class NodeError(Exception):
@@ -43,7 +43,8 @@ def agent_config_path(paths: RuntimePaths) -> str:
 def write_inventory(inv: Inventory, directory: Path) -> Path:
     hosts = {n.name: host_vars(inv, n) for n in inv.nodes}
     path = directory / "hosts.yml"
-    path.write_text(yaml.safe_dump({"all": {"hosts": hosts, "vars": {"lb_site": inv.site.name}}}))
+    data = {"all": {"hosts": hosts, "vars": {"lb_site": inert(inv.site.name)}}}
+    path.write_text(yaml.dump(data, Dumper=Dumper))  # inventory values stay !unsafe
     return path
 
 

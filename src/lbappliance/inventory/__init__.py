@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InventoryError, InventoryInvalid, Location
 from .schema import Inventory
 from .semantic import check
 from .typed import Converter
-from .yamlpos import Positions, deep_merge, load_yaml
+from .yamlpos import Positions, deep_merge, load_yaml, paused_gc
 
 __all__ = ["InventoryError", "InventoryInvalid", "Location", "Site", "load_site", "site_path"]
 
@@ -21,18 +22,32 @@ class Site:
     model: Inventory
     inventory_dir: Path
     files: tuple[Path, ...]
+    positions: Positions = field(default_factory=Positions, compare=False, repr=False)
 
     @property
     def name(self) -> str:
         return self.model.site.name
 
 
+SITE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,47}")
+
+
 def site_path(inventory_dir: Path, site: str) -> Path:
+    """``sites/<site>.yml``; a site is a name, never a path."""
+    if not SITE_NAME.fullmatch(site):
+        raise InventoryInvalid(
+            [InventoryError(None, (), f"{site!r} is not a site name", "e.g. tokyo or lab-2")]
+        )
     return inventory_dir / "sites" / f"{site}.yml"
 
 
 def load_site(inventory_dir: Path, site: str) -> Site:
     """Load ``sites/<site>.yml`` over ``defaults.yml``; raise with every error found."""
+    with paused_gc():
+        return _load_site(inventory_dir, site)
+
+
+def _load_site(inventory_dir: Path, site: str) -> Site:
     path = site_path(inventory_dir, site)
     if not path.is_file():
         known = sorted(
@@ -65,4 +80,4 @@ def load_site(inventory_dir: Path, site: str) -> Site:
     semantic = check(model, positions, path.stem)
     if semantic:
         raise InventoryInvalid(semantic)
-    return Site(model=model, inventory_dir=inventory_dir, files=tuple(files))
+    return Site(model=model, inventory_dir=inventory_dir, files=tuple(files), positions=positions)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 
 from .schema import (
     AnycastVip,
@@ -102,15 +103,53 @@ def frontend_pools(fe: Frontend) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+@dataclass
+class ModelIndex:
+    """Lookups by VIP and by name, built in one pass over the model.
+
+    Renderers ask these per VIP and per frontend; scanning every service for
+    each one made rendering quadratic in the number of services.
+    """
+
+    frontends: dict[IPAddr, list[Frontend]] = field(default_factory=dict)
+    l4: dict[IPAddr, list[L4Service]] = field(default_factory=dict)
+    pools: dict[str, Pool] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, inv: Inventory) -> ModelIndex:
+        index = cls()
+        for fe in inv.l7.frontends:
+            for ip in dict.fromkeys(frontend_vips(fe)):
+                index.frontends.setdefault(ip, []).append(fe)
+        for svc in inv.l4_services:
+            index.l4.setdefault(svc.vip, []).append(svc)
+        for p in inv.l7.pools:
+            index.pools.setdefault(p.name, p)
+        return index
+
+
+_INDEXES: dict[int, ModelIndex] = {}
+
+
+def model_index(inv: Inventory) -> ModelIndex:
+    """The index of ``inv``, built on first use and dropped with the model."""
+    index = _INDEXES.get(id(inv))
+    if index is None:
+        index = _INDEXES[id(inv)] = ModelIndex.build(inv)
+        weakref.finalize(inv, _INDEXES.pop, id(inv), None)
+    return index
+
+
 def services_on_vip(inv: Inventory, vip: AnycastVip) -> tuple[list[Frontend], list[L4Service]]:
-    ip = vip.prefix.ip
-    frontends = [fe for fe in inv.l7.frontends if ip in frontend_vips(fe)]
-    l4 = [s for s in inv.l4_services if s.vip == ip]
-    return frontends, l4
+    index, ip = model_index(inv), vip.prefix.ip
+    return list(index.frontends.get(ip, ())), list(index.l4.get(ip, ()))
 
 
 def pool(inv: Inventory, name: str) -> Pool:
-    return next(p for p in inv.l7.pools if p.name == name)
+    found = model_index(inv).pools.get(name)
+    if found is None:  # validation guarantees every referenced pool exists
+        raise LookupError(f"no pool {name!r}")
+    return found
 
 
 def node(inv: Inventory, name: str) -> Node:

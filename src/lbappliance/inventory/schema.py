@@ -9,11 +9,13 @@ P2C balancing; Maglev with 65537 slots; 30 s drain; smoothing alpha 0.3 and a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from .typed import Duration as D
 from .typed import (
+    DurationOrZeroT,
     DurationT,
     IPAddress,
     IPHost,
@@ -21,26 +23,105 @@ from .typed import (
     IPNetwork,
     IPv4,
     Name,
+    Parse,
     Pattern,
     Percent,
     Port,
     Range,
+    Sensitive,
     doc,
 )
 
 Asn = Annotated[int, Range(1, 4294967295)]
+
+
+def _community(value: Any) -> str:
+    """``ASN:VALUE`` (each 0..65535) or a large community ``A:B:C`` (each 0..4294967295)."""
+    if not isinstance(value, str) or not re.fullmatch(r"\d{1,10}(:\d{1,10}){1,2}", value):
+        raise ValueError("not a community")
+    parts = [int(p) for p in value.split(":")]
+    top = 65535 if len(parts) == 2 else 4294967295
+    if any(p > top for p in parts):
+        raise ValueError("out of range")
+    return ":".join(str(p) for p in parts)
+
+
+def _mac(value: Any) -> str:
+    """A unicast Ethernet address, lower case: what the XDP forwarder writes into frames."""
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", value):
+        raise ValueError("not a MAC")
+    first = int(value[:2], 16)
+    if first & 1 or value.strip("0:") == "":
+        raise ValueError("not a unicast MAC")
+    return value.lower()
+
+
 Community = Annotated[
     str,
-    Pattern(
-        r"^(\d{1,5}:\d{1,5}|\d{1,10}:\d{1,10}:\d{1,10})$",
-        "a BGP community 'ASN:VALUE' (each 0..65535) or a large community 'A:B:C'",
+    Parse(
+        _community,
+        "a BGP community 'ASN:VALUE' (each 0..65535) or a large community 'A:B:C' "
+        "(each 0..4294967295)",
     ),
 ]
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*"
 Hostname = Annotated[
-    str, Pattern(r"^[A-Za-z0-9.*-]{1,253}$", "a host name such as api.example.com or *.example.com")
+    str,
+    Pattern(
+        _DNS_NAME,
+        "a host name such as api.example.com (letters, digits and -, labels of 1..63 "
+        "characters joined by dots)",
+    ),
 ]
-UrlPath = Annotated[str, Pattern(r"^/[^\s]*$", "a URL path starting with '/'")]
-IfName = Annotated[str, Pattern(r"^[A-Za-z0-9_.:-]{1,15}$", "a Linux interface name (<= 15 chars)")]
+HostPattern = Annotated[
+    str,
+    Pattern(
+        rf"(?:\*\.)?{_DNS_NAME}",
+        "a host name such as api.example.com, or *.example.com for its subdomains "
+        "(no bare '*', no '*' elsewhere)",
+    ),
+]
+UrlPath = Annotated[
+    str,
+    Pattern(
+        r"/[A-Za-z0-9._~%&()*+,;=:@/?-]{0,1023}",
+        "a URL path starting with '/' (letters, digits and ._~%&()*+,;=:@/?-, at most "
+        "1024 characters; no spaces, quotes, '#', '!', '$', '\\' or braces)",
+    ),
+]
+IfName = Annotated[
+    str,
+    Pattern(
+        r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}",
+        "a Linux interface name: 1..15 letters, digits, _, . and -, not starting with "
+        "'.' or '-' (no ':' aliases, no '/', no spaces)",
+    ),
+]
+Mac = Annotated[str, Parse(_mac, "a unicast MAC address such as 52:54:00:12:34:56")]
+UserName = Annotated[
+    str,
+    Pattern(
+        r"[a-z_][a-z0-9_-]{0,31}",
+        "a user name: a lower-case letter or _, then up to 31 lower-case letters, digits, _ and -",
+    ),
+]
+FreeText = Annotated[
+    str,
+    Pattern(
+        r"[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069{}]{0,200}",
+        "text of at most 200 characters, no control characters (line breaks, escapes, "
+        "bidirectional overrides) or braces",
+    ),
+]
+SecretName = Annotated[
+    str,
+    Pattern(
+        r"[A-Za-z_][A-Za-z0-9_]{0,127}",
+        "a variable name: letters, digits and _, not starting with a digit",
+    ),
+    Sensitive(),
+]
 
 
 # --- site and BGP -----------------------------------------------------------------
@@ -50,8 +131,8 @@ IfName = Annotated[str, Pattern(r"^[A-Za-z0-9_.:-]{1,15}$", "a Linux interface n
 class SecretRef:
     """Where a secret lives; its value never appears in the inventory or on screen."""
 
-    env: str | None = doc("Name of an environment variable holding the secret.", None)
-    vault: str | None = doc(
+    env: SecretName | None = doc("Name of an environment variable holding the secret.", None)
+    vault: SecretName | None = doc(
         "Name of a variable in the site's Ansible Vault file (`inventory/sites/<site>.vault.yml`).",
         None,
     )
@@ -65,7 +146,7 @@ class SiteInfo:
         "Prefixes this site may announce; every anycast VIP must fall inside one. "
         "The routers' rendered import policy accepts exactly these."
     )
-    description: str = doc("Free text shown in `lbappliance status`.", "")
+    description: FreeText = doc("Free text shown in `lbappliance status`.", "")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,7 +154,12 @@ class BgpPeer:
     name: Name = doc("Router name (used for rendered router configs).")
     address: IPAddress = doc("Router address; must be on a subnet of each node's uplink interface.")
     asn: Asn = doc("Router AS number.")
-    password: SecretRef | None = doc("TCP-MD5 password reference (`env:` or `vault:`).", None)
+    password: Annotated[SecretRef, Sensitive()] | None = doc(
+        "TCP-MD5 password reference (`env:` or `vault:`), never the password itself. The "
+        "password: 1..80 printable ASCII characters without spaces, quotes, backslash, "
+        "'`', '#', ';', '{' or '}' (what ExaBGP, BIRD and FRR configs can all carry).",
+        None,
+    )
     platform: Literal["bird", "frr"] = doc(
         "Router software, selects the router-side config written by `render`.", "bird"
     )
@@ -125,7 +211,7 @@ class Node:
         "a kernel or have no IRQs of their own.",
         True,
     )
-    ssh_user: str = doc("SSH user for Ansible.", "root")
+    ssh_user: UserName = doc("SSH user for Ansible.", "root")
     ssh_port: Port = doc("SSH port for Ansible.", 22)
 
 
@@ -144,7 +230,9 @@ class VrrpGroup:
         D(0.1),
     )
     version: Literal[2, 3] = doc("VRRP protocol version.", 3)
-    preempt_delay: DurationT = doc("Delay before a recovered higher-priority node preempts.", D(0))
+    preempt_delay: DurationOrZeroT = doc(
+        "Delay before a recovered higher-priority node preempts (at most 1000 s).", D(0)
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,7 +253,11 @@ class L4Backend:
     weight: Annotated[int, Range(0, 1000)] = doc(
         "Relative weight; 0 takes it out of the table.", 100
     )
-    mac: str | None = doc("Backend MAC, required for `l2dsr` forwarding with `xdp`.", None)
+    mac: Mac | None = doc("Backend MAC, required for `l2dsr` forwarding with `xdp`.", None)
+    path_mtu: Annotated[int, Range(1280, 65535)] | None = doc(
+        "MTU of the path from the LB nodes to this backend (default: `dataplane.path_mtu`).",
+        None,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,6 +301,31 @@ class Dataplane:
     table_size: Annotated[int, Range(251, 655373)] = doc(
         "Maglev lookup table size; must be prime (65537 by default).", 65537
     )
+    flow_table_size: Annotated[int, Range(1024, 134217728)] = doc(
+        "Entries of the XDP flow table (one for IPv4 flows, one for IPv6), shared out "
+        "evenly over the CPUs, each of which evicts its least recently used when full. "
+        "Size it for the concurrent flows of the busiest CPU times the CPUs; about 100 "
+        "bytes an IPv4 entry, 130 an IPv6 one.",
+        1048576,
+    )
+    udp_idle_timeout: DurationT = doc(
+        "A UDP flow whose entry saw no packet for this long is picked anew by Maglev "
+        "(TCP entries live until evicted).",
+        D(30),
+    )
+    previous_table_window: DurationT = doc(
+        "After a Maglev table change, for this long a TCP packet without SYN of a flow the "
+        "node has no entry for (moved to it by ECMP from another node) is sent where the "
+        "previous table says: such a flow was set up before the change. 0 turns it off. "
+        "Too long a window misroutes flows set up after the change that then move nodes.",
+        D(60),
+    )
+    path_mtu: Annotated[int, Range(1280, 65535)] = doc(
+        "MTU of the path from the LB nodes to the L4 backends: an IPIP-forwarded packet "
+        "that no longer fits once encapsulated is answered with ICMP 'fragmentation "
+        "needed' / ICMPv6 'packet too big' (per backend: `path_mtu` there).",
+        1500,
+    )
 
 
 # --- L7 (HAProxy) -----------------------------------------------------------------
@@ -251,7 +368,11 @@ class Retries:
     attempts: Annotated[int, Range(0, 5)] = doc("Retries per request (another server).", 1)
     budget_percent: Percent = doc(
         "Retry budget: L7 retries stop while the pool's recent failures exceed this share "
-        "of its requests (connection failures, where nothing was sent, are always retried).",
+        "of its requests (connection failures, where nothing was sent, are always retried). "
+        "Other retries (an armed one copies its request first) are armed for every request "
+        "while the pool has failed in the last 10 s, else for a client connection's first "
+        "request only: after a quiet spell, the first failure of a later request on a kept-alive "
+        "client connection reaches its client.",
         10.0,
     )
     idempotent_only: bool = doc("Retry only GET/HEAD/PUT/DELETE/OPTIONS/TRACE requests.", True)
@@ -300,8 +421,8 @@ class WeightController:
     )
     outlier_factor: Annotated[float, Range(1, 100)] = doc(
         "A server slower than this multiple of its pool's median latency is an outlier, "
-        "even under `target_latency` (seed 002's circuit breaker: 2x the median); so is "
-        "one with over 5 % errors.",
+        "even under `target_latency` (a circuit breaker: 2x the median); so is one with "
+        "over 5 % errors. The controller parks an outlier at weight 0 and probes it.",
         2.0,
     )
     outlier_min_latency: DurationT = doc(
@@ -310,9 +431,10 @@ class WeightController:
         D(0.02),
     )
     canary_weight_percent: Annotated[float, Range(0, 50)] = doc(
-        "Floor of an outlier's weight, and of a server whose signals are missing, as a "
-        "percentage of its inventory weight (never below 1): a canary trickle that shows "
-        "its recovery. At most `min_weight_percent`.",
+        "Weight a parked outlier is re-admitted at (then doubling), the floor of an "
+        "outlier the controller may not park (too few healthy servers left) and of a "
+        "server whose signals are missing, as a percentage of its inventory weight "
+        "(never below 1). At most `min_weight_percent`.",
         1.0,
     )
     max_capacity_fraction: Annotated[float, Range(0.1, 1)] = doc(
@@ -322,6 +444,12 @@ class WeightController:
         "Below this fraction of healthy servers, spread over all servers (panic mode).", 0.5
     )
     hysteresis_percent: Percent = doc("Weight changes smaller than this are not applied.", 5.0)
+    probe_path: UrlPath = doc(
+        "Path the controller requests (GET, 4 a second) from a server it has parked, "
+        "instead of users' requests: the pool's real request path, not a shallow "
+        "liveness page that a gray failure leaves fast.",
+        "/",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -333,9 +461,13 @@ class L7Policy:
     outlier: Outlier = doc("Passive outlier ejection on live traffic.", factory=Outlier)
     retries: Retries = doc("Retry policy with a budget.", factory=Retries)
     timeouts: Timeouts = doc("Timeouts, descending client > LB > backend.", factory=Timeouts)
-    slow_start: DurationT = doc("Ramp-up time for a server returning to service.", D(30))
+    slow_start: DurationOrZeroT = doc(
+        "Ramp-up time for a server returning to service (0: none).", D(30)
+    )
     drain_timeout: DurationT = doc(
-        "How long draining waits for in-flight requests (30-60 s for HTTP).", D(30)
+        "How long draining waits for in-flight requests (30-60 s for HTTP; whole seconds, "
+        "at least 1 s).",
+        D(30),
     )
     maxconn: Annotated[int, Range(1, 10_000_000)] = doc("Global connection limit.", 50000)
     server_maxconn: Annotated[int, Range(1, 1_000_000)] = doc(
@@ -348,6 +480,12 @@ class L7Policy:
     )
     weight_controller: WeightController = doc(
         "Feedback weight controller.", factory=WeightController
+    )
+    access_log: Literal["errors", "all"] = doc(
+        "`errors`: log only abnormal requests (errors, timeouts, retries, redispatches, 5xx, "
+        "denials such as 429); `all`: every request too, at a cost on every request "
+        "(docs/l7-policy-cost.md).",
+        "errors",
     )
 
 
@@ -382,7 +520,11 @@ class Pool:
 @dataclass(frozen=True, kw_only=True)
 class Route:
     pool: Name = doc("Pool that serves matching requests.")
-    host: Hostname | None = doc("Match the Host header (exact, or `*.suffix`).", None)
+    host: HostPattern | None = doc(
+        "Match the Host header: exactly (case-insensitive), or `*.suffix` for every "
+        "subdomain of suffix.",
+        None,
+    )
     path_prefix: UrlPath | None = doc("Match requests whose path starts with this.", None)
 
 
@@ -414,7 +556,7 @@ class Frontend:
 
 @dataclass(frozen=True, kw_only=True)
 class L7:
-    policy: L7Policy = doc("Site-wide L7 policy (defaults follow seed 003).", factory=L7Policy)
+    policy: L7Policy = doc("Site-wide L7 policy (pools override parts).", factory=L7Policy)
     frontends: list[Frontend] = doc("HAProxy frontends.", factory=list)
     pools: list[Pool] = doc("HAProxy backends.", factory=list)
 
@@ -444,7 +586,7 @@ class HealthAgent:
     )
     degraded_med: Annotated[int, Range(0, 4294967295)] = doc("MED sent while degraded.", 100)
     degraded_prepend: Annotated[int, Range(1, 10)] = doc("Prepends while degraded.", 3)
-    maintenance_drain: DurationT = doc(
+    maintenance_drain: DurationOrZeroT = doc(
         "How long a node in maintenance announces with GRACEFUL_SHUTDOWN before withdrawing.",
         D(30),
     )
@@ -500,7 +642,7 @@ class Inventory:
     dataplane: Dataplane = doc("XDP data-plane settings.", factory=Dataplane)
     l7: L7 = doc("HAProxy L7 tier.", factory=L7)
     health_agent: HealthAgent = doc("Health agent policy.", factory=HealthAgent)
-    nic_profiles: dict[str, NicProfile] = doc(
+    nic_profiles: dict[Name, NicProfile] = doc(
         "NIC tuning profiles by name; nodes pick one with `nic_profile`.",
         factory=lambda: {"default": NicProfile()},
     )

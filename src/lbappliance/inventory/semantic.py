@@ -50,6 +50,7 @@ class Checker:
             self.vips,
             self.services,
             self.l7,
+            self.ports,
             self.health,
         ):
             check()
@@ -73,10 +74,35 @@ class Checker:
                 f"{inv.dataplane.table_size} is not prime",
                 "Maglev needs a prime table size, e.g. 65537",
             )
+        dp = inv.dataplane
+        if not 1 <= dp.udp_idle_timeout <= 86400:
+            self.err(
+                ("dataplane", "udp_idle_timeout"),
+                f"{dp.udp_idle_timeout}s is outside 1s..24h",
+                "give the idle time after which a UDP flow is picked anew, e.g. 30s",
+            )
+        if dp.previous_table_window > 86400:
+            self.err(
+                ("dataplane", "previous_table_window"),
+                f"{dp.previous_table_window}s is over 24h",
+                "keep it to the time flows may move between nodes after a change, e.g. 60s",
+            )
 
     def nodes(self) -> None:
         inv = self.inv
+        if not inv.nodes:
+            self.err(("nodes",), "a site needs at least one node", "an LB pair has two")
         self.unique(((n.name, ("nodes", i, "name")) for i, n in enumerate(inv.nodes)), "node name")
+        # Router configs name each session after its node with '-' made '_'.
+        normal: dict[str, str] = {}
+        for i, n in enumerate(inv.nodes):
+            other = normal.setdefault(n.name.replace("-", "_"), n.name)
+            if other != n.name:
+                self.err(
+                    ("nodes", i, "name"),
+                    f"node names {other!r} and {n.name!r} are the same once '-' is '_'",
+                    "router configs name each session that way: rename one",
+                )
         self.unique(
             ((n.router_id, ("nodes", i, "router_id")) for i, n in enumerate(inv.nodes)),
             "router-id",
@@ -116,6 +142,8 @@ class Checker:
 
     def bgp(self) -> None:
         inv = self.inv
+        if not inv.bgp.peers:
+            self.err(("bgp", "peers"), "no BGP peer", "anycast needs at least one router")
         self.unique(
             ((p.name, ("bgp", "peers", i, "name")) for i, p in enumerate(inv.bgp.peers)),
             "peer name",
@@ -171,8 +199,21 @@ class Checker:
                     f"sub-second advert interval {group.advert_interval} needs VRRP version 3",
                     "set version: 3",
                 )
-            if group.advert_interval < 0.01:
-                self.err((*path, "advert_interval"), "must be at least 10ms")
+            advert = group.advert_interval
+            if group.version == 3 and (advert.ms % 10 or not 0.01 <= advert <= 40.95):
+                self.err(
+                    (*path, "advert_interval"),
+                    f"{advert} is not a VRRPv3 advert interval",
+                    "10ms..40950ms in steps of 10ms (centiseconds on the wire)",
+                )
+            if group.version == 2 and advert >= 1 and (advert.ms % 1000 or advert > 255):
+                self.err(
+                    (*path, "advert_interval"),
+                    f"{advert} is not a VRRPv2 advert interval",
+                    "whole seconds, 1s..255s",
+                )
+            if group.preempt_delay > 1000:
+                self.err((*path, "preempt_delay"), "at most 1000s (keepalived's limit)")
             families = {v.version for v in group.vips}
             if len(families) > 1:
                 self.err((*path, "vips"), "mixes IPv4 and IPv6", "use one group per family")
@@ -300,8 +341,33 @@ class Checker:
             )
             if pool.policy.health_check:
                 self._check_timing((*path, "policy", "health_check"), pool.policy.health_check)
+            if not pool.servers:
+                self.err((*path, "servers"), "a pool needs at least one server")
+            elif not any(srv.weight for srv in pool.servers):
+                self.err((*path, "servers"), "no server has a weight above 0")
+            self.unique(
+                (
+                    ((srv.address, srv.port), (*path, "servers", j, "port"))
+                    for j, srv in enumerate(pool.servers)
+                ),
+                "server address:port",
+            )
+            check = pool.policy.health_check or l7.policy.health_check
+            if l7.policy.outlier.ejection_time.ms < check.rise:
+                self.err(
+                    ("l7", "policy", "outlier", "ejection_time"),
+                    f"ejection_time {l7.policy.outlier.ejection_time} is shorter than 1ms per "
+                    f"rise ({check.rise}) of pool {pool.name}",
+                    "ejected servers are re-checked every ejection_time / rise",
+                )
         policy = l7.policy
         self._check_timing(("l7", "policy", "health_check"), policy.health_check)
+        if policy.drain_timeout.ms % 1000:
+            self.err(
+                ("l7", "policy", "drain_timeout"),
+                f"{policy.drain_timeout} is not whole seconds",
+                "the deploy waits in whole seconds, e.g. 30s",
+            )
         t, tp = policy.timeouts, ("l7", "policy", "timeouts")
         if not t.client_deadline > t.server > t.backend_deadline:
             self.err(
@@ -338,6 +404,22 @@ class Checker:
                     f"min_weight_percent ({wc.min_weight_percent})",
                     "an outlier must not be kept above a healthy server's floor",
                 )
+
+    def ports(self) -> None:
+        """Ports the node's own daemons listen on must not collide."""
+        from ..render.haproxy import STATS_PORT
+        from ..render.weights import METRICS_PORT
+
+        agent = self.inv.health_agent
+        taken = {STATS_PORT: "the HAProxy stats page", METRICS_PORT: "the weight controller"}
+        taken[179] = "BGP"
+        taken.update({n.ssh_port: f"SSH on node {n.name}" for n in self.inv.nodes})
+        if agent.metrics_port in taken:
+            self.err(
+                ("health_agent", "metrics_port"),
+                f"port {agent.metrics_port} is already used by {taken[agent.metrics_port]}",
+                "pick a free port, e.g. 9171",
+            )
 
     def health(self) -> None:
         agent = self.inv.health_agent

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
+import math
 import re
 import types
 import typing
@@ -22,21 +24,39 @@ from .yamlpos import Positions
 
 
 class Duration(float):
-    """Seconds, written in the inventory as ``5s``, ``500ms``, ``2m`` or a plain number."""
+    """Seconds, written in the inventory as ``5s``, ``500ms``, ``2m`` or a plain number.
+
+    Finite, not negative, at most a day, in whole milliseconds (the finest unit a
+    daemon here takes; a finer value would render rounded, e.g. ``0s``).
+    """
 
     _UNITS: typing.ClassVar[dict[str, float]] = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    _RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+    _RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
+    MAX: typing.ClassVar[float] = 86400.0
 
     @classmethod
     def parse(cls, value: Any) -> Duration:
         if isinstance(value, bool):
             raise ValueError("not a duration")
         if isinstance(value, int | float):
-            return cls(value)
-        match = cls._RE.match(str(value))
-        if not match:
+            seconds = float(value)
+        else:
+            match = cls._RE.fullmatch(str(value))
+            if not match:
+                raise ValueError("not a duration")
+            seconds = float(match.group(1)) * cls._UNITS[match.group(2) or "s"]
+        if not math.isfinite(seconds) or seconds < 0 or seconds > cls.MAX:
             raise ValueError("not a duration")
-        return cls(float(match.group(1)) * cls._UNITS[match.group(2) or "s"])
+        if abs(seconds * 1000 - round(seconds * 1000)) > 1e-6:
+            raise ValueError("finer than a millisecond")
+        return cls(seconds)
+
+    @classmethod
+    def parse_positive(cls, value: Any) -> Duration:
+        result = cls.parse(value)
+        if result <= 0:
+            raise ValueError("zero")
+        return result
 
     @property
     def ms(self) -> int:
@@ -67,8 +87,15 @@ class Range:
 
 @dataclass(frozen=True)
 class Pattern:
+    """The whole value must match ``regex`` (``re.fullmatch``: no trailing newline)."""
+
     regex: str
     expected: str
+
+
+@dataclass(frozen=True)
+class Sensitive:
+    """The value may be a secret: errors never show it."""
 
 
 def _ip_host(value: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
@@ -79,7 +106,19 @@ def _ip_host(value: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     return iface
 
 
-DurationT = Annotated[Duration, Parse(Duration.parse, "a duration such as 5s, 500ms or 2m")]
+DurationT = Annotated[
+    Duration,
+    Parse(
+        Duration.parse_positive,
+        "a duration above zero such as 5s, 500ms or 2m (whole milliseconds, at most 24h)",
+    ),
+]
+DurationOrZeroT = Annotated[
+    Duration,
+    Parse(
+        Duration.parse, "a duration such as 0, 5s, 500ms or 2m (whole milliseconds, at most 24h)"
+    ),
+]
 IPAddress = Annotated[
     ipaddress.IPv4Address | ipaddress.IPv6Address,
     Parse(lambda v: ipaddress.ip_address(str(v)), "an IPv4 or IPv6 address"),
@@ -105,7 +144,11 @@ IPNetwork = Annotated[
     ),
 ]
 Name = Annotated[
-    str, Pattern(r"^[a-z][a-z0-9_-]{0,47}$", "a name: lower-case letters, digits, - and _")
+    str,
+    Pattern(
+        r"[a-z][a-z0-9_-]{0,47}",
+        "a name: a lower-case letter, then up to 47 lower-case letters, digits, - and _",
+    ),
 ]
 Port = Annotated[int, Range(1, 65535)]
 Percent = Annotated[float, Range(0, 100)]
@@ -148,6 +191,19 @@ def describe(tp: Any) -> str:
     return _SCALAR_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+@functools.cache
+def _shape(tp: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``get_origin`` and ``get_args`` of a type, worked out once per type."""
+    return get_origin(tp), get_args(tp)
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """A dataclass's resolved type hints and init fields, worked out once per class."""
+    hints = get_type_hints(cls, include_extras=True)
+    return hints, {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -165,24 +221,29 @@ class Converter:
         self.errors.append(InventoryError(loc, path, message, hint))
 
     def convert(self, tp: Any, value: Any, path: Path_) -> Any:
-        origin = get_origin(tp)
+        origin, args = _shape(tp)
         if origin is Annotated:
             return self._annotated(tp, value, path)
         if origin in (Union, types.UnionType):
             return self._union(tp, value, path)
         if origin is Literal:
-            if value in get_args(tp) and not isinstance(value, bool):
+            if value in args and not isinstance(value, bool):
                 return value
             return self._bad(tp, value, path)
         if origin is list:
             if not isinstance(value, list):
                 return self._bad(tp, value, path)
-            (item_tp,) = get_args(tp)
+            (item_tp,) = args
             return [self.convert(item_tp, item, (*path, i)) for i, item in enumerate(value)]
         if origin is dict:
             if not isinstance(value, dict):
                 return self._bad(tp, value, path)
-            item_tp = get_args(tp)[1]
+            key_tp, item_tp = args
+            for k in value:
+                probe = Converter(self.pos)
+                probe.convert(key_tp, k, (*path, k))
+                for e in probe.errors:  # a bad key: point at the key itself
+                    self.error((*path, k), e.message, e.hint, key=True)
             return {k: self.convert(item_tp, v, (*path, k)) for k, v in value.items()}
         if dataclasses.is_dataclass(tp):
             return self._dataclass(tp, value, path)
@@ -199,6 +260,7 @@ class Converter:
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif tp is float:
             ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value)
             value = float(value) if ok else value
         elif tp is str:
             ok = isinstance(value, str)
@@ -207,14 +269,20 @@ class Converter:
         return value if ok else self._bad(tp, value, path)
 
     def _annotated(self, tp: Any, value: Any, path: Path_) -> Any:
-        base, *meta = get_args(tp)
+        base, *meta = _shape(tp)[1]
         parser = next((m for m in meta if isinstance(m, Parse)), None)
+        sensitive = any(isinstance(m, Sensitive) for m in meta)
+        show = (lambda v: "a value (not shown: it may be a secret)") if sensitive else _show
         if parser:
             try:
                 result = parser.fn(value)
             except (ValueError, TypeError):
-                self.error(path, f"expected {parser.expected}, got {_show(value)}")
+                self.error(path, f"expected {parser.expected}, got {show(value)}")
                 return None
+        elif sensitive and not isinstance(value, str if base is str else dict):
+            hint = "" if base is str else "write {env: NAME} or {vault: NAME}, never the secret"
+            self.error(path, f"expected {describe(tp)}, got {show(value)}", hint)
+            return None
         else:
             result = self.convert(base, value, path)
             if result is None:
@@ -223,10 +291,10 @@ class Converter:
             if isinstance(m, Range) and not (
                 (m.lo is None or result >= m.lo) and (m.hi is None or result <= m.hi)
             ):
-                self.error(path, f"{_show(value)} is out of range", f"expected {describe(tp)}")
+                self.error(path, f"{show(value)} is out of range", f"expected {describe(tp)}")
                 return None
-            if isinstance(m, Pattern) and not re.match(m.regex, result):
-                self.error(path, f"{_show(value)} is not valid", f"expected {m.expected}")
+            if isinstance(m, Pattern) and not re.fullmatch(m.regex, result):
+                self.error(path, f"{show(value)} is not valid", f"expected {m.expected}")
                 return None
         return result
 
@@ -249,8 +317,7 @@ class Converter:
     def _dataclass(self, cls: Any, value: Any, path: Path_) -> Any:
         if not isinstance(value, dict):
             return self._bad(cls, value, path)
-        hints = get_type_hints(cls, include_extras=True)
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        hints, fields = _fields(cls)
         for key in value:
             if key not in fields:
                 close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 SUITE = "bookworm"
 MIRROR = os.environ.get("LBAPPLIANCE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = (
-    # what systemd containers and Ansible need (LAB-NOTES)
+    # what systemd containers and Ansible need
     "systemd", "systemd-sysv", "dbus", "python3", "python3-apt", "iproute2", "procps",
     "sudo", "ca-certificates",
     # the production path: Ansible over SSH, the node venv

@@ -298,6 +298,7 @@ class NetnsLab:
         run = self.workdir / "router"
         run.mkdir(exist_ok=True)
         conf = run / "bird.conf"
+        conf.touch(mode=0o600)  # may hold the BGP MD5 passwords
         conf.write_text(router_bird_conf(self.site, self.rendered))
         cmd = ["bird", "-f", "-c", str(conf), "-s", str(self.bird_socket)]
         return self.popen("router", "bird", [*cmd, "-P", str(run / "bird.pid")])

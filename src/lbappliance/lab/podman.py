@@ -8,7 +8,7 @@ SSH key is generated on every ``up``; ``lbappliance lab env`` prints what the
 deploy needs). The router runs BIRD with the rendered ``routers/<peer>/bird.conf``,
 the backends run the lab HTTP backend, the client is a plain host behind the router.
 
-Host fixes (see LAB-NOTES): podman reads the lab's own ``containers.conf``
+Host fixes (README, "Machine facts"): podman reads the lab's own ``containers.conf``
 (runc, ulimits) through ``CONTAINERS_CONF``; nothing in ``/etc/containers``
 changes. Every network is ``--internal`` (no NAT, no route off the machine); the
 management segment carries the host's address for SSH, the others have no host

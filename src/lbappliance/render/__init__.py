@@ -21,9 +21,10 @@ import yaml
 from ..inventory import Site
 from ..inventory.derived import RuntimePaths
 from ..inventory.schema import Inventory, Node
+from ..inventory.yamlpos import paused_gc
 from ..paths import templates_dir
 from ..secrets import Secrets
-from . import agent, ansible, bgp, haproxy, keepalived, routers, specs, system, weights
+from . import agent, ansible, bgp, haproxy, jsonfmt, keepalived, routers, specs, system, weights
 
 HEADER = "Rendered by lbappliance from the site inventory. Do not edit: change the inventory."
 NODE_PYTHON = "/opt/lbappliance/venv/bin/python"
@@ -46,13 +47,23 @@ class RenderedFile:
 class Render:
     site: Site
     files: list[RenderedFile] = field(default_factory=list)
+    # Every resolved secret, so that checker output can be scrubbed of them.
+    secrets: set[str] = field(default_factory=set, repr=False)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret value replaced by ``<secret>``."""
+        for value in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(value, "<secret>")
+        return text
 
     def by_path(self) -> dict[str, RenderedFile]:
         return {f.path: f for f in self.files}
 
 
 def _nice_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, default_flow_style=False, sort_keys=True, width=100)
+    return yaml.dump(
+        data, Dumper=ansible.Dumper, default_flow_style=False, sort_keys=True, width=100
+    )
 
 
 def environment() -> jinja2.Environment:
@@ -66,6 +77,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["to_nice_yaml"] = _nice_yaml
     env.policies["json.dumps_kwargs"] = {"sort_keys": True}
+    env.policies["json.dumps_function"] = jsonfmt.dumps  # json.dumps's bytes, faster
     return env
 
 
@@ -97,7 +109,11 @@ def render_site(
     node_python: str = NODE_PYTHON,
 ) -> Render:
     """Render every file of ``site`` in memory (nothing is written here)."""
-    paths = paths or RuntimePaths()
+    with paused_gc():  # tens of MB of acyclic strings and contexts at 10,000 services
+        return _render_site(site, secrets, paths or RuntimePaths(), node_python)
+
+
+def _render_site(site: Site, secrets: Secrets, paths: RuntimePaths, node_python: str) -> Render:
     inv = site.model
     env = environment()
     result = Render(site)
@@ -113,13 +129,14 @@ def render_site(
             ctx = {"node": node, **builder(inv, node, paths)}
             emit(template, prefix + target, ctx, checker=checker, node=node.name)
         bgp_ctx = bgp.context(inv, node, paths, secrets, node_python)
+        result.secrets.update(n["password"] for n in bgp_ctx["neighbors"] if n["password"])
         emit(
             "exabgp/exabgp.conf.j2",
             prefix + bgp.TARGET,
             {"node": node, **bgp_ctx},
             checker="exabgp",
             node=node.name,
-            secret=any(n["password"] for n in bgp_ctx["neighbors"]),
+            secret=any(p.password for p in inv.bgp.peers),
         )
         emit(
             "ansible/yaml.j2",
@@ -128,7 +145,8 @@ def render_site(
         )
     for i, peer in enumerate(inv.bgp.peers):
         ctx = routers.peer_context(inv, i, peer, secrets)
-        secret = any(n["password"] for n in ctx["neighbors"])
+        result.secrets.update(n["password"] for n in ctx["neighbors"] if n["password"])
+        secret = peer.password is not None
         for platform, checker in (("bird", "bird"), ("frr", "vtysh")):
             emit(
                 f"routers/{platform}.conf.j2",
@@ -153,13 +171,56 @@ class WriteReport:
     removed: list[str] = field(default_factory=list)
 
 
+# Written into every render: ``write_render`` replaces only directories holding it.
+MARKER = ".lbappliance-render"
+
+
+class OutputRefused(Exception):
+    """The output directory is not one ``render`` may replace."""
+
+
+def check_output_dir(out: Path, above: list[Path] = (), inside: list[Path] = ()) -> None:
+    """Refuse an output directory whose replacement would destroy something.
+
+    ``out`` must not be, or lie above, any of ``above`` (the project, the
+    inventory, the working directory), nor lie inside any of ``inside`` (the
+    inventories); an existing ``out`` must be empty or an earlier render.
+    """
+    target = out.resolve()
+    for path in map(Path.resolve, above):
+        if target == path or path.is_relative_to(target):
+            raise OutputRefused(f"{out} is, or holds, {path}; give a directory of its own")
+    for path in map(Path.resolve, inside):
+        if target.is_relative_to(path):
+            raise OutputRefused(f"{out} is inside the inventory {path}")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise OutputRefused(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not _earlier_render(out):
+        raise OutputRefused(
+            f"{out} exists and was not written by `lbappliance render` (no {MARKER} in it); "
+            "give a new or empty directory, or remove this one yourself"
+        )
+
+
+def _earlier_render(out: Path) -> bool:
+    """``out`` holds the marker, or is a render from before there was one."""
+    if (out / MARKER).is_file():
+        return True
+    cfg = out / "ansible.cfg"
+    try:
+        return cfg.is_file() and cfg.read_text().startswith(f"# {HEADER}\n")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def write_render(render: Render, out: Path) -> WriteReport:
     """Replace ``out`` with the render in one step: a reader never sees half a tree."""
+    check_output_dir(out)
     report = WriteReport()
     old = {
         str(p.relative_to(out)): p.read_bytes()
         for p in (out.rglob("*") if out.is_dir() else [])
-        if p.is_file()
+        if p.is_file() and p.name != MARKER
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -170,6 +231,7 @@ def write_render(render: Render, out: Path) -> WriteReport:
             target.write_bytes(f.content)
             os.chmod(target, f.mode)
             (report.unchanged if old.get(f.path) == f.content else report.written).append(f.path)
+        (staging / MARKER).write_text(f"site {render.site.name}\n")
         os.chmod(staging, 0o755)
         report.removed = sorted(set(old) - {f.path for f in render.files})
         if out.exists():

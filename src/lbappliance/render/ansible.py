@@ -1,21 +1,57 @@
-"""The Ansible side of a render: inventory, variables, the site playbook, ansible.cfg."""
+"""The Ansible side of a render: inventory, variables, the site playbook, ansible.cfg.
+
+Every value taken from the site inventory is written with YAML's ``!unsafe`` tag:
+Ansible then never templates it, so a ``{{ lookup('pipe', ...) }}`` in a field
+stays text instead of running on the controller. The only plain strings in the
+rendered variables are the project's own templates (``lb_render_host_dir``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+import yaml
 
 from ..inventory.derived import RuntimePaths, effective_controller, frontend_vips
 from ..inventory.schema import Inventory, Node
 from ..paths import project_dir
 from . import haproxy
 
+# Where a node's rendered files are, for the roles; a template Ansible expands.
+RENDER_HOST_DIR = "{{ inventory_dir }}/../hosts/{{ inventory_hostname }}"
+
+
+class Unsafe(str):
+    """A string Ansible must never template (dumped as ``!unsafe``)."""
+
+
+def inert(value: Any) -> Any:
+    """``value`` with every string in it (mapping keys aside) made :class:`Unsafe`."""
+    if isinstance(value, str):
+        return Unsafe(value)
+    if isinstance(value, dict):
+        return {k: inert(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [inert(v) for v in value]
+    return value
+
+
+class Dumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that writes :class:`Unsafe` strings with the ``!unsafe`` tag."""
+
+
+Dumper.add_representer(Unsafe, lambda dumper, s: dumper.represent_scalar("!unsafe", str(s)))
+
 
 def site_vars(inv: Inventory, paths: RuntimePaths) -> dict[str, Any]:
     """group_vars/all.yml: facts every role and play needs, derived from the model."""
+    return {**inert(_site_facts(inv, paths)), "lb_render_host_dir": RENDER_HOST_DIR}
+
+
+def _site_facts(inv: Inventory, paths: RuntimePaths) -> dict[str, Any]:
     policy = inv.l7.policy
     return {
         "lb_site": inv.site.name,
-        "lb_render_host_dir": "{{ inventory_dir }}/../hosts/{{ inventory_hostname }}",
         "lb_drain_timeout": int(policy.drain_timeout),
         "lb_haproxy_socket": paths.haproxy_socket,
         "lb_haproxy_stats_port": haproxy.STATS_PORT,
@@ -39,29 +75,43 @@ def site_vars(inv: Inventory, paths: RuntimePaths) -> dict[str, Any]:
 
 
 def host_vars(inv: Inventory, node: Node) -> dict[str, Any]:
-    return {
-        "ansible_host": str(node.management_address),
-        "ansible_user": node.ssh_user,
-        "ansible_port": node.ssh_port,
-        "lb_node_maintenance": node.maintenance,
-        "lb_nic_enabled": node.nic_tuning,
-    }
+    return inert(
+        {
+            "ansible_host": str(node.management_address),
+            "ansible_user": node.ssh_user,
+            "ansible_port": node.ssh_port,
+            "lb_node_maintenance": node.maintenance,
+            "lb_nic_enabled": node.nic_tuning,
+        }
+    )
 
 
 def hosts(inv: Inventory) -> dict[str, Any]:
-    return {
-        "all": {
-            "children": {
-                "lb_nodes": {"hosts": {n.name: None for n in inv.nodes}},
-            },
-            "vars": {"lb_site": inv.site.name},
+    return inert(
+        {
+            "all": {
+                "children": {
+                    "lb_nodes": {"hosts": {n.name: None for n in inv.nodes}},
+                },
+                "vars": {"lb_site": inv.site.name},
+            }
         }
-    }
+    )
 
 
 def playbook_context(inv: Inventory) -> dict[str, Any]:
     root = project_dir()
+    playbook = f"{root / 'playbooks' / 'site.yml'}"
     return {
-        "playbook": f"{root / 'playbooks' / 'site.yml'}",
+        "playbook": playbook,
         "roles_path": f"{root / 'roles'}",
+        # The play itself goes through the YAML dumper: its name holds the site name.
+        "play": inert(
+            [
+                {
+                    "name": f"Converge site {inv.site.name}",
+                    "ansible.builtin.import_playbook": playbook,
+                }
+            ]
+        ),
     }

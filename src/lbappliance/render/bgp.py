@@ -22,7 +22,9 @@ def context(
     neighbors = []
     for i, peer in enumerate(inv.bgp.peers):
         password = (
-            secrets.resolve(peer.password, f"bgp.peers[{i}].password") if peer.password else None
+            secrets.resolve(peer.password, ("bgp", "peers", i, "password"))
+            if peer.password
+            else None
         )
         neighbors.append(
             {

@@ -11,6 +11,9 @@
   this interpreter.
 
 A checker that is not installed is a warning (an error with ``strict``).
+The checkers are independent processes: they run side by side, at most one
+per CPU this process may use, the largest files first (at 10,000 services
+each node's haproxy.cfg takes most of the time).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,8 +118,8 @@ def check_keepalived(f: RenderedFile, work: Path, ifnames: list[str]) -> CheckRe
 
 def check_exabgp(f: RenderedFile, work: Path) -> CheckResult:
     cfg = work / "exabgp.conf"
-    cfg.write_text(re.sub(r"(?m)^(\s*run )(\S+)", rf"\1{sys.executable}", f.content.decode()))
-    os.chmod(cfg, 0o600)
+    text = re.sub(r"(?m)^(\s*run )(\S+)", rf"\1{sys.executable}", f.content.decode())
+    _private(cfg, text.encode())
     env = {**os.environ, "exabgp_log_destination": "stdout"}
     proc = subprocess.run(
         ["exabgp", "validate", "-n", str(cfg)],
@@ -130,16 +134,23 @@ def check_exabgp(f: RenderedFile, work: Path) -> CheckResult:
     return CheckResult(f.path, "exabgp", "ok" if ok else "failed", out.replace(str(cfg), f.path))
 
 
+def _private(path: Path, content: bytes) -> None:
+    """Write a checker's copy of a rendered file 0600 (it may hold secrets)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(content)
+
+
 def check_bird(f: RenderedFile, work: Path) -> CheckResult:
     cfg = work / "bird.conf"
-    cfg.write_bytes(f.content)
+    _private(cfg, f.content)
     ok, out = _run(["bird", "-p", "-c", str(cfg)])
     return CheckResult(f.path, "bird", "ok" if ok else "failed", out.replace(str(cfg), f.path))
 
 
 def check_vtysh(f: RenderedFile, work: Path) -> CheckResult:
     cfg = work / "frr.conf"
-    cfg.write_bytes(f.content)
+    _private(cfg, f.content)
     ok, out = _run(["vtysh", "-C", "-f", str(cfg)])
     return CheckResult(f.path, "vtysh", "ok" if ok else "failed", out.replace(str(cfg), f.path))
 
@@ -149,34 +160,53 @@ def node_interfaces(render: Render, node: str) -> list[str]:
     return [i.name for i in n.interfaces]
 
 
+def _check_one(render: Render, f: RenderedFile, work: Path, strict: bool) -> CheckResult:
+    """Run ``f``'s checker in its own scratch directory ``work``."""
+    if not shutil.which(f.checker or ""):  # each checker is named after its binary
+        return CheckResult(
+            f.path, f.checker or "", "failed" if strict else "skipped",
+            f"{f.checker} is not installed: config not checked",
+        )  # fmt: skip
+    work.mkdir()
+    if f.checker == "haproxy":
+        return check_haproxy(f, work)
+    if f.checker == "keepalived":
+        result = check_keepalived(f, work, node_interfaces(render, f.node or ""))
+        if result.status == "skipped" and strict:
+            result = CheckResult(f.path, f.checker, "failed", result.detail)
+        return result
+    if f.checker == "bird":
+        return check_bird(f, work)
+    if f.checker == "vtysh":
+        return check_vtysh(f, work)
+    return check_exabgp(f, work)
+
+
+def check_workers() -> int:
+    """Checkers run at once: one per CPU this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 def check_render(render: Render, strict: bool = False) -> list[CheckResult]:
-    """Run every available checker over the rendered files."""
-    results = []
-    with tempfile.TemporaryDirectory(prefix="lbachk-") as tmp:
-        for f in render.files:
-            if not f.checker:
-                continue
-            if not shutil.which(f.checker):  # each checker is named after its binary
-                results.append(
-                    CheckResult(
-                        f.path, f.checker, "failed" if strict else "skipped",
-                        f"{f.checker} is not installed: config not checked",
-                    )
-                )  # fmt: skip
-                continue
-            work = Path(tmp) / f.path.replace("/", "_")
-            work.mkdir()
-            if f.checker == "haproxy":
-                results.append(check_haproxy(f, work))
-            elif f.checker == "keepalived":
-                result = check_keepalived(f, work, node_interfaces(render, f.node or ""))
-                if result.status == "skipped" and strict:
-                    result = CheckResult(f.path, f.checker, "failed", result.detail)
-                results.append(result)
-            elif f.checker == "bird":
-                results.append(check_bird(f, work))
-            elif f.checker == "vtysh":
-                results.append(check_vtysh(f, work))
-            else:
-                results.append(check_exabgp(f, work))
-    return results
+    """Run every available checker over the rendered files, in parallel; results in file
+    order, their output scrubbed of secret values."""
+    return [
+        CheckResult(r.path, r.checker, r.status, render.scrub(r.detail))
+        for r in _check_all(render, strict)
+    ]
+
+
+def _check_all(render: Render, strict: bool) -> list[CheckResult]:
+    checked = [f for f in render.files if f.checker]
+    if not checked:
+        return []
+    with (
+        tempfile.TemporaryDirectory(prefix="lbachk-") as tmp,
+        ThreadPoolExecutor(max_workers=min(check_workers(), len(checked))) as pool,
+    ):
+        # Largest first: the long haproxy checks start at once, the short ones fill in.
+        futures = {
+            f.path: pool.submit(_check_one, render, f, Path(tmp) / f.path.replace("/", "_"), strict)
+            for f in sorted(checked, key=lambda f: -len(f.content))
+        }
+        return [futures[f.path].result() for f in checked]

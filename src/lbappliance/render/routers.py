@@ -41,7 +41,9 @@ def node_bfd_context(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[st
 def peer_context(inv: Inventory, index: int, peer: BgpPeer, secrets: Secrets) -> dict[str, Any]:
     version = peer.address.version
     password = (
-        secrets.resolve(peer.password, f"bgp.peers[{index}].password") if peer.password else None
+        secrets.resolve(peer.password, ("bgp", "peers", index, "password"))
+        if peer.password
+        else None
     )
     neighbors = [
         {

@@ -20,6 +20,9 @@ def dataplane(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]
         "interface": iface.name,
         "xdp_mode": dp.xdp_mode,
         "table_size": dp.table_size,
+        "flow_table_size": dp.flow_table_size,
+        "udp_idle_timeout": float(dp.udp_idle_timeout),
+        "previous_table_window": float(dp.previous_table_window),
         "tunnel_source_v4": str(a) if (a := first_address(iface, 4)) else None,
         "tunnel_source_v6": str(a) if (a := first_address(iface, 6)) else None,
         "services": [
@@ -30,7 +33,12 @@ def dataplane(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]
                 "protocol": s.protocol,
                 "forwarding": s.forwarding,
                 "backends": [
-                    {"address": str(b.address), "weight": b.weight, "mac": b.mac}
+                    {
+                        "address": str(b.address),
+                        "weight": b.weight,
+                        "mac": b.mac,
+                        "mtu": b.path_mtu or dp.path_mtu,
+                    }
                     for b in s.backends
                 ],
             }

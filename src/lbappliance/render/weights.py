@@ -34,6 +34,7 @@ def config(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]:
                 "max_capacity_fraction": wc.max_capacity_fraction,
                 "panic_threshold": wc.panic_threshold,
                 "hysteresis_percent": wc.hysteresis_percent,
+                "probe_path": wc.probe_path,
                 "servers": [
                     {"name": s.name, "weight": s.weight, "backup": s.backup} for s in pool.servers
                 ],

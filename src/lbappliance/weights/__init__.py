@@ -1,4 +1,4 @@
-"""The feedback weight controller (seed 001): HAProxy server weights from live signals.
+"""The feedback weight controller : HAProxy server weights from live signals.
 
 Every interval it reads ``show stat`` from HAProxy's admin socket, estimates each
 server's recent latency, error rate and capacity, and moves the weights with

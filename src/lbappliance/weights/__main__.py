@@ -13,6 +13,7 @@ from ..imbalance import HistoryRecorder
 from .config import load
 from .controller import Controller
 from .metrics import serve
+from .probe import Prober
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     config = load(args.config)
     recorder = HistoryRecorder(Path(config.history_file)) if config.history_file else None
-    controller = Controller(config, recorder=recorder.record if recorder else None)
+    controller = Controller(config, recorder=recorder.record if recorder else None, prober=Prober())
     server = None
     if not args.no_metrics:
         server = serve(controller.metrics, config.metrics_address, config.metrics_port)

@@ -27,6 +27,7 @@ class PoolConfig:
     max_capacity_fraction: float = 0.8
     panic_threshold: float = 0.5
     hysteresis_percent: float = 5.0
+    probe_path: str = "/"  # what the controller requests from a parked server: the real path
 
     @property
     def min_span(self) -> float:
@@ -48,6 +49,7 @@ class Config:
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 9172
     history_file: str | None = None
+    state_file: str | None = None  # the servers it has parked, for a restarted controller
 
     @property
     def tick(self) -> float:
@@ -58,9 +60,17 @@ def parse(data: dict[str, Any]) -> Config:
     pools = []
     for p in data.get("pools", []):
         servers = {s["name"]: int(s["weight"]) for s in p["servers"] if not s.get("backup")}
-        knobs = {k: float(v) for k, v in p.items() if k not in ("name", "servers")}
+        knobs: dict[str, Any] = {
+            k: float(v) for k, v in p.items() if k not in ("name", "servers", "probe_path")
+        }
+        if "probe_path" in p:
+            knobs["probe_path"] = str(p["probe_path"])
         pools.append(PoolConfig(name=p["name"], servers=servers, **knobs))
     metrics = data.get("metrics") or {}
+    history = data.get("history_file")
+    state = data.get("state_file") or (
+        str(Path(history).with_name("weights-state.json")) if history else None
+    )
     return Config(
         node=data.get("node", ""),
         site=data.get("site", ""),
@@ -68,7 +78,8 @@ def parse(data: dict[str, Any]) -> Config:
         pools=pools,
         metrics_address=metrics.get("address", "127.0.0.1"),
         metrics_port=int(metrics.get("port", 9172)),
-        history_file=data.get("history_file"),
+        history_file=history,
+        state_file=state,
     )
 
 

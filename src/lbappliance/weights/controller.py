@@ -1,22 +1,30 @@
 """The control loop: sample HAProxy, decide per pool, apply, log, export.
 
-Stopping the loop changes nothing in HAProxy: it keeps serving with the last
-weights applied. A restarted controller starts from the weights HAProxy has
-(after an HAProxy reload those are the inventory's again).
+Stopping the loop changes nothing in HAProxy (it keeps serving with the last
+weights applied) except that servers the controller parked at weight 0 go back to
+their canary floor: no server is left out with nobody watching it. A controller
+killed outright cannot do that; its restart (the unit restarts it) reads the parked
+servers from ``state_file`` and probes them again. Otherwise a restarted controller
+starts from the weights HAProxy has (after an HAProxy reload those are the
+inventory's again, which also ends every park).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 from .config import Config
 from .haproxy import AdminSocket, SocketError
 from .metrics import Metrics
-from .policy import LATENCY_RESOLUTION, Decision, PoolState, decide
+from .policy import LATENCY_RESOLUTION, Decision, PoolState, Probes, ServerState, decide
+from .probe import Prober
 from .signals import Snapshot, server_signals
 
 log = logging.getLogger("lbappliance.weights")
@@ -33,7 +41,10 @@ class Controller:
         recorder: Recorder | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        prober: Prober | None = None,
     ):
+        """``prober``: how outliers are watched while parked; ``None``: no parking at all
+        (outliers keep the canary floor). Its clock must be ``clock``."""
         self.config = config
         self.sock = sock or AdminSocket(config.haproxy_socket)
         self.metrics = metrics or Metrics({p.name: dict(p.servers) for p in config.pools})
@@ -44,6 +55,10 @@ class Controller:
         self.states = {p.name: PoolState() for p in config.pools}
         self._socket_down = False
         self._panic: dict[str, bool] = {}
+        self.prober = prober
+        self._parked: set[tuple[str, str]] = set()
+        if prober is not None:
+            self._load_parked()
 
     def tick(self) -> list[Decision]:
         """Read ``show stat`` once, decide every pool that is due, apply all changes."""
@@ -61,35 +76,49 @@ class Controller:
         if self.recorder:
             self.recorder(self.wall(), snap)
         decisions = []
+        before: dict[str, dict[str, ServerState]] = {}
         for pool in self.config.pools:
             state = self.states[pool.name]
             if now - state.last_decision < pool.interval * 0.95:
                 continue
             state.last_decision = now
-            signals = {
-                name: server_signals(
+            signals = {}
+            for name in pool.servers:
+                span = pool.max_span
+                st = state.servers.get(name)
+                if st is not None and st.readmitting:  # not what it answered before its park
+                    span = min(span, max(now - st.since, pool.min_span))
+                signals[name] = server_signals(
                     self.history,
                     (pool.name, name),
                     pool.min_span,
-                    pool.max_span,
+                    span,
                     LATENCY_RESOLUTION * pool.target_latency,
                 )
-                for name in pool.servers
-            }
-            decisions.append(decide(pool, signals, state))
+            probes: dict[str, Probes | None] | None = None
+            if self.prober is not None:
+                probes = {
+                    n: self.prober.probes((pool.name, n))
+                    for n, st in state.servers.items()
+                    if st.parked or st.readmitting
+                }
+            before[pool.name] = {n: dataclasses.replace(st) for n, st in state.servers.items()}
+            decisions.append(decide(pool, signals, state, probes, now))
         changes = {(c.pool, c.server): c.new for d in decisions for c in d.changes}
         try:
             self.sock.set_weights(changes)
         except SocketError as exc:
-            # Forget what was not applied: the next reading of uweight resynchronises.
+            # Forget what was not applied (parks included): the next reading resynchronises.
             for d in decisions:
                 for c in d.changes:
-                    self.states[c.pool].servers[c.server].applied = c.old
+                    old = before[c.pool].get(c.server) or ServerState(float(c.old), c.old)
+                    self.states[c.pool].servers[c.server] = old
             self._socket_failed(exc)
             return []
         if self._socket_down:
             log.info("admin socket %s answers again", self.config.haproxy_socket)
             self._socket_down = False
+        self._sync_probes(snap)
         for d in decisions:
             self._log(d)
         self.metrics.record(decisions, self.wall())
@@ -107,6 +136,97 @@ class Controller:
             log.info(
                 "pool %s server %s weight %d -> %d: %s", c.pool, c.server, c.old, c.new, c.reason
             )
+
+    def _sync_probes(self, snap: Snapshot) -> None:
+        """Probe exactly the parked and re-admitted servers; record the parked ones."""
+        if self.prober is None:
+            return
+        watch, parked = {}, set()
+        for pool in self.config.pools:
+            for name, st in self.states[pool.name].servers.items():
+                key = (pool.name, name)
+                row = snap.servers.get(key)
+                if (st.parked or st.readmitting) and row is not None:
+                    watch[key] = (row.addr, pool.probe_path)
+                if st.parked:
+                    parked.add(key)
+        for key in self.prober.watched() - set(watch):
+            self.prober.unwatch(key)
+        for key, (addr, path) in watch.items():
+            self.prober.watch(key, addr, path)
+        if parked != self._parked:
+            self._parked = parked
+            self._save_parked()
+
+    def _save_parked(self) -> None:
+        if not self.config.state_file:
+            return
+        parked = [
+            {"pool": p, "server": s, "parks": self.states[p].servers[s].parks}
+            for p, s in sorted(self._parked)
+        ]
+        path = Path(self.config.state_file)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"parked": parked}))
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("cannot record parked servers in %s: %s", path, exc)
+
+    def _load_parked(self) -> None:
+        """Resume the parks of a previous run; HAProxy's weight decides (0: still parked)."""
+        path = Path(self.config.state_file) if self.config.state_file else None
+        if path is None or not path.exists():
+            return
+        try:
+            entries = json.loads(path.read_text()).get("parked", [])
+        except (OSError, ValueError, AttributeError) as exc:
+            log.warning("ignoring %s: %s", path, exc)
+            return
+        now = self.clock()
+        for e in entries:
+            state = self.states.get(e.get("pool"))
+            if state is not None and e.get("server") in self._servers(e["pool"]):
+                state.servers[e["server"]] = ServerState(
+                    0.0, 0, parked=True, parks=int(e.get("parks", 1)), since=now
+                )
+                self._parked.add((e["pool"], e["server"]))
+                log.info(
+                    "pool %s server %s: still parked, probing it again", e["pool"], e["server"]
+                )
+
+    def _servers(self, pool: str) -> dict[str, int]:
+        return next((p.servers for p in self.config.pools if p.name == pool), {})
+
+    def release_parked(self) -> None:
+        """Put every parked server back at its canary floor (on a clean stop)."""
+        changes: dict[tuple[str, str], int] = {}
+        for pool in self.config.pools:
+            for name, st in self.states[pool.name].servers.items():
+                if st.parked:
+                    changes[(pool.name, name)] = max(
+                        1, round(pool.servers[name] * pool.canary_weight_percent / 100)
+                    )
+        if not changes:
+            return
+        try:
+            self.sock.set_weights(changes)
+        except SocketError as exc:
+            log.warning("could not release parked servers %s: %s", sorted(changes), exc)
+            return
+        for (pool_name, name), weight in changes.items():
+            st = self.states[pool_name].servers[name]
+            st.parked, st.applied, st.smoothed = False, weight, float(weight)
+            log.info(
+                "pool %s server %s weight 0 -> %d: controller stopping, parked server back at "
+                "its canary floor",
+                pool_name,
+                name,
+                weight,
+            )
+        self._parked = set()
+        self._save_parked()
 
     def _socket_failed(self, exc: Exception) -> None:
         self.metrics.socket_error()
@@ -135,4 +255,7 @@ class Controller:
                 next_tick = self.clock()
                 delay = 0
             stop.wait(delay)
+        self.release_parked()
+        if self.prober is not None:
+            self.prober.stop()
         log.info("stopped; HAProxy keeps the last weights")

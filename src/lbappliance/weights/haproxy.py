@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import socket
 from dataclasses import dataclass
 
@@ -39,6 +38,7 @@ class ServerStat:
     ttime: int | None
     check_status: str
     agent_status: str
+    addr: str = ""  # host:port HAProxy sends to (where the controller probes)
 
     @property
     def admin_excluded(self) -> bool:
@@ -50,8 +50,7 @@ class ServerStat:
         return self.status.startswith(("UP", "no check")) and not self.admin_excluded
 
 
-def _int(row: dict[str, str], key: str) -> int | None:
-    value = row.get(key, "")
+def _int(value: str) -> int | None:
     try:
         return int(value) if value != "" else None
     except ValueError:
@@ -63,34 +62,53 @@ def parse_stat(text: str) -> list[ServerStat]:
     lines = text.splitlines()
     if not lines or not lines[0].startswith("# "):
         raise SocketError(f"not show stat output: {text[:80]!r}")
-    reader = csv.DictReader(io.StringIO("\n".join([lines[0][2:], *lines[1:]])))
+    records = csv.reader([lines[0][2:], *lines[1:]])  # a plain reader: 15,000 rows at scale
+    column = {name: i for i, name in enumerate(next(records))}
+    weight_key = "uweight" if "uweight" in column else "weight"
+    missing = len(column)  # index of the "" appended below: absent columns read as empty
+
+    def at(name: str) -> int:
+        return column.get(name, missing)
+
+    pxname, svname, status, uweight, bck, type_ = (
+        at(k) for k in ("pxname", "svname", "status", weight_key, "bck", "type")
+    )
+    scur, qcur, slim, stot, req_tot, hrsp_5xx, econ, eresp = (
+        at(k) for k in ("scur", "qcur", "slim", "stot", "req_tot", "hrsp_5xx", "econ", "eresp")
+    )
+    qtime, ctime, rtime, ttime, check_status, agent_status, addr = (
+        at(k) for k in ("qtime", "ctime", "rtime", "ttime", "check_status", "agent_status", "addr")
+    )
+    hrsp = [at(k) for k in HRSP]
     rows = []
-    for row in reader:
-        if row.get("type") != "2":  # 0 frontend, 1 backend, 2 server, 3 listener
+    for rec in records:
+        rec += [""] * (missing + 1 - len(rec))
+        if rec[type_] != "2":  # 0 frontend, 1 backend, 2 server, 3 listener
             continue
-        parts = [_int(row, k) for k in HRSP]
+        parts = [_int(rec[i]) for i in hrsp]
         rows.append(
             ServerStat(
-                pool=row["pxname"],
-                server=row["svname"],
-                status=row.get("status", ""),
-                uweight=_int(row, "uweight") if "uweight" in row else _int(row, "weight"),
-                backup=row.get("bck") == "1",
-                scur=_int(row, "scur"),
-                qcur=_int(row, "qcur"),
-                slim=_int(row, "slim"),
-                stot=_int(row, "stot"),
-                req_tot=_int(row, "req_tot"),
+                pool=rec[pxname],
+                server=rec[svname],
+                status=rec[status],
+                uweight=_int(rec[uweight]),
+                backup=rec[bck] == "1",
+                scur=_int(rec[scur]),
+                qcur=_int(rec[qcur]),
+                slim=_int(rec[slim]),
+                stot=_int(rec[stot]),
+                req_tot=_int(rec[req_tot]),
                 responses=None if None in parts else sum(p for p in parts if p is not None),
-                hrsp_5xx=_int(row, "hrsp_5xx"),
-                econ=_int(row, "econ"),
-                eresp=_int(row, "eresp"),
-                qtime=_int(row, "qtime"),
-                ctime=_int(row, "ctime"),
-                rtime=_int(row, "rtime"),
-                ttime=_int(row, "ttime"),
-                check_status=row.get("check_status", ""),
-                agent_status=row.get("agent_status", ""),
+                hrsp_5xx=_int(rec[hrsp_5xx]),
+                econ=_int(rec[econ]),
+                eresp=_int(rec[eresp]),
+                qtime=_int(rec[qtime]),
+                ctime=_int(rec[ctime]),
+                rtime=_int(rec[rtime]),
+                ttime=_int(rec[ttime]),
+                check_status=rec[check_status],
+                agent_status=rec[agent_status],
+                addr=rec[addr],
             )
         )
     return rows

@@ -1,0 +1,285 @@
+"""One round of the health agent and one tick of the weight controller, at scale.
+
+    python bench/control_rounds.py [--services 10000] [--rounds 5]
+    python bench/control_rounds.py --quick                            smoke run
+
+The site is bench/render_scale.py's (N/2 L4 and N/2 L7 services, one anycast
+VIP each, three backends each); the agent's and the controller's configs are
+the ones `render` writes for node lb1. What runs is their own code, each round
+timed in CPU seconds (the machine is shared; wall time is printed beside it):
+
+- agent: ``Agent.round()`` with ``show stat`` read over a real Unix socket from a
+  stand-in process that answers with 25 rows per 10 services in HAProxy 2.6's CSV
+  format (every frontend OPEN, every server UP), VIP state machines, ExaBGP
+  commands acknowledged in-process, the state file written. The probes' own
+  network round trips are left out of the round (their results are given, all
+  passing): 10,000 services mean 20,000 distinct probes, so their cost is
+  measured apart, per probe, against a loopback listener, and reported as
+  probes x that cost.
+- controller: ``Controller.tick()`` on ``show stat`` text (parsed in the tick)
+  replayed from a recorded lab run (tests/weights/data) for every server, the
+  history filled to its steady-state depth first.
+
+The budget is what the issue sets: a round fits its interval using at most a
+quarter of one core, i.e. CPU per round <= interval / 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from render_scale import make_site
+
+from lbappliance.health import config as agent_config
+from lbappliance.health.agent import Agent
+from lbappliance.health.exabgp import ExabgpChannel
+from lbappliance.health.haproxy import read_view
+from lbappliance.health.sensors import run_probe
+from lbappliance.health.signals import Observation, ProbeResult
+from lbappliance.inventory import load_site
+from lbappliance.inventory.derived import RuntimePaths
+from lbappliance.paths import project_dir
+from lbappliance.render import agent as agent_render
+from lbappliance.render import weights as weights_render
+from lbappliance.weights import config as weights_config
+from lbappliance.weights.controller import Controller
+from lbappliance.weights.haproxy import ServerStat, parse_stat
+
+DATA = project_dir() / "tests"
+SHOW_STAT = DATA / "health" / "fixtures" / "show_stat.csv"  # HAProxy 2.6, lab capture
+RECORDING = DATA / "weights" / "data" / "close_20_24ms.json"  # a lab run's show stat samples
+
+
+def configs(services: int, work: Path) -> tuple[agent_config.AgentConfig, weights_config.Config]:
+    """The agent's and the controller's configs for lb1, as rendered."""
+    make_site(work / "site", services)
+    inv = load_site(work / "site", "scale").model
+    node, paths = inv.nodes[0], RuntimePaths()
+    agent_data = json.loads(json.dumps(agent_render.config(inv, node, paths)))
+    cfg = agent_config.parse(agent_data)
+    cfg = dataclasses.replace(cfg, state_file=str(work / "agent-state.json"))
+    weights_data = json.loads(json.dumps(weights_render.config(inv, node, paths)))
+    return cfg, weights_config.parse(weights_data)
+
+
+def show_stat_text(cfg: agent_config.AgentConfig) -> str:
+    """``show stat`` for every frontend and backend the agent gates on (3 servers each)."""
+    lines = SHOW_STAT.read_text().splitlines()
+    header = lines[0]
+    frontend = lines[1].split(",", 1)[1]
+    server = lines[2].split(",", 2)[2]  # UP, L7OK
+    backend = next(line for line in lines if ",BACKEND," in line).split(",", 1)[1]
+    rows = [header]
+    for vip in cfg.vips:
+        if vip.haproxy:
+            rows += [f"{fe},{frontend}" for fe in vip.haproxy.frontends]
+            for be in vip.haproxy.backends:
+                rows += [f"{be},s{k},{server}" for k in range(3)] + [f"{be},{backend}"]
+    return "\n".join(rows) + "\n\n"
+
+
+_SERVE = """
+import os, socket, sys
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(sys.argv[1] + ".tmp")
+server.listen(4)
+payload = open(sys.argv[2], "rb").read()
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+while True:
+    conn, _ = server.accept()
+    with conn:
+        conn.recv(4096)
+        conn.sendall(payload)
+"""
+
+
+@contextmanager
+def stat_socket(path: Path, text: str) -> Iterator[str]:
+    """A Unix socket answering every connection with ``text`` (HAProxy's stand-in).
+
+    It serves from a child process, so its CPU is not counted as the agent's.
+    """
+    answer = path.with_suffix(".csv")
+    answer.write_text(text)
+    server = subprocess.Popen([sys.executable, "-c", _SERVE, str(path), str(answer)])
+    try:
+        deadline = time.monotonic() + 30
+        while not path.exists():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the show stat stand-in did not start")
+            time.sleep(0.01)
+        yield str(path)
+    finally:
+        server.kill()
+        server.wait()
+
+
+class _AckingOut(io.StringIO):
+    """ExaBGP's side of the API pipe: every command is acknowledged at once."""
+
+    channel: ExabgpChannel
+
+    def write(self, s: str) -> int:
+        for _ in s.splitlines():
+            self.channel.handle("done")
+        return len(s)
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def agent_rounds(cfg: agent_config.AgentConfig, rounds: int, work: Path) -> dict[str, Any]:
+    probes = {
+        p: ProbeResult(True, "connected in 1 ms")
+        for v in cfg.vips
+        for p in (*v.probes, *(t for pool in v.pools for t in pool.targets))
+    }
+    interfaces = {v.dataplane.xdp_interface for v in cfg.vips if v.dataplane} - {None}
+    with stat_socket(work / "stat.sock", show_stat_text(cfg)) as sock:
+
+        def observe() -> Observation:
+            obs = Observation()
+            obs.haproxy, obs.haproxy_error = read_view(sock, 10.0), ""
+            obs.probes = dict(probes)
+            obs.xdp = dict.fromkeys(interfaces, "xdpgeneric id 7")
+            return obs
+
+        out = _AckingOut()
+        out.channel = ExabgpChannel(out, io.StringIO(), time.monotonic)
+        agent = Agent(cfg, out.channel, observe, log=lambda record: None)
+        agent.start()
+        # rise rounds announce (and write the state file); later rounds are steady
+        times = [_timed(agent.round) for _ in range(max(rounds, cfg.rise + 2))]
+    steady = times[cfg.rise + 1 :]
+    return {
+        "vips": len(cfg.vips),
+        "probes": len(probes),
+        "interval": cfg.interval,
+        "cpu": min(t[0] for t in steady),
+        "cpu_max": max(t[0] for t in times),
+        "wall": min(t[1] for t in steady),
+    }
+
+
+def probe_cost(count: int) -> float:
+    """CPU seconds per TCP probe (``run_probe``) against a loopback listener."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                conn.close()
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    probe = agent_config.Probe("tcp", "127.0.0.1", port)
+    cpu = time.process_time()
+    for _ in range(count):
+        assert run_probe(probe, 1.0).ok
+    cost = (time.process_time() - cpu) / count
+    stop.set()
+    listener.close()
+    return cost
+
+
+class _ReplayedSocket:
+    """``show stat`` replayed from a recorded lab run, one sample per tick, for every server."""
+
+    def __init__(self, cfg: weights_config.Config):
+        recording = json.loads(RECORDING.read_text())
+        self.header = recording["header"]
+        rows = [next(r for r in s["rows"] if ",backend1," in r) for s in recording["samples"]]
+        self.tails = [r.split(",", 2)[2] for r in rows]
+        self.servers = [(p.name, s) for p in cfg.pools for s in p.servers]
+        self.tick = 0
+
+    def show_stat(self) -> list[ServerStat]:
+        tail = self.tails[min(self.tick, len(self.tails) - 1)]
+        self.tick += 1
+        body = "\n".join(f"{pool},{server},{tail}" for pool, server in self.servers)
+        return parse_stat(f"{self.header}\n{body}\n")
+
+    def set_weights(self, weights: dict[tuple[str, str], int]) -> None:
+        pass
+
+
+def controller_ticks(cfg: weights_config.Config, ticks: int) -> dict[str, Any]:
+    """Replay the whole recording (its history grows to ~30 s deep); time the last ticks."""
+    clock = [1000.0]
+    sock = _ReplayedSocket(cfg)
+    controller = Controller(cfg, sock=sock, clock=lambda: clock[0], wall=lambda: clock[0])  # type: ignore[arg-type]
+    times = []
+    for _ in sock.tails:
+        clock[0] += cfg.tick
+        times.append(_timed(controller.tick))
+    last = times[-ticks:]
+    return {
+        "pools": len(cfg.pools),
+        "servers": len(sock.servers),
+        "interval": cfg.tick,
+        "history": len(controller.history),
+        "cpu": min(t[0] for t in last),
+        "cpu_max": max(t[0] for t in last),
+        "wall": min(t[1] for t in last),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--services", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 200 services")
+    args = parser.parse_args()
+    if args.quick:
+        args.services, args.rounds = 200, 2
+    with tempfile.TemporaryDirectory(prefix="lba-rounds-") as tmp:
+        work = Path(tmp)
+        agent_cfg, weights_cfg = configs(args.services, work)
+        a = agent_rounds(agent_cfg, args.rounds, work)
+        per_probe = probe_cost(200 if args.quick else 2000)
+        c = controller_ticks(weights_cfg, args.rounds)
+    load = os.getloadavg()[0]
+    print(f"{args.services} services, load average {load:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"health agent round: {a['vips']} VIPs, {a['cpu']:.3f} s CPU (worst {a['cpu_max']:.3f}, "
+        f"wall {a['wall']:.3f}) every {a['interval']:g} s: "
+        f"{a['cpu'] / a['interval']:.0%} of a core (budget 25%), probes excluded"
+    )
+    probing = a["probes"] * per_probe
+    print(
+        f"  + its {a['probes']} probes at {per_probe * 1e6:.0f} us CPU each: {probing:.3f} s CPU "
+        f"per round ({probing / a['interval']:.0%} of a core)"
+    )
+    print(
+        f"weight controller tick: {c['pools']} pools, {c['servers']} servers, history of "
+        f"{c['history']}: {c['cpu']:.3f} s CPU (worst {c['cpu_max']:.3f}, wall {c['wall']:.3f}) "
+        f"every {c['interval']:g} s: {c['cpu'] / c['interval']:.0%} of a core (budget 25%)"
+    )
+
+
+if __name__ == "__main__":
+    main()
