@@ -103,10 +103,12 @@ def scale_spec(services: int, pool: list[str], rnd: random.Random) -> dict[str, 
             "port": 1000 + i,
             "protocol": "tcp",
             "forwarding": "ipip",
-            "backends": [{"address": b, "weight": rnd.randint(1, 4), "mac": None}
+            "backends": [{"address": b, "weight": rnd.randint(1, 4), "mac": None, "mtu": 1500}
                          for b in chosen],
         })  # fmt: skip
+    # The rendered defaults for the flow table and the previous-table window.
     return {"node": "lb1", "interface": "lbdp0", "xdp_mode": "generic", "table_size": M,
+            "flow_table_size": 65536, "udp_idle_timeout": 30.0, "previous_table_window": 60.0,
             "tunnel_source_v4": "10.10.0.11", "tunnel_source_v6": None,
             "services": out}  # fmt: skip
 
@@ -149,7 +151,10 @@ def bench_scale(services: int) -> dict[str, float]:
         svc0 = raw["services"][0]
         used = {b["address"] for b in svc0["backends"]}
         extra = next(a for a in pool if a not in used)
-        svc0["backends"] = [*svc0["backends"][1:], {"address": extra, "weight": 1, "mac": None}]
+        svc0["backends"] = [
+            *svc0["backends"][1:],
+            {"address": extra, "weight": 1, "mac": None, "mtu": 1500},
+        ]
         rep = apply(raw, "re-apply, one service changed")
         assert rep.sync.tables_written == [f"svc0 {svc0['vip']} {svc0['port']}/tcp"]
         specmod._ip.cache_clear()  # as in a fresh process
