@@ -51,9 +51,12 @@
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 
-/* Maglev tables: slot -> index into lb_backends. */
+/* Maglev tables: slot -> index into lb_backends. BPF_F_MMAPABLE: the control
+ * plane writes a whole table with one memcpy through mmap(2) (a batch update
+ * costs the kernel a copy per slot), then freezes it. */
 struct std_table {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, LB_STD_TABLE_SIZE);
 	__type(key, __u32);
 	__type(value, __u32);
@@ -61,7 +64,7 @@ struct std_table {
 
 struct any_table {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(map_flags, BPF_F_INNER_MAP | BPF_F_MMAPABLE);
 	__uint(max_entries, LB_STD_TABLE_SIZE); /* template only: any size fits */
 	__type(key, __u32);
 	__type(value, __u32);

@@ -15,11 +15,11 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
-# script -> (arguments of its smallest run, needs root for a namespace lab, a word it prints)
+# script -> (arguments of its smallest run, needs root (namespace lab, BPF maps), a word it prints)
 SMOKE: dict[str, tuple[list[str], bool, str]] = {
     "bfd_failover.py": (["--trials", "1", "--hold-trials", "1"], True, "with BFD"),
     "dataplane_e2e_pps.py": (["--count", "20000", "--seconds", "2"], True, "pps"),
-    "dataplane_maglev.py": (["--runs", "1"], False, "ms"),
+    "dataplane_maglev.py": (["--quick"], True, "re-apply, one service changed"),
     "health_withdraw.py": (["--trials", "1", "--loss-seconds", "3"], True, "withdraw"),
 }
 
@@ -48,7 +48,7 @@ def test_every_bench_script_has_a_smoke_run():
 def test_smoke(script: str):
     args, root, word = SMOKE[script]
     if root and os.geteuid() != 0:
-        pytest.skip("needs root (a namespace lab)")
+        pytest.skip("needs root (a namespace lab or BPF maps)")
     proc = subprocess.run(
         [sys.executable, str(BENCH / script), *args],
         capture_output=True, text=True, timeout=600, cwd=BENCH.parent,

@@ -248,12 +248,13 @@ def deploy(
     """Validate and render a site, then converge its LB nodes one at a time.
 
     \b
-    Per node: plan (is anything different?), drain (routes withdrawn, VRRP
-    demoted, in-flight connections finish) only when something changes,
-    converge the roles, verify (daemons up, configs valid, BGP established,
-    VIPs answer locally), undrain. The first failure stops the run; that
-    node stays drained and the other keeps serving. Exit status 1 on failure,
-    2 when the site does not validate or render.
+    Per node: plan (is anything different: configs, build, packages, units?);
+    a node with nothing different is left alone. Otherwise drain (routes
+    withdrawn, VRRP demoted, in-flight connections finish) when something
+    changes, converge the roles, verify (daemons up, configs valid, BGP
+    established, VIPs answer locally), undrain. The first failure stops the
+    run; that node stays drained and the other keeps serving. Exit status 1 on
+    failure, 2 when the site does not validate or render.
     """
     started = time.monotonic()
     out = out_or_exit(out, site, inventory_dir)

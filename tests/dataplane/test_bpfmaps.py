@@ -387,3 +387,86 @@ def test_a_directory_that_cannot_hold_the_vips_is_refused(fwd, monkeypatch):
     ports = range(2000, 2000 + bpfmaps.DIR_PROBES + 1)
     with pytest.raises(bpfmaps.DirectoryFull, match="within 8 probes"):
         fwd.apply(spec_of(*[service(B[:1], name=f"s{p}", port=p) for p in ports]))
+
+
+def routes(fwd, ports, n=100, first_sport=1000):
+    """Backend chosen for n flows to each VIP port (None where not forwarded)."""
+    out = {}
+    for port in ports:
+        for sport in range(first_sport, first_sport + n):
+            r = fwd.run(frame(sport, dport=port))
+            out[port, sport] = Ether(r.data)[IP].dst if r.retval == XDP_TX else None
+    return out
+
+
+def test_a_changed_service_rebuilds_only_its_table(fwd, monkeypatch):
+    """Unchanged services are recognised by their tables' names (a digest of
+    their inputs): not rebuilt, not read back. New flows (source ports the
+    flow table has not seen) follow each service's table as the spec says."""
+    services = [service(B[:3], name=f"s{p}", port=p) for p in (53, 54, 55)]
+    fwd.apply(spec_of(*services))
+    builds = []
+    real_build = bpfmaps.maglev.build
+    monkeypatch.setattr(
+        bpfmaps.maglev, "build", lambda *a, **kw: builds.append(a) or real_build(*a, **kw)
+    )
+    assert not fwd.apply(spec_of(*services)).sync.changed
+    assert builds == []
+    services[1] = service(B[:4], name="s54", port=54)
+    spec = spec_of(*services)
+    rep = fwd.apply(spec)
+    assert rep.sync.tables_written == ["s54 198.51.100.20 54/udp"]
+    assert len(builds) == 1
+    after = routes(fwd, (53, 54, 55), first_sport=3000)
+    assert B[3] in {v for (port, _), v in after.items() if port == 54}
+    model = Model(spec, fake_next_hops(spec))
+    for (port, sport), be in after.items():
+        assert be == Ether(model.expect(frame(sport, dport=port))[1])[IP].dst
+    # A changed next hop changes the table's input (a new backend entry).
+    hops = fake_next_hops(spec)
+    hops[B[0], None] = dataclasses.replace(hops[B[0], None], mac="02:00:00:99:99:99")
+    rep = fwd.apply(spec, next_hops=hops)
+    assert sorted(rep.sync.tables_written) == [f"s{p} 198.51.100.20 {p}/udp" for p in (53, 54, 55)]
+
+
+def test_the_directory_names_only_tables_already_in_place(fwd, monkeypatch):
+    """Tables go into their arrays in batches; the directory switches to them
+    only once every one it names is in."""
+    real = bpfmaps.Maps._publish_dir
+    seen = []
+
+    def publish_dir(self, vips):
+        for _stats_id, table_id, size, *_prev in vips.values():
+            if size:
+                seen.append(table_id)
+                assert self._has_table(table_id), f"table {table_id} named before it is in"
+        real(self, vips)
+
+    monkeypatch.setattr(bpfmaps.Maps, "_publish_dir", publish_dir)
+    monkeypatch.setattr(bpfmaps, "PUBLISH_BATCH", 2)
+    fwd.apply(spec_of(*[service(B[:3], name=f"s{p}", port=p) for p in range(50, 55)]))
+    fwd.apply(spec_of(*[service(B[:4], name=f"s{p}", port=p) for p in range(50, 55)]))
+    assert len(seen) == 10
+
+
+def test_tables_built_without_the_compiled_fill_are_the_same(fwd, monkeypatch):
+    spec = spec_of(service(B[:4]))
+    fwd.apply(spec)
+    compiled = route(fwd)
+    fwd.apply(spec_of(service(B[:1])))
+    monkeypatch.setattr(bpfmaps.maglev_native, "library", lambda: None)
+    monkeypatch.setattr(bpfmaps.maglev.maglev_native, "library", lambda: None)
+    rep = fwd.apply(spec)
+    assert any("pure Python" in w for w in rep.sync.warnings)
+    assert route(fwd) == compiled
+
+
+def test_inner_tables_are_mmapable_and_frozen(fwd):
+    fwd.apply(spec_of(service(B[:3]), size=bpfmaps.STD_TABLE_SIZE))
+    _, table_id, _ = vip_info(fwd)
+    with fwd.maps() as m, m._inner_table(table_id) as fd:
+        info = bpfsys.map_info(fd)
+        assert info.flags & bpfsys.BPF_F_MMAPABLE
+        assert info.name.startswith("t") and len(info.name) == 15
+        with pytest.raises(OSError):  # frozen: no writes from user space
+            bpfsys.map_update(fd, bpfmaps.U32.pack(0), bpfmaps.U32.pack(1))

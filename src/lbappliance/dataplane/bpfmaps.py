@@ -10,7 +10,17 @@ Update protocol, chosen so that no packet ever sees a half-written state:
   frozen, which is then put into the slot the VIP is *not* using (and that
   slot cleared in the other array); only then is the VIP's ``vip_info`` (stats
   id, table slot, table size) switched to it. A packet reads either the old
-  table or the new one.
+  table or the new one. Inner tables are ``BPF_F_MMAPABLE``: the whole table
+  is one memcpy through mmap(2), where a batch update costs the kernel a copy
+  per slot (about 10-30 ms a table here, minutes for a thousand). New tables
+  go into their array in batches (``PUBLISH_BATCH``: every update of an array
+  of maps waits for an RCU grace period, a batch once), and deletes of old
+  tables run from threads (their waits overlap).
+- An inner table's map name is a digest of everything its slots follow from
+  (Maglev inputs, down set, backend entry indices; see ``table_name``). An
+  apply compares names, not slots: a service whose inputs did not change is
+  neither rebuilt nor read back, so a re-apply of 1,000 services costs a few
+  system calls each and a change to one service builds one table.
 - VIP keys and their ``vip_info`` live in the VIP directory, a fixed-size
   array (open addressing, linear probing: the program's lookups are inlined,
   a hash map's would be a kernel call). It is never written in place: every
@@ -49,17 +59,21 @@ state file and a re-run with the same input changes nothing.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import ipaddress
+import mmap
 import socket
 import struct
 import time
-from collections.abc import Iterable, Mapping
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lbappliance.dataplane import bpfsys, flowhash, maglev
+from lbappliance.dataplane import bpfsys, flowhash, maglev, maglev_native
 from lbappliance.dataplane.bpfsys import Fd
 from lbappliance.dataplane.neighbours import NextHop, Wanted
 from lbappliance.dataplane.spec import DataplaneSpec
@@ -71,6 +85,9 @@ STD_TABLE_SIZE = 65537  # LB_STD_TABLE_SIZE: tables of this size go to lb_tables
 TABLE_MAPS = ("lb_tables_std", "lb_tables")
 DIR_SLOTS = 16384  # LB_VIP_SLOTS
 DIR_PROBES = 8  # LB_VIP_PROBES
+TABLE_STRIDE = 2  # u32 words per slot: array map values are 8-byte aligned
+PUBLISH_BATCH = 256  # new tables held open (one fd each) before they go in
+DROP_THREADS = 64
 
 MODE_UNUSED, MODE_IPIP, MODE_L2DSR = 0, 1, 2
 MODES = {"ipip": MODE_IPIP, "l2dsr": MODE_L2DSR}
@@ -194,6 +211,25 @@ class FlowEntry:
     hash: int
 
 
+def table_name(
+    size: int, weights: Mapping[str, int], down: Iterable[str], index: Sequence[int]
+) -> str:
+    """The inner map name of the table built from these inputs: ``t`` and 80
+    bits of their SHA-256 in the map-name alphabet (letters, digits, ``_``,
+    ``.``; 15 characters fit BPF_OBJ_NAME_LEN). ``index`` is the lb_backends
+    index of each of ``maglev.backend_names(weights)``. The algorithm's
+    version is part of the input: a table built by another one never matches.
+    """
+    names = maglev.backend_names(weights)
+    down = set(down)
+    text = "\n".join(
+        [f"lbapp-maglev-v1 {size}"]
+        + [f"{n} {weights[n]} {int(n in down)} {i}" for n, i in zip(names, index, strict=True)]
+    )
+    digest = hashlib.sha256(text.encode()).digest()[:10]
+    return "t" + base64.urlsafe_b64encode(digest).decode().rstrip("=").replace("-", ".")
+
+
 class DirectoryFull(LookupError):
     """The VIPs do not fit the directory's probe limit (practically never:
     at most 1024 VIPs in 16384 slots)."""
@@ -263,26 +299,66 @@ class Maps:
                 out[i] = e
         return out
 
-    def table(self, table_id: int) -> list[int] | None:
-        """The backend indices of the inner table in slot ``table_id`` (of
-        whichever array holds one there: publishing clears the other)."""
+    def _inner_table(self, table_id: int) -> Fd | None:
+        """The inner table in slot ``table_id`` (of whichever array holds one
+        there: publishing clears the other)."""
         for name in TABLE_MAPS:
             v = bpfsys.map_lookup(self.fds[name], U32.pack(table_id), 4)
             if v is not None:
-                break
-        else:
+                return bpfsys.map_get_fd_by_id(U32.unpack(v)[0])
+        return None
+
+    def _table_values(self, table_id: int) -> array | None:
+        fd = self._inner_table(table_id)
+        if fd is None:
             return None
-        with bpfsys.map_get_fd_by_id(U32.unpack(v)[0]) as fd:
-            size = bpfsys.map_info(fd).max_entries
-            raw = bpfsys.array_lookup_all(fd, size, 4)
-        return list(struct.unpack(f"={size}I", raw))
+        with fd:
+            info = bpfsys.map_info(fd)
+            size = info.max_entries
+            if info.flags & bpfsys.BPF_F_MMAPABLE:
+                with mmap.mmap(fd.fd, _mmap_len(size), prot=mmap.PROT_READ) as mm:
+                    return array("I", mm[: 4 * TABLE_STRIDE * size])[::TABLE_STRIDE]
+            return array("I", bpfsys.array_lookup_all(fd, size, 4))
+
+    def table(self, table_id: int) -> list[int] | None:
+        """The backend indices of the inner table in slot ``table_id``."""
+        values = self._table_values(table_id)
+        return None if values is None else values.tolist()
+
+    def _table_name(self, table_id: int) -> str | None:
+        fd = self._inner_table(table_id)
+        if fd is None:
+            return None
+        with fd:
+            return bpfsys.map_info(fd).name
+
+    def _has_table(self, table_id: int) -> bool:
+        return any(
+            bpfsys.map_lookup(self.fds[name], U32.pack(table_id), 4) is not None
+            for name in TABLE_MAPS
+        )
 
     def _has_dir(self) -> bool:
         return bpfsys.map_lookup(self.fds["lb_vip_dir"], U32.pack(0), 4) is not None
 
-    def _drop_table(self, table_id: int) -> None:
-        for name in TABLE_MAPS:
-            bpfsys.map_delete(self.fds[name], U32.pack(table_id))
+    def _drop_tables(self, table_ids: Iterable[int], arrays: Iterable[str] = TABLE_MAPS) -> None:
+        """Clear these slots of ``arrays``. Every delete that finds a table
+        waits for an RCU grace period (the kernel makes sure no program still
+        reads it), 2-15 ms here: one after the other that is seconds for a
+        thousand tables. Concurrent waiters share grace periods, so the
+        deletes run from threads (ctypes releases the GIL)."""
+        jobs = [
+            (self.fds[name], U32.pack(t))
+            for t in table_ids
+            for name in arrays
+            if bpfsys.map_lookup(self.fds[name], U32.pack(t), 4) is not None
+        ]
+        if len(jobs) < 2:
+            for fd, key in jobs:
+                bpfsys.map_delete(fd, key)
+            return
+        with ThreadPoolExecutor(max_workers=min(len(jobs), DROP_THREADS)) as pool:
+            list(pool.map(lambda job: bpfsys.map_delete(*job), jobs))
 
     def _raw_gens(self) -> list[int]:
         raw = bpfsys.array_lookup_all(self.fds["lb_backends"], MAX_BACKENDS, BACKEND.size)
@@ -382,23 +458,36 @@ class Maps:
     def _zero_counters(self, name: str, idx: int) -> None:
         bpfsys.map_update(self.fds[name], U32.pack(idx), bytes(COUNTERS.size * self.ncpus))
 
-    def _publish_table(self, table_id: int, slots: list[int]) -> None:
-        size = len(slots)
-        std = size == STD_TABLE_SIZE
-        outer, other = TABLE_MAPS if std else reversed(TABLE_MAPS)
-        flags = 0 if std else bpfsys.BPF_F_INNER_MAP
-        with bpfsys.map_create(
-            bpfsys.BPF_MAP_TYPE_ARRAY, 4, 4, size, flags, f"lb_t{table_id}"
-        ) as inner:
+    @staticmethod
+    def _new_table(size: int, values: bytes, name: str) -> Fd:
+        """A new inner table of ``size`` slots holding ``values`` (native u32,
+        TABLE_STRIDE words a slot), frozen."""
+        flags = bpfsys.BPF_F_MMAPABLE | (0 if size == STD_TABLE_SIZE else bpfsys.BPF_F_INNER_MAP)
+        inner = bpfsys.map_create(bpfsys.BPF_MAP_TYPE_ARRAY, 4, 4, size, flags, name)
+        with mmap.mmap(inner.fd, _mmap_len(size)) as mm:
+            mm[: len(values)] = values
+        bpfsys.map_freeze(inner)  # no writable mapping left: allowed now
+        return inner
+
+    def _publish_tables(self, tables: list[tuple[int, int, Fd]]) -> None:
+        """Put each ``(table_id, size, inner)`` into its array and clear that
+        slot in the other one. One BPF_MAP_UPDATE_BATCH per array: each update
+        of an array of maps waits for an RCU grace period, a batch once."""
+        for std in (True, False):
+            group = [(t, fd) for t, size, fd in tables if (size == STD_TABLE_SIZE) == std]
+            if not group:
+                continue
+            outer, other = TABLE_MAPS if std else reversed(TABLE_MAPS)
             bpfsys.map_update_batch(
-                inner,
-                struct.pack(f"={size}I", *range(size)),
-                struct.pack(f"={size}I", *slots),
-                size,
+                self.fds[outer],
+                struct.pack(f"={len(group)}I", *(t for t, _ in group)),
+                struct.pack(f"={len(group)}I", *(fd.fd for _, fd in group)),
+                len(group),
             )
-            bpfsys.map_freeze(inner)
-            bpfsys.map_update(self.fds[outer], U32.pack(table_id), U32.pack(inner.fd))
-            bpfsys.map_delete(self.fds[other], U32.pack(table_id))
+            self._drop_tables((t for t, _ in group), (other,))
+        for *_, fd in tables:
+            fd.close()
+        tables.clear()
 
     def _publish_dir(self, vips: Mapping[bytes, VipInfo]) -> None:
         """A new VIP directory holding ``vips``, swapped in whole."""
@@ -447,10 +536,14 @@ class Maps:
         current_vips = self.vips()
         current_backends = self.backends()
         by_content = {e: i for i, e in current_backends.items()}
-        taken_backends = set(current_backends)
+        free_backends = (i for i in range(MAX_BACKENDS) if i not in current_backends)
         next_gen = max(self._raw_gens()) + 1
         taken_stats = {v[0] for v in current_vips.values()}
-        new_tables: dict[int, list[int]] = {}
+        # Backend indices each table of this apply's directory refers to.
+        known_tables: dict[int, set[int]] = {}
+        unpublished: list[tuple[int, int, Fd]] = []  # (table_id, size, inner map)
+        previous: list[int] = []  # previous generations to drop
+        built = 0
         wanted: set[bytes] = set()
         vips = dict(current_vips)  # the directory to be
         states: dict[int, int] = {}  # backend index -> state wanted
@@ -480,17 +573,17 @@ class Maps:
                             draining.add(i)
                             if states.get(i) != STATE_UP:  # another service's table uses it
                                 states[i] = STATE_DRAIN
-            table = maglev.build(svc.weights(), spec.table_size, down=svc_down)
+            weights = svc.weights()
             # Backend map index of every Maglev backend (allocate new entries).
             index: list[int] = []
-            for name in table.backends:
+            live: set[int] = set()
+            for name in maglev.backend_names(weights):
                 e = entries.get(name)
                 if e is None or name in svc_down:
                     index.append(0)  # owns no slot
                     continue
                 if e not in by_content:
-                    free = next(i for i in range(MAX_BACKENDS) if i not in taken_backends)
-                    taken_backends.add(free)
+                    free = next(free_backends)
                     by_content[e] = free
                     e = dataclasses.replace(e, gen=next_gen)
                     next_gen += 1
@@ -500,7 +593,9 @@ class Maps:
                 index.append(by_content[e])
                 states[by_content[e]] = STATE_UP
                 in_tables[by_content[e]] = e
-            slots = [index[s] for s in table.slots]
+                live.add(by_content[e])
+            size = spec.table_size if live else 0
+            name = table_name(size, weights, svc_down, index)
 
             old = current_vips.get(key)
             if old is None:
@@ -508,8 +603,8 @@ class Maps:
                     s
                     for s in range(MAX_SERVICES)
                     if s not in taken_stats
-                    and self.table(2 * s) is None
-                    and self.table(2 * s + 1) is None
+                    and not self._has_table(2 * s)
+                    and not self._has_table(2 * s + 1)
                 )
                 taken_stats.add(stats_id)
                 self._zero_counters("lb_vip_stats", stats_id)
@@ -518,33 +613,40 @@ class Maps:
                 stats_id, active, active_size, prev_size, prev_until = old
             if (
                 old is not None
-                and active_size == len(slots)
-                and (not slots or self.table(active) == slots)
+                and active_size == size
+                and (not size or self._table_name(active) == name)
             ):
                 # Unchanged. Once its window is over, the previous generation
                 # has had at least a whole apply cycle for packets in flight
                 # to finish with it: drop it.
                 if not prev_size or now >= prev_until:
-                    self._drop_table(active ^ 1)
+                    previous.append(active ^ 1)
                     if prev_size:
                         vips[key] = (stats_id, active, active_size, 0, 0)
+                known_tables[active] = live
                 continue
             table_id = 2 * stats_id if active is None or active % 2 else 2 * stats_id + 1
-            if slots:
-                self._publish_table(table_id, slots)
-                new_tables[table_id] = slots
+            if size:
+                table = maglev.build(weights, size, down=svc_down)
+                values = table.values(index, TABLE_STRIDE)
+                unpublished.append((table_id, size, self._new_table(size, values, name)))
+                built += 1
+                if len(unpublished) == PUBLISH_BATCH:
+                    self._publish_tables(unpublished)
+                known_tables[table_id] = live
             else:
                 res.warnings.append(f"{label}: no backend up, its packets are dropped")
             keep_prev = window > 0 and active is not None and active_size > 0
             vips[key] = (
                 stats_id,
                 table_id,
-                len(slots),
+                size,
                 active_size if keep_prev else 0,
                 now + window if keep_prev else 0,
             )
             res.tables_written.append(label)
 
+        self._publish_tables(unpublished)  # every table in before the directory names it
         for key in current_vips.keys() - wanted:
             del vips[key]
             vip, port, proto = parse_vip_key(key)
@@ -563,7 +665,13 @@ class Maps:
                 self._set_state(i, STATE_DOWN, res)
             else:
                 self._set_state(i, states.get(i, STATE_UP), res)
-        self._collect_garbage(current_vips, wanted, new_tables, current_backends, draining, res)
+        self._drop_tables(previous)
+        if built and maglev_native.library() is None:
+            res.warnings.append(
+                "Maglev tables built in pure Python, 50-200 ms each: "
+                f"{maglev_native.unavailable_reason()}"
+            )
+        self._collect_garbage(current_vips, known_tables, current_backends, draining, res)
         return res
 
     def _set_state(self, idx: int, state: int, res: SyncResult) -> None:
@@ -579,30 +687,36 @@ class Maps:
     def _collect_garbage(
         self,
         before: dict[bytes, VipInfo],
-        wanted: set[bytes],
-        new_tables: dict[int, list[int]],
+        known_tables: dict[int, set[int]],
         backends: dict[int, BackendEntry],
         draining: set[int],
         res: SyncResult,
     ) -> None:
-        # Tables of VIPs removed by an earlier apply (not this one: packets
-        # may still be reading those).
+        """Drop the tables of VIPs removed by an earlier apply (not this one:
+        packets may still be reading those) and free the backend entries no
+        table refers to (and not draining). Tables this apply wrote or found
+        unchanged are known; the others (previous generations, removed VIPs)
+        are read back."""
         keep_stats = {v[0] for k, v in before.items()} | {v[0] for v in self.vips().values()}
+        self._drop_tables(t for t in range(MAX_TABLES) if t // 2 not in keep_stats)
         referenced: set[int] = set(draining)
         for table_id in range(MAX_TABLES):
             if table_id // 2 not in keep_stats:
-                self._drop_table(table_id)
                 continue
-            slots = new_tables.get(table_id)
-            if slots is None:
-                slots = self.table(table_id)
-            if slots:
-                referenced.update(slots)
+            refs = known_tables.get(table_id)
+            if refs is None:
+                values = self._table_values(table_id)
+                refs = set(values) if values is not None else set()
+            referenced |= refs
         for idx in backends.keys() - referenced:
             # Zeroed but for its serial: serials stay unique across entries.
             freed = BACKEND.pack(bytes(16), bytes(6), 0, 0, bytes(6), 0, 0, backends[idx].gen, 0)
             bpfsys.map_update(self.fds["lb_backends"], U32.pack(idx), freed)
             res.backends_freed += 1
+
+
+def _mmap_len(size: int) -> int:
+    return -(-4 * TABLE_STRIDE * size // mmap.PAGESIZE) * mmap.PAGESIZE
 
 
 def object_digest(path: Path) -> bytes:

@@ -18,9 +18,13 @@ by name first, so the order in which the spec lists them does not matter.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
-from collections.abc import Iterable, Mapping
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from lbappliance.dataplane import maglev_native
 
 DEFAULT_TABLE_SIZE = 65537
 
@@ -59,10 +63,12 @@ def permutation_params(name: str, size: int) -> tuple[int, int]:
 @dataclass(frozen=True)
 class MaglevTable:
     """A filled table: ``slots[i]`` indexes ``backends`` (every configured name,
-    sorted; backends that are down own no slot)."""
+    sorted; backends that are down own no slot). ``slots`` is an ``array('i')``
+    (65537 boxed ints would cost milliseconds to make and to convert back for
+    the C code); treat it as read-only."""
 
     backends: tuple[str, ...]
-    slots: tuple[int, ...]
+    slots: array
 
     @property
     def size(self) -> int:
@@ -76,6 +82,24 @@ class MaglevTable:
         for i in self.slots:
             out[self.backends[i]] += 1
         return out
+
+    def values(self, index: Sequence[int], stride: int = 1) -> bytes:
+        """The slots as native u32 ``index[backend]``, ``stride`` words apart
+        (zeros between): the table as a BPF array map holds it (stride 2)."""
+        size = len(self.slots)
+        lib = maglev_native.library()
+        if lib is None:
+            out = array("I", bytes(4 * size * stride))
+            out[::stride] = array("I", [index[s] for s in self.slots])
+            return out.tobytes()
+        buf = (ctypes.c_uint32 * (size * stride))()
+        lib.lb_maglev_map(buf, stride, _i32(self.slots), _u32(index), size)
+        return bytes(buf)
+
+
+def backend_names(weights: Mapping[str, int]) -> tuple[str, ...]:
+    """The names a table of ``weights`` indexes (``MaglevTable.backends``)."""
+    return tuple(sorted(n for n, w in weights.items() if w > 0))
 
 
 def build(
@@ -105,21 +129,49 @@ def build(
     for name, w in weights.items():
         if w < 0:
             raise ValueError(f"backend {name!r}: negative weight {w}")
-    names = tuple(sorted(n for n, w in weights.items() if w > 0))
+    names = backend_names(weights)
     if len(names) > size:
         raise ValueError(f"{len(names)} backends do not fit a table of {size} slots")
     down_idx = {i for i, name in enumerate(names) if name in set(down)}
     if len(down_idx) == len(names):
-        return MaglevTable(backends=names, slots=())
+        return MaglevTable(backends=names, slots=array("i"))
     w = [weights[name] for name in names]
-    table = [-1] * size
-    _fill(table, names, w, size)
+    w_up = [0 if i in down_idx else wi for i, wi in enumerate(w)]
+    lib = maglev_native.library()
+    if lib is None:
+        table = [-1] * size
+        _fill(table, names, w, size)
+        if down_idx:
+            for c, b in enumerate(table):
+                if b in down_idx:
+                    table[c] = -1
+            _fill(table, names, w_up, size)
+        return MaglevTable(backends=names, slots=array("i", table))
+    arr = array("i", [-1]) * size
+    _fill_native(lib, arr, names, w, size)
     if down_idx:
-        for c, b in enumerate(table):
-            if b in down_idx:
-                table[c] = -1
-        _fill(table, names, [0 if i in down_idx else wi for i, wi in enumerate(w)], size)
-    return MaglevTable(backends=names, slots=tuple(table))
+        gone = (ctypes.c_uint8 * len(names))(*(i in down_idx for i in range(len(names))))
+        lib.lb_maglev_clear(_i32(arr), size, gone)
+        _fill_native(lib, arr, names, w_up, size)
+    return MaglevTable(backends=names, slots=arr)
+
+
+def _i32(a: array) -> ctypes.Array:
+    return (ctypes.c_int32 * len(a)).from_buffer(a)
+
+
+def _u32(values: Sequence[int]) -> ctypes.Array:
+    return (ctypes.c_uint32 * len(values))(*values)
+
+
+def _fill_native(lib: ctypes.CDLL, table: array, names: tuple[str, ...], w: list[int],
+                 size: int) -> None:  # fmt: skip
+    """``_fill`` in C (maglev_fill.c): the same claims in the same order."""
+    params = [permutation_params(name, size) for name in names]
+    pos = _u32([off for off, _ in params])
+    step = _u32([skip for _, skip in params])
+    if lib.lb_maglev_fill(_i32(table), size, len(names), pos, step, _u32(w)):
+        raise MemoryError("Maglev fill: out of memory or no weight")
 
 
 def _fill(table: list[int], names: tuple[str, ...], w: list[int], size: int) -> None:
