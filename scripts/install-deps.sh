@@ -5,10 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# What a controller needs for `lbappliance render` (the config checkers) and
+# `deploy` (SSH); execution-environment/bindep.txt holds the same list.
+CONTROLLER_PACKAGES=(haproxy keepalived bird2 frr iproute2 openssh-client)
 APT_PACKAGES=(
-  haproxy keepalived bird2 frr socat curl openssl iproute2 iputils-ping ethtool nftables
+  "${CONTROLLER_PACKAGES[@]}"
+  socat curl openssl iputils-ping ethtool nftables
   clang llvm libbpf-dev bpftool xdp-tools
-  podman runc netavark aardvark-dns debootstrap zstd openssh-client openssh-server
+  podman runc netavark aardvark-dns debootstrap zstd openssh-server
   wrk valgrind
 )
 missing=()
