@@ -392,6 +392,20 @@ def summarize(runs: list[Run], configs: list[str]) -> dict[str, Any]:
     return out
 
 
+@contextmanager
+def backends_up(args: argparse.Namespace) -> Iterator[tuple[Path, Path, list[int]]]:
+    """A scratch directory with a self-signed certificate, and the two backends (one
+    HAProxy answering 200) running: (directory, certificate dir, backend ports)."""
+    with tempfile.TemporaryDirectory(prefix="l7cost-") as tmp_s:
+        tmp = Path(tmp_s)
+        crt_base = Path(RuntimePaths(tmp).haproxy_certs)
+        crt_base.mkdir(parents=True)
+        self_signed(crt_base)
+        backends = [free_port(), free_port()]
+        with haproxy("backends", backend_config(backends), tmp, args.load_cpu, backends[-1]):
+            yield tmp, crt_base, backends
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="l7_policy_cost.py", description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
@@ -433,15 +447,7 @@ def main(argv: list[str]) -> int:
     if args.instructions:
         return instructions(names, variants, args)
     runs: list[Run] = []
-    with tempfile.TemporaryDirectory(prefix="l7cost-") as tmp_s, ExitStack() as stack:
-        tmp = Path(tmp_s)
-        crt_base = Path(RuntimePaths(tmp).haproxy_certs)
-        crt_base.mkdir(parents=True)
-        self_signed(crt_base)
-        backends = [free_port(), free_port()]
-        stack.enter_context(
-            haproxy("backends", backend_config(backends), tmp, args.load_cpu, backends[-1])
-        )
+    with backends_up(args) as (tmp, crt_base, backends):
         for variant in variants:
             tls = VARIANTS[variant][0]
             configs = lb_configs(tmp, tls, backends, crt_base, args.ablate, args.plain_reuse)
@@ -548,15 +554,7 @@ def instructions(names: list[str], variants: list[str], args: argparse.Namespace
     """
     if not shutil.which("valgrind"):
         sys.exit("--instructions needs valgrind (scripts/install-deps.sh installs it)")
-    with tempfile.TemporaryDirectory(prefix="l7cost-") as tmp_s, ExitStack() as stack:
-        tmp = Path(tmp_s)
-        crt_base = Path(RuntimePaths(tmp).haproxy_certs)
-        crt_base.mkdir(parents=True)
-        self_signed(crt_base)
-        backends = [free_port(), free_port()]
-        stack.enter_context(
-            haproxy("backends", backend_config(backends), tmp, args.load_cpu, backends[-1])
-        )
+    with backends_up(args) as (tmp, crt_base, backends):
         for variant in variants:
             tls, close = VARIANTS[variant]
             configs = lb_configs(tmp, tls, backends, crt_base, args.ablate, args.plain_reuse)
