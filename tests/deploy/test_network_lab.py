@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from lbappliance.lab.podman import PodmanLab, wait
+from tests.security.hostile import UnsafeLoader
 
 from .conftest import ClientStream, run_deploy
 
@@ -74,7 +75,7 @@ def ip_json(lab: PodmanLab, node: str, *args: str) -> list[dict]:
 def network_matches(lab: PodmanLab, node: str, workdir: Path) -> subprocess.CompletedProcess:
     """The deploy's own check (playbooks/files/network_matches.py) run on the node."""
     host_vars = (workdir / "render" / "inventory" / "host_vars" / f"{node}.yml").read_text()
-    expected = json.dumps(yaml.safe_load(host_vars)["lb_network_expected"])
+    expected = json.dumps(yaml.load(host_vars, UnsafeLoader)["lb_network_expected"])
     script = (ROOT / "playbooks" / "files" / "network_matches.py").read_text()
     return lab.exec(node, "python3", "-c", script, expected, check=False)
 

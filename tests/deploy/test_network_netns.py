@@ -26,6 +26,7 @@ import yaml
 from lbappliance.inventory import load_site
 from lbappliance.render import render_site
 from lbappliance.secrets import Secrets
+from tests.security.hostile import UnsafeLoader
 
 pytestmark = pytest.mark.slow
 
@@ -134,7 +135,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         if f.path.startswith("hosts/lb1/etc/systemd/network/"):
             (staged / Path(f.path).name).write_bytes(f.content)
         if f.path == "inventory/host_vars/lb1.yml":
-            host_vars = yaml.safe_load(f.content)
+            host_vars = yaml.load(f.content, UnsafeLoader)
     return staged, host_vars["lb_network_expected"]
 
 
