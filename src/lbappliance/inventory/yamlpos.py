@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import io
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from .errors import InventoryError, Location, Path_
 MAX_FILE_BYTES = 32 * 1024 * 1024
 """A 10,000-service site is under 3 MB; anything past this is refused unread."""
 MAX_DEPTH = 64
+COMPOSE_STACK_BYTES = 512 * 2**20
 """The site model nests 8 levels; deeper YAML is refused before it is built."""
 ALIAS_BUDGET = 10_000
 """Values aliases may add beyond the number the file itself spells out."""
@@ -298,6 +300,31 @@ def _read(path: Path) -> str:
     return text
 
 
+def _compose(stream: io.StringIO) -> yaml.Node | None:
+    """``yaml.compose`` on a thread with a large stack: libyaml's composer recurses in C
+    once per nesting level (flow nesting up to its own limit of 1000, block nesting as deep
+    as the file size allows), which can overflow the calling thread's stack (a segfault
+    seen under pytest). The stack is reserved, not used, until a file nests that deep."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["node"] = yaml.compose(stream, Loader=_Loader)
+        except BaseException as exc:  # re-raised in the caller
+            result["error"] = exc
+
+    previous = threading.stack_size(COMPOSE_STACK_BYTES)
+    try:
+        worker = threading.Thread(target=run, name="yaml-compose")
+        worker.start()
+    finally:
+        threading.stack_size(previous)
+    worker.join()
+    if "error" in result:
+        raise result["error"]
+    return result.get("node")
+
+
 def load_yaml(path: Path) -> tuple[Any, Positions, list[InventoryError]]:
     """Parse ``path``; a syntax error or a refused file comes back as a located error."""
     file = str(path)
@@ -305,7 +332,7 @@ def load_yaml(path: Path) -> tuple[Any, Positions, list[InventoryError]]:
         try:
             stream = io.StringIO(_read(path))
             stream.name = file  # libyaml names every mark after its stream
-            node = yaml.compose(stream, Loader=_Loader)
+            node = _compose(stream)
             if node is None:
                 return {}, Positions(), []
             builder = _Builder()
