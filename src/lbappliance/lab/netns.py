@@ -467,10 +467,17 @@ class NetnsLab:
             _ip("-n", self.ns(host), "link", "set", att.ifname, "down")
 
     def restore_links(self, host: str) -> None:
+        """Cables back in; the default routes the kernel dropped with the links come back
+        as a node's networkd would put them back (the return_path signal needs them)."""
         index = next(i for i, h in enumerate(self.topology.hosts) if h.name == host)
-        for att in self.topology.host(host).attachments:
+        lab_host = self.topology.host(host)
+        for att in lab_host.attachments:
             _ip("-n", self.switch, "link", "set", self.peer_ifname(index, att.ifname), "up")
             _ip("-n", self.ns(host), "link", "set", att.ifname, "up")
+        for gw in lab_host.gateways if lab_host.kind == "lb" else ():
+            _ip(
+                "-n", self.ns(host), f"-{gw.version}", "route", "replace", "default", "via", str(gw)
+            )
 
     def bfd_sessions_up(self) -> int:
         return self.birdc("show", "bfd", "sessions").count(" Up ")
