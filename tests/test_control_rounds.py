@@ -10,12 +10,13 @@ replaced cost more than the bound by itself at this size.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.benchload import load_bench
 
 from .conftest import ROOT
 
@@ -25,12 +26,7 @@ POOLS = 300  # the controller replays a 30-tick recording: a slice of the pools 
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("control_rounds", BENCH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("control_rounds")
 
 
 @pytest.fixture(scope="module")

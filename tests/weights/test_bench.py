@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,16 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.benchload import load_bench
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "gray_failure.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("gray_failure", BENCH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("gray_failure")
 
 
 def test_nearest_rank_percentiles() -> None:
