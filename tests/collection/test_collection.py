@@ -46,7 +46,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     build = [sys.executable, str(ROOT / "scripts" / "build-collection.py"), "--out", str(tmp)]
     tarball = Path(run(build, env, tmp).stdout.strip())
-    install = ["ansible-galaxy", "collection", "install", "--offline"]
+    install = ["ansible-galaxy", "collection", "install", "--offline", "--force"]
     run([*install, "-p", str(tmp / "installed"), str(tarball)], env, tmp)
     (tmp / "hosts.ini").write_text("[lb_nodes]\nlb1 ansible_connection=local\n")
     return tarball, env, tmp

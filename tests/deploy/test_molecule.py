@@ -19,12 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("scenario", ["pair", "lb_haproxy"])
-def test_molecule_scenario(scenario: str, source_snapshot: Path) -> None:
+def test_molecule_scenario(scenario: str, source_snapshot: Path, tmp_path: Path) -> None:
     if reason := podman_lab_available():
         pytest.skip(reason)
     if not shutil.which("molecule"):
         pytest.skip("molecule is not installed")
     env = {**os.environ, "LBAPPLIANCE_SOURCE": str(source_snapshot), "ANSIBLE_FORCE_COLOR": "0"}
+    env["ANSIBLE_HOME"] = str(tmp_path / "ansible-home")  # molecule's collection install goes here
     with lab_lock():
         t = time.monotonic()
         proc = subprocess.run(
