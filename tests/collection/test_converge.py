@@ -37,7 +37,8 @@ def test_collection_role_converges_a_container(
     box, host = role_container, role_container.name
     build = [sys.executable, str(ROOT / "scripts" / "build-collection.py"), "--out", str(tmp_path)]
     tarball = subprocess.run(build, capture_output=True, text=True, check=True).stdout.strip()
-    install = ["ansible-galaxy", "collection", "install", "--offline", "--force", "-p", str(tmp_path / "c")]
+    install = ["ansible-galaxy", "collection", "install", "--offline", "--force"]
+    install += ["-p", str(tmp_path / "c")]
     subprocess.run([*install, tarball], capture_output=True, text=True, check=True)
 
     render_dir = tmp_path / "render"

@@ -23,7 +23,7 @@ def test_lint(tool: str, tmp_path: Path) -> None:
         cmd = [tool, "--nocolor", "--format=pep8"]
     else:
         cmd = [tool, "--strict", *OWN]
-    # ansible-lint installs the project's collection into ANSIBLE_HOME: a scratch one, not ~/.ansible
+    # ansible-lint installs the project's collection in ANSIBLE_HOME: a scratch one
     env = {**os.environ, "ANSIBLE_HOME": str(tmp_path / "ansible-home")}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
