@@ -220,27 +220,26 @@ class Agent:
             "suppressed": m.suppressed,
         }
 
-    def _vip_key(self, m: VipMachine, v: Verdict | None, since: float) -> tuple[Any, ...]:
-        """Everything ``_vip`` reads (a transition always moves ``since``)."""
-        return (v, m.state, since, m.reason, m.announced, round(m.penalty, 1), m.suppressed)
-
     def snapshot(self, vips_text: bool = False) -> dict[str, Any]:
         """The state file's content. ``vips_text``: its "vips" as JSON text instead
-        (sorted, compact), each VIP's from a cache kept while its entry is unchanged."""
+        (sorted, compact), each VIP's from a cache kept while nothing it shows changed
+        (its "since" then is as the snapshot that made the entry computed it)."""
         now, wall = self.clock(), self.wall()
+        offset = round(wall - now, 3)
         with self._lock:
             obs = self.observation
             vips: dict[str, Any] = {}
             for prefix, m in self.machines.items():
                 v = self.verdicts.get(prefix)
-                since = round(wall - (now - m.since), 3)
                 if not vips_text:
-                    vips[prefix] = self._vip(m, v, since)
+                    vips[prefix] = self._vip(m, v, round(wall - (now - m.since), 3))
                     continue
-                key = self._vip_key(m, v, since)
+                # Everything _vip reads (a transition always moves m.since).
+                key = (v, m.state, m.since, offset, m.reason, m.announced, m.penalty, m.suppressed)
                 cached = self._vip_json.get(prefix)
                 if cached is None or cached[0] != key:
-                    text = json.dumps(self._vip(m, v, since), sort_keys=True, separators=(",", ":"))
+                    entry = self._vip(m, v, round(wall - (now - m.since), 3))
+                    text = json.dumps(entry, sort_keys=True, separators=(",", ":"))
                     cached = self._vip_json[prefix] = (key, f"{json.dumps(prefix)}:{text}")
                 vips[prefix] = cached[1]
             haproxy: dict[str, Any]
