@@ -11,7 +11,10 @@ timed in CPU seconds (the machine is shared; wall time is printed beside it):
 - agent: ``Agent.round()`` with ``show stat`` read over a real Unix socket from a
   stand-in process that answers with 25 rows per 10 services in HAProxy 2.6's CSV
   format (every frontend OPEN, every server UP), VIP state machines, ExaBGP
-  commands acknowledged in-process, the state file written. The probes' own
+  commands acknowledged in-process, the state file written as on a node (the
+  agent's clock advances one interval per round; the state file is due every
+  second, so every other round at 0.5 s), the mean of the steady rounds
+  reported. The probes' own
   network round trips are left out of the round (their results are given, all
   passing): 10,000 services mean 20,000 distinct probes, so their cost is
   measured apart, per probe, against a loopback listener, and reported as
