@@ -11,7 +11,9 @@ anycast VIP with three backends. Stages, best of --repeat runs each, CPU time
   validate  the rest of load_site: typed model and cross-field checks
   render    render_site (every file in memory)
   check     every config checker (haproxy -c, keepalived -t, exabgp validate,
-            bird -p, vtysh -C), in parallel; one run
+            bird -p, vtysh -C), in parallel; one run. Beside it the own peak
+            RSS of the largest checker, `haproxy -c` on one node's haproxy.cfg,
+            shard by shard as `render` checks it
 Each size runs in a fresh process, so its peak resident memory is its own.
 With --cli the commands an operator runs are timed as well, at the largest size:
 `validate`, `render --no-check` and `render` (wall, CPU, peak RSS of the command
@@ -39,7 +41,7 @@ from lbappliance.inventory import load_site
 from lbappliance.inventory.yamlpos import load_yaml
 from lbappliance.paths import project_dir
 from lbappliance.render import render_site
-from lbappliance.render.checks import check_render
+from lbappliance.render.checks import check_render, haproxy_shards
 from lbappliance.secrets import Secrets
 
 SIZES = [100, 500, 1000, 2000, 4000, 6000, 8000, 10000]
@@ -92,6 +94,35 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+# A child's ru_maxrss starts at its parent's peak (Linux carries it over exec), so a
+# checker started by this process, or by lbappliance, reports at least their peak. A
+# small launcher in between measures the checker's own.
+_LAUNCHER = (
+    "import os, sys; pid = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ); "
+    "_, status, usage = os.wait4(pid, 0); print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)"
+)
+
+
+def own_peak_rss(argv: list[str]) -> tuple[int, float]:
+    """Exit code and peak resident MB of ``argv`` alone."""
+    out = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *argv], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return int(out[0]), int(out[1]) / 1024
+
+
+def haproxy_check_rss(text: str, work: Path) -> float:
+    """The largest own peak (MB) of the ``haproxy -c`` runs that check ``text``, shard by shard."""
+    peak = 0.0
+    for shard in haproxy_shards(text):
+        (work / "shard.cfg").write_text(shard)
+        code, mb = own_peak_rss(["haproxy", "-c", "-q", "-f", str(work / "shard.cfg")])
+        if code != 0:
+            raise SystemExit("haproxy -c failed on a shard of the rendered haproxy.cfg")
+        peak = max(peak, mb)
+    return peak
+
+
 def measure(root: Path, repeat: int, check: bool) -> dict[str, Any]:
     """Every stage at one size (this process: run it fresh per size)."""
     files = [root / "defaults.yml", root / "sites" / "scale.yml"]
@@ -112,7 +143,12 @@ def measure(root: Path, repeat: int, check: bool) -> dict[str, Any]:
         out["check_not_ok"] = [
             f"{r.checker} {r.path}: {r.status}" for r in results if r.status != "ok"
         ]
-        out["checker_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        # haproxy -c is the largest checker by far; both nodes' files are the same size.
+        cfg = max(
+            (f for f in rendered.files if f.checker == "haproxy"), key=lambda f: len(f.content)
+        )
+        out["checker_rss_mb"] = haproxy_check_rss(cfg.content.decode(), root)
+        out["haproxy_shards"] = len(haproxy_shards(cfg.content.decode()))
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -187,7 +223,12 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     times.legend(fontsize=8)
     memory.plot(n, [r["rss_mb"] for r in rows], marker="o", label="lbappliance (peak RSS)")
     if "checker_rss_mb" in rows[0]:
-        memory.plot(n, [r["checker_rss_mb"] for r in rows], marker="o", label="largest checker")
+        memory.plot(
+            n,
+            [r["checker_rss_mb"] for r in rows],
+            marker="o",
+            label="haproxy -c (own peak, per shard)",
+        )
     memory.set_xlabel("services")
     memory.set_ylabel("MB")
     memory.set_title("peak resident memory")
@@ -202,12 +243,15 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| services | load | validate | render | check | lbappliance RSS | checker RSS | output |"
+        "| services | load | validate | render | check | lbappliance RSS | haproxy -c RSS "
+        "| output |"
     )
     lines = [head, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         check = f"{r['check']:.2f} s ({r['check_cpu']:.2f})" if "check" in r else "-"
-        checker = f"{r['checker_rss_mb']:.0f} MB" if "checker_rss_mb" in r else "-"
+        checker = "-"
+        if "checker_rss_mb" in r:
+            checker = f"{r['checker_rss_mb']:.0f} MB ({r['haproxy_shards']} shards)"
         lines.append(
             f"| {r['services']} | {r['load']:.2f} s ({r['load_cpu']:.2f}) "
             f"| {r['validate']:.2f} s ({r['validate_cpu']:.2f}) "

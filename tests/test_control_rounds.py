@@ -3,8 +3,8 @@
 Runs bench/control_rounds.py's harness (the agent's and the controller's own
 code on configs rendered for a 2,000-service site; show stat from stand-ins,
 see the script) and bounds the CPU per VIP and per server, generously: the
-measured figures are 4-5 times below. The quadratic show stat grouping this
-replaced cost more than the bound by itself at this size.
+measured figures are 4-5 times below. The quadratic show stat grouping that the
+agent once had cost more than the bound by itself at this size.
 """
 
 from __future__ import annotations
@@ -41,7 +41,10 @@ def test_agent_round_is_linear_in_vips(scaled) -> None:
     result = bench.agent_rounds(agent_cfg, 3, work)
     assert result["vips"] == SERVICES
     assert result["probes"] == SERVICES // 2 * 4  # one per L7 VIP, three per L4 service
-    assert result["cpu"] / result["vips"] < 250e-6, result  # measured ~55 us per VIP
+    # Mean of the steady rounds, state file writes included: measured ~12 us per VIP at
+    # 10,000 (55 us before the one-pass view, the incremental verdicts and the cached
+    # state entries); the budget at 10,000 VIPs every 0.5 s is 12.5 us.
+    assert result["cpu"] / result["vips"] < 50e-6, result
 
 
 def test_controller_tick_is_linear_in_servers(scaled) -> None:

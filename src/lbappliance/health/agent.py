@@ -12,6 +12,7 @@ A hung agent is killed by its own watchdog, which withdraws on the way out.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .changes import Changes
 from .config import AgentConfig
 from .exabgp import ExabgpChannel, withdraw_line
 from .machine import Decision, Policy, State, VipMachine
@@ -32,6 +34,7 @@ Log = Callable[[dict[str, Any]], None]
 # Enum .name/.value are slow properties; the state file reads them for every VIP.
 _STATE_TEXT = {s: s.value for s in State}
 _HEALTH_TEXT = {h: h.name.lower() for h in Health}
+_VIPS = "\x00vips\x00"  # where the state file's cached VIP entries go
 
 
 def json_log(stream: Any = None) -> Log:
@@ -50,10 +53,15 @@ def json_log(stream: Any = None) -> Log:
 
 
 def write_json_atomic(path: str, data: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(data, sort_keys=True, separators=(",", ":")))
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """``text`` and a newline as the whole of ``path``, replaced at once."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n")
+    tmp.write_text(text + "\n")
     tmp.replace(target)
 
 
@@ -88,12 +96,14 @@ class Agent:
         policy = Policy.of(cfg)
         self.machines = {v.prefix: VipMachine(v, policy, now) for v in cfg.vips}
         self.verdicts: dict[str, Verdict] = {}
+        self.changes = Changes(cfg.vips)
         self.observation = Observation()
         self.rounds = 0
         self.round_seconds = 0.0
         self.heartbeat = now
         self.started = wall()
         self._state_written = float("-inf")
+        self._vip_json: dict[str, tuple[tuple[Any, ...], str]] = {}
         self._lock = threading.Lock()  # guards what snapshot() reads
         self.stop = threading.Event()
 
@@ -118,6 +128,9 @@ class Agent:
             }
         )
         self.write_state(force=True)
+        # What exists now lives as long as the agent: the cyclic collector need not
+        # rescan it (tens of thousands of objects at 10,000 VIPs) while rounds allocate.
+        gc.freeze()
 
     def next_interval(self) -> float:
         changing = any(m.changing for m in self.machines.values())
@@ -146,12 +159,17 @@ class Agent:
         obs = self.observe()
         now = self.clock()
         decisions = []
+        # Only VIPs whose inputs changed are judged again (the verdict is a pure function).
+        dirty = self.changes.dirty(self.observation, obs) if self.verdicts else None
         with self._lock:
             self.observation = obs
         for prefix, m in self.machines.items():
-            verdict = evaluate(self.cfg, m.vip, obs)
-            with self._lock:
-                self.verdicts[prefix] = verdict
+            if dirty is None or prefix in dirty or prefix not in self.verdicts:
+                verdict = evaluate(self.cfg, m.vip, obs)
+                with self._lock:
+                    self.verdicts[prefix] = verdict
+            else:
+                verdict = self.verdicts[prefix]
             decision = m.observe(verdict, now)
             command = m.command()
             ack = None
@@ -185,28 +203,45 @@ class Agent:
 
     # --- state file and metrics ------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def _vip(self, m: VipMachine, v: Verdict | None, since: float) -> dict[str, Any]:
+        return {
+            "state": _STATE_TEXT[m.state],
+            "since": since,
+            "reason": m.reason,
+            "announced": m.announced.announce() if m.announced else None,
+            "health": _HEALTH_TEXT[v.health] if v else None,
+            "signals": {
+                c.signal: {"health": _HEALTH_TEXT[c.health], "reason": c.reason}
+                for c in (v.checks if v else ())
+            },
+            "maintenance": bool(v and v.maintenance),
+            "transitions": {f"{a}->{b}": n for (a, b), n in m.transitions.items()},
+            "penalty": round(m.penalty, 1),
+            "suppressed": m.suppressed,
+        }
+
+    def snapshot(self, vips_text: bool = False) -> dict[str, Any]:
+        """The state file's content. ``vips_text``: its "vips" as JSON text instead
+        (sorted, compact), each VIP's from a cache kept while nothing it shows changed
+        (its "since" then is as the snapshot that made the entry computed it)."""
         now, wall = self.clock(), self.wall()
+        offset = round(wall - now, 3)
         with self._lock:
             obs = self.observation
-            vips = {}
+            vips: dict[str, Any] = {}
             for prefix, m in self.machines.items():
                 v = self.verdicts.get(prefix)
-                vips[prefix] = {
-                    "state": _STATE_TEXT[m.state],
-                    "since": round(wall - (now - m.since), 3),
-                    "reason": m.reason,
-                    "announced": m.announced.announce() if m.announced else None,
-                    "health": _HEALTH_TEXT[v.health] if v else None,
-                    "signals": {
-                        c.signal: {"health": _HEALTH_TEXT[c.health], "reason": c.reason}
-                        for c in (v.checks if v else ())
-                    },
-                    "maintenance": bool(v and v.maintenance),
-                    "transitions": {f"{a}->{b}": n for (a, b), n in m.transitions.items()},
-                    "penalty": round(m.penalty, 1),
-                    "suppressed": m.suppressed,
-                }
+                if not vips_text:
+                    vips[prefix] = self._vip(m, v, round(wall - (now - m.since), 3))
+                    continue
+                # Everything _vip reads (a transition always moves m.since).
+                key = (v, m.state, m.since, offset, m.reason, m.announced, m.penalty, m.suppressed)
+                cached = self._vip_json.get(prefix)
+                if cached is None or cached[0] != key:
+                    entry = self._vip(m, v, round(wall - (now - m.since), 3))
+                    text = json.dumps(entry, sort_keys=True, separators=(",", ":"))
+                    cached = self._vip_json[prefix] = (key, f"{json.dumps(prefix)}:{text}")
+                vips[prefix] = cached[1]
             haproxy: dict[str, Any]
             if obs.haproxy:
                 haproxy = {
@@ -250,7 +285,12 @@ class Agent:
             return
         self._state_written = now
         try:
-            write_json_atomic(self.cfg.state_file, self.snapshot())
+            data = self.snapshot(vips_text=True)
+            vips = data["vips"]
+            data["vips"] = _VIPS
+            text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+            body = "{" + ",".join(vips[p] for p in sorted(vips)) + "}"
+            write_text_atomic(self.cfg.state_file, text.replace(json.dumps(_VIPS), body, 1))
         except OSError as exc:
             self.log({"event": "warning", "reason": f"cannot write state file: {exc}"})
 

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from .signals import HaproxyView, Servers
+from .statview import stat_view
 
 
 class HaproxyError(Exception):
@@ -105,4 +106,4 @@ def view(rows: list[StatRow]) -> HaproxyView:
 
 
 def read_view(path: str, timeout: float) -> HaproxyView:
-    return view(parse_stat(command(path, "show stat", timeout)))
+    return stat_view(command(path, "show stat", timeout), HaproxyError)

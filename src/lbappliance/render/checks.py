@@ -1,7 +1,9 @@
 """Check rendered configs with each daemon's own checker.
 
 - haproxy: ``haproxy -c``; ``crt-base`` is pointed at throwaway self-signed
-  certificates of the same names (the real ones live in the vault).
+  certificates of the same names (the real ones live in the vault). A large
+  config is checked in shards (see ``haproxy_shards``) so that no checker holds
+  the whole site's load-balancing trees at once.
 - keepalived: ``keepalived -t`` inside a scratch network namespace holding dummy
   interfaces named as on the node, because keepalived resolves interfaces.
 - bird (router side, and the nodes' BFD responder): ``bird -p`` (parse only).
@@ -58,6 +60,79 @@ def _self_signed(directory: Path, name: str) -> None:
     (directory / f"{name}.pem").write_bytes(crt.read_bytes() + key.read_bytes())
 
 
+# HAProxy's memory per shard, in units of one server's weight: `balance random` keeps
+# 16 tree nodes (48 bytes each) per unit of weight per server, ~0.75 KB; a proxy or a
+# server costs about as much as 12 units besides. ~150 MB of checker per shard.
+SHARD_BUDGET = 200_000
+_PROXY_COST = 12
+_PROXY = re.compile(r"(frontend|backend|listen)\s+(\S+)")
+_WEIGHT = re.compile(r"\sweight\s+(\d+)")
+_TOKENS = re.compile(r"[\s,()/]+")
+_HAPROXY_PID = re.compile(r"(?m)^(\[[A-Z]+\])\s+\(\d+\) :")
+_HAPROXY_SAYS = ("[ALERT]", "[WARNING]")
+
+
+def _server_cost(line: str) -> int:
+    m = _WEIGHT.search(line)
+    return _PROXY_COST + (int(m[1]) if m else 1)
+
+
+def haproxy_shards(text: str, budget: int = SHARD_BUDGET) -> list[str]:
+    """Split a haproxy.cfg into configs that together hold every line once.
+
+    Every shard keeps the sections other than proxies (global, defaults, ...) and
+    whole groups of proxies that name each other (a frontend, its backends and its
+    tables); every other line is blanked, so line numbers in haproxy's messages are
+    the original file's. A config within ``budget`` (see ``SHARD_BUDGET``) is one shard.
+    """
+    lines = text.split("\n")
+    owner: list[str | None] = []  # proxy owning each line; None: common to all shards
+    proxies: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in lines:
+        if line and not line[0].isspace() and not line.startswith("#"):
+            m = _PROXY.match(line)
+            current = m.group(2) if m else None
+            if current is not None:
+                proxies[current] = []
+        if current is not None:
+            proxies[current].append(line)
+        owner.append(current)
+    cost = {
+        name: _PROXY_COST + sum(_server_cost(x) for x in body if x.lstrip().startswith("server "))
+        for name, body in proxies.items()
+    }
+    if sum(cost.values()) <= budget:
+        return [text]
+    group = {name: name for name in proxies}  # union-find: proxies that name each other
+
+    def find(name: str) -> str:
+        while group[name] != name:
+            group[name] = group[group[name]]
+            name = group[name]
+        return name
+
+    for name, body in proxies.items():
+        for ref in {t for x in body[1:] for t in _TOKENS.split(x)} & proxies.keys():
+            group[find(ref)] = find(name)
+    members: dict[str, list[str]] = {}
+    for name in proxies:
+        members.setdefault(find(name), []).append(name)
+    shards: list[set[str]] = []
+    used = budget
+    for names in members.values():
+        size = sum(cost[n] for n in names)
+        if used + size > budget:
+            shards.append(set())
+            used = 0
+        shards[-1].update(names)
+        used += size
+    return [
+        "\n".join(x if o is None or o in keep else "" for x, o in zip(lines, owner, strict=True))
+        for keep in shards
+    ]
+
+
 def check_haproxy(f: RenderedFile, work: Path) -> CheckResult:
     text = f.content.decode()
     certs = work / "certs"
@@ -67,9 +142,15 @@ def check_haproxy(f: RenderedFile, work: Path) -> CheckResult:
             _self_signed(certs, name)
     text = re.sub(r"(?m)^(\s*crt-base) .*$", rf"\1 {certs}", text)
     cfg = work / "haproxy.cfg"
-    cfg.write_text(text)
-    ok, out = _run(["haproxy", "-c", "-q", "-f", str(cfg)])
-    return CheckResult(f.path, "haproxy", "ok" if ok else "failed", out.replace(str(cfg), f.path))
+    failed, said = False, dict[str, None]()  # messages in order, each once
+    for shard in haproxy_shards(text):
+        cfg.write_text(shard)
+        # Not -q: that silences the alerts too. The notices and the pid go.
+        ok, out = _run(["haproxy", "-c", "-f", str(cfg)])
+        failed |= not ok
+        out = _HAPROXY_PID.sub(r"\1", out.replace(str(cfg), f.path))
+        said.update(dict.fromkeys(x for x in out.splitlines() if x.startswith(_HAPROXY_SAYS)))
+    return CheckResult(f.path, "haproxy", "failed" if failed else "ok", "\n".join(said))
 
 
 @contextmanager
