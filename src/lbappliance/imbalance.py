@@ -35,6 +35,7 @@ from typing import Any
 
 import click
 
+from .paths import NODE
 from .weights.haproxy import AdminSocket, ServerStat, SocketError
 from .weights.signals import Snapshot
 
@@ -45,7 +46,7 @@ CMI_THRESHOLD = 0.8  # utilisation ceiling: 20 % headroom kept for bursts
 CMI_CRITICAL = 0.2
 CMI_WARNING = 0.3
 RECORD_EVERY = 10.0
-DEFAULT_HISTORY = "/run/lbappliance/weights-history.json"
+DEFAULT_HISTORY = NODE.weights_history
 KEEP = 3600.0 + 60.0
 FIELDS = ("stot", "scur", "slim", "uweight", "rtime")
 
@@ -367,7 +368,8 @@ def on_node(weights_config: Path, socket_path: str, sample: float) -> dict[str, 
 
 def _metas_from_site(inventory_dir: Path | None, site: str) -> tuple[dict[str, PoolMeta], str]:
     from .cliopts import default_inventory, load_or_exit
-    from .inventory.derived import RuntimePaths, effective_controller
+    from .inventory.derived import effective_controller
+    from .paths import RuntimePaths
 
     inv = load_or_exit(inventory_dir or default_inventory(), site).model
     metas = {
@@ -408,7 +410,7 @@ def _metas_from_config(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("/etc/lbappliance/weights.json"),
+    default=Path(NODE.weights_config),
     show_default=True,
     help="Without --site: the node's rendered controller config.",
 )
@@ -447,7 +449,7 @@ def imbalance(
     a structural imbalance; a CMI under 0.2 is critical. Exit status 1 when
     either is found, 2 when HAProxy cannot be read.
     """
-    from .inventory.derived import RuntimePaths
+    from .paths import RuntimePaths
 
     if site:
         metas, default_socket = _metas_from_site(inventory_dir, site)

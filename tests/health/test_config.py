@@ -10,7 +10,7 @@ import pytest
 
 from lbappliance.health.config import ConfigError, load, parse
 from lbappliance.inventory import load_site
-from lbappliance.inventory.derived import RuntimePaths
+from lbappliance.paths import RuntimePaths
 from lbappliance.render import agent as agent_render
 
 from ..conftest import INVENTORY

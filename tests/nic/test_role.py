@@ -52,7 +52,7 @@ def test_unit_waits_for_each_interface_and_udev_rule_matches_them() -> None:
     unit = render(
         "lbappliance-nic.service.j2",
         lb_nic_interfaces=["eth1", "bond-up"],
-        lb_nic_lbappliance="/opt/lbappliance/venv/bin/lbappliance",
+        lb_nic_cli="/opt/lbappliance/venv/bin/lbappliance",
         lb_nic_config_path="/etc/lbappliance/nic.json",
     )
     assert "Wants=sys-subsystem-net-devices-bond\\x2dup.device\n" in unit

@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from ..cliopts import load_or_exit
-from ..inventory.derived import RuntimePaths
 from ..inventory.schema import Inventory
+from ..paths import RuntimePaths
 from .remote import NodeRunner
 
 

@@ -25,10 +25,8 @@ from typing import Any
 
 import yaml
 
-from ..inventory.derived import RuntimePaths
 from ..inventory.schema import Inventory
-from ..render import NODE_PYTHON
-from ..render import agent as agent_render
+from ..paths import NODE_PYTHON, RuntimePaths
 from ..render.ansible import Dumper, host_vars, inert
 
 
@@ -37,7 +35,7 @@ class NodeError(Exception):
 
 
 def agent_config_path(paths: RuntimePaths) -> str:
-    return f"{paths.etc_dir}/{Path(agent_render.TARGET).name}"
+    return paths.agent_config
 
 
 def write_inventory(inv: Inventory, directory: Path) -> Path:

@@ -22,48 +22,6 @@ from .schema import (
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@dataclass(frozen=True)
-class RuntimePaths:
-    """Where daemons keep sockets and state on a node.
-
-    Production nodes use the defaults. The namespace lab runs several nodes on
-    one filesystem, so it renders with a per-node prefix instead.
-    """
-
-    prefix: str = ""
-
-    def _p(self, path: str) -> str:
-        return f"{self.prefix}{path}"
-
-    @property
-    def haproxy_socket(self) -> str:
-        return self._p("/run/haproxy/admin.sock")
-
-    @property
-    def haproxy_certs(self) -> str:
-        return self._p("/etc/haproxy/certs")
-
-    @property
-    def state_dir(self) -> str:
-        return self._p("/var/lib/lbappliance")
-
-    @property
-    def run_dir(self) -> str:
-        return self._p("/run/lbappliance")
-
-    @property
-    def etc_dir(self) -> str:
-        return self._p("/etc/lbappliance")
-
-    @property
-    def maintenance_file(self) -> str:
-        return f"{self.state_dir}/maintenance"
-
-    @property
-    def vrrp_demote_file(self) -> str:
-        return f"{self.state_dir}/vrrp-demote"
-
-
 def interfaces(node: Node, role: str) -> list[Interface]:
     return [i for i in node.interfaces if i.role == role]
 

@@ -62,8 +62,7 @@ from typing import Any
 
 from ..dataplane.loader import bpf_source_dir, compile_object
 from ..inventory import Site, load_site
-from ..inventory.derived import RuntimePaths
-from ..paths import project_dir
+from ..paths import RuntimePaths, project_dir
 from ..render import render_site
 from ..render.specs import DATAPLANE_TARGET
 from ..secrets import Secrets

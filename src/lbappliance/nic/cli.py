@@ -15,8 +15,9 @@ from lbappliance.nic.errors import PlanError
 from lbappliance.nic.planner import make_plan
 from lbappliance.nic.profile import NicConfig, NicProfile
 from lbappliance.nic.reader import gather_facts
+from lbappliance.paths import NODE
 
-DEFAULT_CONFIG = "/etc/lbappliance/nic.json"
+DEFAULT_CONFIG = NODE.nic_config
 EXIT_FAILED = 1
 EXIT_PLAN_ERROR = 2
 
@@ -57,8 +58,8 @@ def _site_config(inventory: str, site: str, node: str | None) -> NicConfig:
     from pathlib import Path
 
     from lbappliance.cliopts import load_or_exit
-    from lbappliance.inventory.derived import RuntimePaths
     from lbappliance.inventory.derived import node as find_node
+    from lbappliance.paths import RuntimePaths
     from lbappliance.render.specs import nic as nic_spec
 
     if not node:

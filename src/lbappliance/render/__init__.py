@@ -19,10 +19,9 @@ import jinja2
 import yaml
 
 from ..inventory import Site
-from ..inventory.derived import RuntimePaths
 from ..inventory.schema import Inventory, Node
 from ..inventory.yamlpos import paused_gc
-from ..paths import templates_dir
+from ..paths import NODE_PYTHON, RuntimePaths, templates_dir
 from ..secrets import Secrets
 from . import (
     agent,
@@ -39,7 +38,6 @@ from . import (
 )
 
 HEADER = "Rendered by lbappliance from the site inventory. Do not edit: change the inventory."
-NODE_PYTHON = "/opt/lbappliance/venv/bin/python"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..inventory.derived import (
-    RuntimePaths,
     effective_check,
     frontend_pools,
     interfaces,
@@ -18,10 +17,11 @@ from ..inventory.derived import (
     services_on_vip,
 )
 from ..inventory.schema import AnycastVip, Inventory, L4Service, Node
+from ..paths import NODE, RuntimePaths, target
 from . import network
 from .keepalived import DEMOTE_VALUE
 
-TARGET = "etc/lbappliance/health-agent.json"
+TARGET = target(NODE.agent_config)
 
 # Flap dampening of an announcement (RFC 2439 style; not in the inventory model yet):
 # each fall from announced to withdrawn adds `penalty`, which halves every `half_life`

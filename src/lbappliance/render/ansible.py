@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
-from ..inventory.derived import RuntimePaths, effective_controller, frontend_vips
+from ..inventory.derived import effective_controller, frontend_vips
 from ..inventory.schema import Inventory, Node
-from ..paths import project_dir
+from ..paths import RuntimePaths, project_dir
 from . import haproxy, network
 
 # Where a node's rendered files are, for the roles; a template Ansible expands.

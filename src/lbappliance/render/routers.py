@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..inventory.derived import RuntimePaths, local_address
+from ..inventory.derived import local_address
 from ..inventory.schema import BgpPeer, Inventory, Node
+from ..paths import RuntimePaths
 from ..secrets import Secrets
 
 BFD_TARGET = "etc/bird/bird.conf"

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from ..imbalance import HistoryRecorder
+from ..paths import NODE
 from .config import load
 from .controller import Controller
 from .metrics import serve
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m lbappliance.weights",
         description="Feedback weight controller: HAProxy server weights from live signals.",
     )
-    parser.add_argument("--config", type=Path, default=Path("/etc/lbappliance/weights.json"))
+    parser.add_argument("--config", type=Path, default=Path(NODE.weights_config))
     parser.add_argument("--no-metrics", action="store_true", help="Do not serve /metrics.")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
