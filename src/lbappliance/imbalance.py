@@ -35,9 +35,10 @@ from typing import Any
 
 import click
 
-from .paths import NODE
-from .weights.haproxy import AdminSocket, ServerStat, SocketError
-from .weights.signals import Snapshot
+from lbappliance.cliopts import inventory_option
+from lbappliance.paths import NODE
+from lbappliance.weights.haproxy import AdminSocket, ServerStat, SocketError
+from lbappliance.weights.signals import Snapshot
 
 WINDOWS = (("5m", 300.0), ("15m", 900.0), ("60m", 3600.0))
 CV_IMBALANCED = 0.3
@@ -366,12 +367,12 @@ def on_node(weights_config: Path, socket_path: str, sample: float) -> dict[str, 
 # --- command --------------------------------------------------------------------------
 
 
-def _metas_from_site(inventory_dir: Path | None, site: str) -> tuple[dict[str, PoolMeta], str]:
-    from .cliopts import default_inventory, load_or_exit
-    from .inventory.derived import effective_controller
-    from .paths import RuntimePaths
+def _metas_from_site(inventory_dir: Path, site: str) -> tuple[dict[str, PoolMeta], str]:
+    from lbappliance.cliopts import load_or_exit
+    from lbappliance.inventory.derived import effective_controller
+    from lbappliance.paths import RuntimePaths
 
-    inv = load_or_exit(inventory_dir or default_inventory(), site).model
+    inv = load_or_exit(inventory_dir, site).model
     metas = {
         p.name: PoolMeta(
             {s.name: s.weight for s in p.servers if not s.backup},
@@ -387,7 +388,7 @@ def _metas_from_config(
 ) -> tuple[dict[str, PoolMeta], str | None, str | None]:
     """The node's weights.json: inventory weights and targets of the controlled pools,
     HAProxy's admin socket and the controller's history file."""
-    from .weights.config import load
+    from lbappliance.weights.config import load
 
     try:
         cfg = load(path)
@@ -399,13 +400,7 @@ def _metas_from_config(
 
 @click.command("imbalance")
 @click.option("--site", help="Site name: take pools, weights and targets from the inventory.")
-@click.option(
-    "--inventory",
-    "inventory_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Inventory directory (default: ./inventory, else the bundled one).",
-)
+@inventory_option
 @click.option(
     "--config",
     "config_path",
@@ -432,7 +427,7 @@ def _metas_from_config(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def imbalance(
     site: str | None,
-    inventory_dir: Path | None,
+    inventory_dir: Path,
     config_path: Path,
     socket_path: str | None,
     history: Path,
@@ -449,7 +444,7 @@ def imbalance(
     a structural imbalance; a CMI under 0.2 is critical. Exit status 1 when
     either is found, 2 when HAProxy cannot be read.
     """
-    from .paths import RuntimePaths
+    from lbappliance.paths import RuntimePaths
 
     if site:
         metas, default_socket = _metas_from_site(inventory_dir, site)

@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from .cliopts import inventory_option, site_option
-from .health.cliopts import lab_options, load_inventory, runner_for
-from .health.remote import NodeError
+from lbappliance.cliopts import inventory_option, site_option
+from lbappliance.health.cliopts import lab_options, load_inventory, runner_for
+from lbappliance.health.remote import NodeError
 
 
 def _ago(ts: float | None, now: float) -> str:

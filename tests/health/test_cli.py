@@ -19,8 +19,7 @@ from lbappliance.maintenance import (
     leave,
 )
 from lbappliance.status import format_imbalance, format_node
-
-from ..conftest import INVENTORY
+from tests.conftest import INVENTORY
 
 WEB = "198.51.100.10/32"
 

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from lbappliance.lab.netns import NetnsLab
-
-from .labtools import (
+from tests.health.labtools import (
     L4,
     WEB,
     agent_log,

@@ -60,7 +60,7 @@ def test_unit_waits_for_each_interface_and_udev_rule_matches_them() -> None:
     assert "Before=network-pre.target irqbalance.service shutdown.target\n" in unit
     assert (
         "ExecStart=/opt/lbappliance/venv/bin/lbappliance nic apply"
-        " --config /etc/lbappliance/nic.json --format text\n"
+        " --config /etc/lbappliance/nic.json\n"
     ) in unit
     rule = render(
         "70-lbappliance-nic.rules.j2",

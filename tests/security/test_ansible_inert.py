@@ -24,9 +24,8 @@ from lbappliance.inventory import load_site
 from lbappliance.render import render_site, write_render
 from lbappliance.render.ansible import RENDER_HOST_DIR
 from lbappliance.secrets import Secrets
-
-from ..conftest import INVENTORY
-from .hostile import Tagged, UnsafeLoader, ansible_strings, mutate_strings
+from tests.conftest import INVENTORY
+from tests.security.hostile import Tagged, UnsafeLoader, ansible_strings, mutate_strings
 
 SCRATCH = Path("/tmp/h-sec")
 ANSIBLE_FILES = ("inventory/hosts.yml", "inventory/group_vars/all.yml", "site.yml")

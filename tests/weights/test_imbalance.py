@@ -22,9 +22,8 @@ from lbappliance.imbalance import (
 )
 from lbappliance.weights.haproxy import parse_stat
 from lbappliance.weights.signals import Snapshot
-
-from ..conftest import INVENTORY
-from .fixtures import DATA, stat
+from tests.conftest import INVENTORY
+from tests.weights.fixtures import DATA, stat
 
 META = {"web": PoolMeta({"a": 100, "b": 100, "c": 100}, 0.1)}
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import click
 
-from ..cliopts import load_or_exit
-from ..inventory.schema import Inventory
-from ..paths import RuntimePaths
-from .remote import NodeRunner
+from lbappliance.cliopts import load_or_exit
+from lbappliance.health.remote import NodeRunner
+from lbappliance.inventory.schema import Inventory
+from lbappliance.paths import RuntimePaths
 
 
 def load_inventory(inventory_dir: Path, site: str) -> Inventory:

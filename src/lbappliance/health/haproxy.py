@@ -7,7 +7,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from .signals import HaproxyView, Servers
+from lbappliance.health.signals import HaproxyView, Servers
 
 
 class HaproxyError(Exception):

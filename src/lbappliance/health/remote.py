@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-from ..inventory.schema import Inventory
-from ..paths import NODE_PYTHON, RuntimePaths
-from ..render.ansible import Dumper, host_vars, inert
+from lbappliance.inventory.schema import Inventory
+from lbappliance.paths import NODE_PYTHON, RuntimePaths
+from lbappliance.render.ansible import Dumper, host_vars, inert
 
 
 class NodeError(Exception):

@@ -6,7 +6,7 @@ import ipaddress
 import weakref
 from dataclasses import dataclass, field
 
-from .schema import (
+from lbappliance.inventory.schema import (
     AnycastVip,
     BgpPeer,
     Frontend,

@@ -60,17 +60,17 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
-from ..dataplane.loader import bpf_source_dir, compile_object
-from ..inventory import Site, load_site
-from ..paths import RuntimePaths, project_dir
-from ..render import render_site
-from ..render.specs import DATAPLANE_TARGET
-from ..secrets import Secrets
-from .backend import set_control
-from .poll import wait
-from .router import nexthops, route_show, router_bird_conf, router_sessions
-from .setns import entered, libc
-from .topology import LabHost, Topology, lab_topology
+from lbappliance.dataplane.loader import bpf_source_dir, compile_object
+from lbappliance.inventory import Site, load_site
+from lbappliance.lab.backend import set_control
+from lbappliance.lab.poll import wait
+from lbappliance.lab.router import nexthops, route_show, router_bird_conf, router_sessions
+from lbappliance.lab.setns import entered, libc
+from lbappliance.lab.topology import LabHost, Topology, lab_topology
+from lbappliance.paths import RuntimePaths, project_dir
+from lbappliance.render import render_site
+from lbappliance.render.specs import DATAPLANE_TARGET
+from lbappliance.secrets import Secrets
 
 PR_SET_CHILD_SUBREAPER = 36
 # TCP MSS the DSR backends advertise: a 1500-byte segment less the TCP and IP

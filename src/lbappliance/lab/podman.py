@@ -52,17 +52,18 @@ from typing import Any
 
 import click
 
-from ..dataplane.loader import bpf_source_dir, compile_object
-from ..inventory import Site, load_site
-from ..paths import project_dir
-from ..render import render_site
-from ..secrets import Secrets
-from . import poll
-from .image import ensure_image
-from .netns import DSR_ADVMSS
-from .router import nexthops, route_show, router_bird_conf
-from .setns import entered
-from .topology import LabHost, Topology, lab_topology
+from lbappliance.cliopts import inventory_option
+from lbappliance.dataplane.loader import bpf_source_dir, compile_object
+from lbappliance.inventory import Site, load_site
+from lbappliance.lab import poll
+from lbappliance.lab.image import ensure_image
+from lbappliance.lab.netns import DSR_ADVMSS
+from lbappliance.lab.router import nexthops, route_show, router_bird_conf
+from lbappliance.lab.setns import entered
+from lbappliance.lab.topology import LabHost, Topology, lab_topology
+from lbappliance.paths import project_dir
+from lbappliance.render import render_site
+from lbappliance.secrets import Secrets
 
 PREFIX = "lbalab"
 LABEL = "lbappliance.lab"
@@ -797,12 +798,6 @@ wait = functools.partial(poll.wait, interval=0.2)
 # --- `lbappliance lab` ---------------------------------------------------------------
 
 _site = click.option("--site", default="lab", show_default=True, help="Site the lab is built from.")
-_inventory = click.option(
-    "--inventory",
-    "inventory_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Inventory directory (default: the project's).",
-)
 
 
 def _lab_errors(command: Callable[..., None]) -> Callable[..., None]:
@@ -847,9 +842,9 @@ def lab() -> None:
 
 @lab.command()
 @_site
-@_inventory
+@inventory_option
 @_lab_errors
-def up(site: str, inventory_dir: Path | None) -> None:
+def up(site: str, inventory_dir: Path) -> None:
     """Build the lab (or start what is stopped); seconds once the image is cached."""
     podlab = PodmanLab.load(site, inventory_dir)
     t = time.monotonic()
@@ -861,9 +856,9 @@ def up(site: str, inventory_dir: Path | None) -> None:
 
 @lab.command()
 @_site
-@_inventory
+@inventory_option
 @_lab_errors
-def down(site: str, inventory_dir: Path | None) -> None:
+def down(site: str, inventory_dir: Path) -> None:
     """Remove the lab's containers and networks (and what netavark left behind)."""
     removed = PodmanLab.load(site, inventory_dir).down()
     click.echo(f"lab down: removed {', '.join(removed) if removed else 'nothing (no lab)'}")
@@ -871,9 +866,9 @@ def down(site: str, inventory_dir: Path | None) -> None:
 
 @lab.command()
 @_site
-@_inventory
+@inventory_option
 @_lab_errors
-def status(site: str, inventory_dir: Path | None) -> None:
+def status(site: str, inventory_dir: Path) -> None:
     """Containers, their addresses and daemons; VRRP holder and BGP sessions."""
     podlab = PodmanLab.load(site, inventory_dir)
     _print_status(podlab)
@@ -887,9 +882,9 @@ def status(site: str, inventory_dir: Path | None) -> None:
 
 @lab.command()
 @_site
-@_inventory
+@inventory_option
 @_lab_errors
-def env(site: str, inventory_dir: Path | None) -> None:
+def env(site: str, inventory_dir: Path) -> None:
     """Print the environment `lbappliance deploy --site lab` needs (for eval)."""
     for key, value in PodmanLab.load(site, inventory_dir).deploy_env().items():
         click.echo(f"export {key}={shlex.quote(value)}")

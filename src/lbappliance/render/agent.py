@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..inventory.derived import (
+from lbappliance.inventory.derived import (
     effective_check,
     frontend_pools,
     interfaces,
     pool,
     services_on_vip,
 )
-from ..inventory.schema import AnycastVip, Inventory, L4Service, Node
-from ..paths import NODE, RuntimePaths, target
-from . import network
-from .keepalived import DEMOTE_VALUE
+from lbappliance.inventory.schema import AnycastVip, Inventory, L4Service, Node
+from lbappliance.paths import NODE, RuntimePaths, target
+from lbappliance.render import network
+from lbappliance.render.keepalived import DEMOTE_VALUE
 
 TARGET = target(NODE.agent_config)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..inventory.derived import local_address
-from ..inventory.schema import Inventory, Node
-from ..paths import RuntimePaths
-from ..secrets import Secrets
+from lbappliance.inventory.derived import local_address
+from lbappliance.inventory.schema import Inventory, Node
+from lbappliance.paths import RuntimePaths
+from lbappliance.secrets import Secrets
 
 TARGET = "etc/exabgp/exabgp.conf"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..inventory.derived import first_address, interfaces
-from ..inventory.schema import Inventory, Node
-from ..paths import NODE, RuntimePaths, target
+from lbappliance.inventory.derived import first_address, interfaces
+from lbappliance.inventory.schema import Inventory, Node
+from lbappliance.paths import NODE, RuntimePaths, target
 
 DATAPLANE_TARGET = target(NODE.dataplane_spec)
 NIC_TARGET = target(NODE.nic_config)

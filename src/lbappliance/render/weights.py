@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..inventory.derived import effective_controller
-from ..inventory.schema import Inventory, Node
-from ..paths import NODE, RuntimePaths, target
+from lbappliance.inventory.derived import effective_controller
+from lbappliance.inventory.schema import Inventory, Node
+from lbappliance.paths import NODE, RuntimePaths, target
 
 TARGET = target(NODE.weights_config)
 METRICS_PORT = 9172  # the health agent exports on 9171

@@ -53,8 +53,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .config import PoolConfig
-from .signals import Signals
+from lbappliance.weights.config import PoolConfig
+from lbappliance.weights.signals import Signals
 
 LATENCY_RESOLUTION = 0.1  # latencies below this fraction of the target count as equal
 ERROR_DEGRADED = 0.05  # error ratio above which a server is not healthy
