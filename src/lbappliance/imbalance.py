@@ -15,19 +15,15 @@ controller's capacity model) and sessions / maxconn. Under 0.2 is
 critical, under 0.3 a warning.
 
 History comes from the weight controller, which records a sample every 10 s
-(``HistoryRecorder``) to ``/run/lbappliance/weights-history.json``; without it
+(``weights/history.py``) to ``/run/lbappliance/weights-history.json``; without it
 the command samples HAProxy itself for a few seconds.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
-import os
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,8 +33,8 @@ import click
 
 from lbappliance.cliopts import inventory_option
 from lbappliance.paths import NODE
-from lbappliance.weights.haproxy import AdminSocket, ServerStat, SocketError
-from lbappliance.weights.signals import Snapshot
+from lbappliance.weights.haproxy import AdminSocket, SocketError
+from lbappliance.weights.history import RECORD_EVERY, Sample, load_history, sample_of
 
 WINDOWS = (("5m", 300.0), ("15m", 900.0), ("60m", 3600.0))
 CV_IMBALANCED = 0.3
@@ -46,70 +42,7 @@ Z_OUTLIER = 1.5
 CMI_THRESHOLD = 0.8  # utilisation ceiling: 20 % headroom kept for bursts
 CMI_CRITICAL = 0.2
 CMI_WARNING = 0.3
-RECORD_EVERY = 10.0
 DEFAULT_HISTORY = NODE.weights_history
-KEEP = 3600.0 + 60.0
-FIELDS = ("stot", "scur", "slim", "uweight", "rtime")
-
-
-# --- history --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sample:
-    """Counters of every server at one wall-clock time."""
-
-    time: float
-    servers: dict[str, dict[str, dict[str, Any]]]  # pool -> server -> field -> value
-
-
-def sample_of(when: float, stats: list[ServerStat]) -> Sample:
-    servers: dict[str, dict[str, dict[str, Any]]] = {}
-    for s in stats:
-        row: dict[str, Any] = {f: getattr(s, f) for f in FIELDS}
-        row["up"] = s.up
-        row["backup"] = s.backup
-        row["status"] = s.status
-        servers.setdefault(s.pool, {})[s.server] = row
-    return Sample(when, servers)
-
-
-class HistoryRecorder:
-    """Keeps an hour of samples, one per ``every`` seconds, in a JSON file (atomically)."""
-
-    def __init__(self, path: Path, every: float = RECORD_EVERY, keep: float = KEEP):
-        self.path = path
-        self.every = every
-        self.keep = keep
-        self.samples = load_history(path)
-        self.last = self.samples[-1].time if self.samples else -math.inf
-
-    def record(self, when: float, snap: Snapshot) -> None:
-        if when - self.last < self.every:
-            return
-        self.last = when
-        self.samples.append(sample_of(when, list(snap.servers.values())))
-        self.samples = [s for s in self.samples if when - s.time <= self.keep]
-        # History is a convenience: control must not depend on it.
-        with contextlib.suppress(OSError):
-            _write_atomic(self.path, {"samples": [asdict(s) for s in self.samples]})
-
-
-def _write_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def load_history(path: Path) -> list[Sample]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    return [Sample(float(s["time"]), s["servers"]) for s in data.get("samples", [])]
 
 
 # --- analysis -------------------------------------------------------------------------

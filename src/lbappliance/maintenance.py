@@ -23,10 +23,9 @@ from typing import Any
 import click
 
 from lbappliance.cliopts import inventory_option, site_option
-from lbappliance.health.cliopts import lab_options, load_inventory, runner_for
-from lbappliance.health.remote import NodeError
 from lbappliance.inventory.derived import node as find_node
 from lbappliance.inventory.schema import Inventory
+from lbappliance.remote import NodeError, lab_options, load_inventory, runner_for
 
 POLL = 1.0
 EXIT_TIMEOUT = 1

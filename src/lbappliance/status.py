@@ -13,8 +13,7 @@ from typing import Any
 import click
 
 from lbappliance.cliopts import inventory_option, site_option
-from lbappliance.health.cliopts import lab_options, load_inventory, runner_for
-from lbappliance.health.remote import NodeError
+from lbappliance.remote import NodeError, lab_options, load_inventory, runner_for
 
 
 def _ago(ts: float | None, now: float) -> str:

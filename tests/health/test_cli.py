@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import pytest
 
-from lbappliance.health.remote import NodeError, NodeRunner, parse_adhoc
 from lbappliance.inventory import load_site
 from lbappliance.maintenance import (
     EXIT_ERROR,
@@ -18,6 +17,7 @@ from lbappliance.maintenance import (
     enter,
     leave,
 )
+from lbappliance.remote import NodeError, NodeRunner, parse_adhoc
 from lbappliance.status import format_imbalance, format_node
 from tests.conftest import INVENTORY
 

@@ -118,7 +118,7 @@ def test_ansible_playbook_check_does_not_run_the_payload(tmp_path: Path, marker:
 def test_status_and_maintenance_ad_hoc_runs_do_not_run_the_payload(marker: Path) -> None:
     """`status` and `maintenance` reach nodes with ad-hoc `ansible` and an inventory of
     their own: the payload must stay text there too."""
-    from lbappliance.health.remote import NodeError, NodeRunner
+    from lbappliance.remote import NodeError, NodeRunner
 
     site = hostile_site(marker, management_address=ipaddress.ip_address("127.0.0.1"), ssh_port=9)
     with NodeRunner(site.model, timeout=60) as runner:

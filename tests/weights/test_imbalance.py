@@ -10,17 +10,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from lbappliance.cli import main
-from lbappliance.imbalance import (
-    HistoryRecorder,
-    PoolMeta,
-    Sample,
-    analyze,
-    format_table,
-    load_history,
-    sample_of,
-    to_json,
-)
+from lbappliance.imbalance import PoolMeta, analyze, format_table, to_json
 from lbappliance.weights.haproxy import parse_stat
+from lbappliance.weights.history import HistoryRecorder, Sample, load_history, sample_of
 from lbappliance.weights.signals import Snapshot
 from tests.conftest import INVENTORY
 from tests.weights.fixtures import DATA, stat

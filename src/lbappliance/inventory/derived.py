@@ -35,10 +35,6 @@ def local_address(node: Node, peer: BgpPeer) -> IPAddr:
     raise LookupError(f"{node.name} has no uplink address toward {peer.address}")
 
 
-def peers_of_family(inv: Inventory, version: int) -> list[BgpPeer]:
-    return [p for p in inv.bgp.peers if p.address.version == version]
-
-
 def first_address(iface: Interface, version: int) -> IPAddr | None:
     return next((a.ip for a in iface.addresses if a.version == version), None)
 

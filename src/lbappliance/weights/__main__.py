@@ -10,10 +10,10 @@ from pathlib import Path
 
 import click
 
-from lbappliance.imbalance import HistoryRecorder
 from lbappliance.paths import NODE
 from lbappliance.weights.config import load
 from lbappliance.weights.controller import Controller
+from lbappliance.weights.history import HistoryRecorder
 from lbappliance.weights.metrics import serve
 from lbappliance.weights.probe import Prober
 
