@@ -123,7 +123,7 @@ from lbappliance.dataplane.cli import dataplane  # noqa: E402
 main.add_command(dataplane)
 
 from lbappliance.deploy import deploy  # noqa: E402
-from lbappliance.lab.podman import lab  # noqa: E402
+from lbappliance.lab.cli import lab  # noqa: E402
 
 main.add_command(deploy)
 main.add_command(lab)

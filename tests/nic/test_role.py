@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 if TYPE_CHECKING:
-    from lbappliance.lab.podman import Podman
+    from lbappliance.lab.podmancli import Podman
 
 ROLE = Path(__file__).parents[2] / "roles" / "lb_nic"
 SRC = Path(__file__).parents[2] / "src"
@@ -160,7 +160,7 @@ def role_container() -> Iterator[RoleContainer]:
     from tests.deploy.conftest import lab_lock, podman_lab_available
 
     from lbappliance.lab.image import ensure_image
-    from lbappliance.lab.podman import CAPS, LABEL, Podman, state_dir, wait
+    from lbappliance.lab.podmancli import CAPS, LABEL, Podman, state_dir, wait
 
     if reason := podman_lab_available():
         pytest.skip(reason)
