@@ -33,6 +33,7 @@ import click
 
 from lbappliance.cliopts import inventory_option
 from lbappliance.paths import NODE
+from lbappliance.weights.config import config_option, load
 from lbappliance.weights.haproxy import AdminSocket, SocketError
 from lbappliance.weights.history import RECORD_EVERY, Sample, load_history, sample_of
 
@@ -321,8 +322,6 @@ def _metas_from_config(
 ) -> tuple[dict[str, PoolMeta], str | None, str | None]:
     """The node's weights.json: inventory weights and targets of the controlled pools,
     HAProxy's admin socket and the controller's history file."""
-    from lbappliance.weights.config import load
-
     try:
         cfg = load(path)
     except (OSError, ValueError, KeyError):
@@ -334,14 +333,7 @@ def _metas_from_config(
 @click.command("imbalance")
 @click.option("--site", help="Site name: take pools, weights and targets from the inventory.")
 @inventory_option
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path(NODE.weights_config),
-    show_default=True,
-    help="Without --site: the node's rendered controller config.",
-)
+@config_option("Without --site: the node's rendered controller config.")
 @click.option("--socket", "socket_path", help="HAProxy admin socket (default: the node's).")
 @click.option(
     "--history",

@@ -60,10 +60,12 @@ def lab() -> None:
     """
 
 
-@lab.command()
-@_site
-@inventory_option
-@_lab_errors
+def _lab_command(command: Callable[..., None]) -> click.Command:
+    """A `lbappliance lab` subcommand taking --site and --inventory, errors as one line."""
+    return lab.command()(_site(inventory_option(_lab_errors(command))))
+
+
+@_lab_command
 def up(site: str, inventory_dir: Path) -> None:
     """Build the lab (or start what is stopped); seconds once the image is cached."""
     podlab = PodmanLab.load(site, inventory_dir)
@@ -74,20 +76,14 @@ def up(site: str, inventory_dir: Path) -> None:
     click.echo('next: eval "$(lbappliance lab env)" && lbappliance deploy --site ' + site)
 
 
-@lab.command()
-@_site
-@inventory_option
-@_lab_errors
+@_lab_command
 def down(site: str, inventory_dir: Path) -> None:
     """Remove the lab's containers and networks (and what netavark left behind)."""
     removed = PodmanLab.load(site, inventory_dir).down()
     click.echo(f"lab down: removed {', '.join(removed) if removed else 'nothing (no lab)'}")
 
 
-@lab.command()
-@_site
-@inventory_option
-@_lab_errors
+@_lab_command
 def status(site: str, inventory_dir: Path) -> None:
     """Containers, their addresses and daemons; VRRP holder and BGP sessions."""
     podlab = PodmanLab.load(site, inventory_dir)
@@ -100,10 +96,7 @@ def status(site: str, inventory_dir: Path) -> None:
         click.echo(podlab.birdc("show", "protocols").rstrip())
 
 
-@lab.command()
-@_site
-@inventory_option
-@_lab_errors
+@_lab_command
 def env(site: str, inventory_dir: Path) -> None:
     """Print the environment `lbappliance deploy --site lab` needs (for eval)."""
     for key, value in PodmanLab.load(site, inventory_dir).deploy_env().items():

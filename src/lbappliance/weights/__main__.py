@@ -10,8 +10,7 @@ from pathlib import Path
 
 import click
 
-from lbappliance.paths import NODE
-from lbappliance.weights.config import load
+from lbappliance.weights.config import config_option, load
 from lbappliance.weights.controller import Controller
 from lbappliance.weights.history import HistoryRecorder
 from lbappliance.weights.metrics import serve
@@ -22,13 +21,7 @@ from lbappliance.weights.probe import Prober
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Feedback weight controller: HAProxy server weights from live signals.",
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path(NODE.weights_config),
-    show_default=True,
-)
+@config_option()
 @click.option("--no-metrics", is_flag=True, help="Do not serve /metrics.")
 @click.option("--log-level", default="INFO", show_default=True)
 def main(config_path: Path, no_metrics: bool, log_level: str) -> None:
