@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from lbappliance.health.agent import Agent, Watchdog, json_log
-from lbappliance.health.config import ConfigError, load
+from lbappliance.health.config import ConfigError, config_option, load
 from lbappliance.health.exabgp import ExabgpChannel
 from lbappliance.health.metrics import MetricsServer
 from lbappliance.health.sensors import Sensors
@@ -41,9 +41,7 @@ def respawn_disabled(env: dict[str, str]) -> str | None:
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Health agent: announces each anycast VIP through ExaBGP while it is healthy.",
 )
-@click.option(
-    "--config", "config_path", required=True, help="health-agent.json rendered for this node"
-)
+@config_option()
 @click.option("--check", is_flag=True, help="validate the configuration, print a summary, exit")
 def main(config_path: str, check: bool) -> None:
     sys.exit(run(config_path, check))

@@ -27,7 +27,7 @@ from typing import Any
 import click
 
 from lbappliance.health.agent import write_json_atomic
-from lbappliance.health.config import AgentConfig, ConfigError, load
+from lbappliance.health.config import AgentConfig, ConfigError, config_option, load
 from lbappliance.health.haproxy import HaproxyError, command, parse_stat, view
 from lbappliance.health.sensors import maintenance_state
 from lbappliance.paths import WEIGHTS_CONFIG
@@ -202,9 +202,7 @@ def maintenance_off(cfg: AgentConfig) -> list[str]:
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Node-side helper: one JSON report of this node on stdout, after an action.",
 )
-@click.option(
-    "--config", "config_path", required=True, help="health-agent.json rendered for this node"
-)
+@config_option()
 @click.pass_context
 def main(ctx: click.Context, config_path: str) -> None:
     ctx.obj = config_path
