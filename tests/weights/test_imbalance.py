@@ -10,9 +10,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from lbappliance.cli import main
-from lbappliance.imbalance import PoolMeta, analyze, format_table, to_json
 from lbappliance.weights.haproxy import parse_stat
 from lbappliance.weights.history import HistoryRecorder, Sample, load_history, sample_of
+from lbappliance.weights.imbalance import PoolMeta, analyze, format_table, to_json
 from lbappliance.weights.signals import Snapshot
 from tests.conftest import INVENTORY
 from tests.weights.fixtures import DATA, stat

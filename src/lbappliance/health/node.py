@@ -252,7 +252,7 @@ def maintenance_off_command(config_path: str) -> None:
 @click.option("--sample", type=float, default=5.0, show_default=True)
 @click.pass_obj
 def imbalance_command(config_path: str, sample: float) -> None:
-    from lbappliance.imbalance import on_node
+    from lbappliance.weights.imbalance import on_node
 
     weights = Path(config_path).with_name(WEIGHTS_CONFIG)
     _answer(
