@@ -44,12 +44,12 @@ def test_container_lab_is_a_machine_lab() -> None:
 def test_host_setup_is_one_per_kind() -> None:
     topology = lab_topology(load_site(INVENTORY, "lab"))
     router = topology.router
-    settings = hostsetup.sysctls(router, deployed=False)
-    # Both labs' routers hash flows over ECMP next hops by L4 ports, and forward.
-    assert {"net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.fib_multipath_hash_policy=1"} <= set(
-        settings
-    )
-    assert hostsetup.sysctls(router, deployed=True) == settings
+    settings = hostsetup.sysctls(router, deployed=True)
+    # The router forwards and hashes flows over its ECMP next hops by L4 ports.
+    l4 = {"net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.fib_multipath_hash_policy=1"}
+    assert {"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", *l4} <= set(settings)
+    assert hostsetup.sysctls(router, deployed=False) == settings
+    assert set(settings) - set(hostsetup.sysctls(router, deployed=False, l4_hash=False)) == l4
     lb1 = topology.host("lb1")
     assert hostsetup.sysctls(lb1, deployed=True) == []
     assert "net.ipv4.conf.all.rp_filter=0" in hostsetup.sysctls(lb1, deployed=False)

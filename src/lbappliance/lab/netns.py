@@ -162,7 +162,7 @@ class NetnsLab:
                 nodad = ["nodad"] if addr.version == 6 else []
                 _ip("-n", ns, "addr", "add", str(addr), "dev", att.ifname, *nodad)
             _ip("-n", ns, "link", "set", att.ifname, "up")
-        self._sysctl(ns, *hostsetup.sysctls(host, deployed=False))
+        self._sysctl(ns, *hostsetup.sysctls(host, deployed=False, l4_hash=False))
         for args in [*hostsetup.default_routes(host), *hostsetup.loopback_vips(host)]:
             _ip("-n", ns, *args)
 
