@@ -55,8 +55,7 @@ from lbappliance.health.haproxy import read_view
 from lbappliance.health.sensors import run_probe
 from lbappliance.health.signals import Observation, ProbeResult
 from lbappliance.inventory import load_site
-from lbappliance.inventory.derived import RuntimePaths
-from lbappliance.paths import project_dir
+from lbappliance.paths import RuntimePaths, project_dir
 from lbappliance.render import agent as agent_render
 from lbappliance.render import weights as weights_render
 from lbappliance.weights import config as weights_config

@@ -62,8 +62,7 @@ from typing import Any
 import yaml
 
 from lbappliance.inventory import load_site
-from lbappliance.inventory.derived import RuntimePaths
-from lbappliance.paths import project_dir
+from lbappliance.paths import RuntimePaths, project_dir
 from lbappliance.render import render_site
 from lbappliance.secrets import Secrets
 

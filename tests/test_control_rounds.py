@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.benchload import load_bench
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 BENCH = ROOT / "bench" / "control_rounds.py"
 SERVICES = 2000

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from lbappliance.inventory.reference import reference_markdown
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 
 def test_readme_reference_in_sync() -> None:

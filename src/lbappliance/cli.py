@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .cliopts import (
+from lbappliance.cliopts import (
     check_or_exit,
     inventory_option,
     load_or_exit,
@@ -99,31 +99,31 @@ def render(
 @main.command()
 def reference() -> None:
     """Print the inventory reference (every field, its default, its meaning) as Markdown."""
-    from .inventory.reference import reference_markdown
+    from lbappliance.inventory.reference import reference_markdown
 
     click.echo(reference_markdown(), nl=False)
 
 
-from .imbalance import imbalance  # noqa: E402
+from lbappliance.imbalance import imbalance  # noqa: E402
 
 main.add_command(imbalance)
 
-from .maintenance import maintenance  # noqa: E402
-from .status import status  # noqa: E402
+from lbappliance.maintenance import maintenance  # noqa: E402
+from lbappliance.status import status  # noqa: E402
 
 main.add_command(maintenance)
 main.add_command(status)
 
-from .nic.cli import nic  # noqa: E402
+from lbappliance.nic.cli import nic  # noqa: E402
 
 main.add_command(nic)
 
-from .dataplane.cli import dataplane  # noqa: E402
+from lbappliance.dataplane.cli import dataplane  # noqa: E402
 
 main.add_command(dataplane)
 
-from .deploy import deploy  # noqa: E402
-from .lab.podman import lab  # noqa: E402
+from lbappliance.deploy import deploy  # noqa: E402
+from lbappliance.lab.cli import lab  # noqa: E402
 
 main.add_command(deploy)
 main.add_command(lab)

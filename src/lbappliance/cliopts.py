@@ -11,11 +11,18 @@ from pathlib import Path
 
 import click
 
-from .inventory import SITE_NAME, InventoryError, InventoryInvalid, Site, load_site
-from .paths import project_dir
-from .render import OutputRefused, Render, WriteReport, check_output_dir, render_site, write_render
-from .render.checks import check_render
-from .secrets import Secrets, SecretUnavailable
+from lbappliance.inventory import SITE_NAME, InventoryError, InventoryInvalid, Site, load_site
+from lbappliance.paths import project_dir
+from lbappliance.render import (
+    OutputRefused,
+    Render,
+    WriteReport,
+    check_output_dir,
+    render_site,
+    write_render,
+)
+from lbappliance.render.checks import check_render
+from lbappliance.secrets import Secrets, SecretUnavailable
 
 EXIT_INVALID = 2
 

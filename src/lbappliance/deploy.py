@@ -24,7 +24,7 @@ from pathlib import Path
 
 import click
 
-from .cliopts import (
+from lbappliance.cliopts import (
     check_or_exit,
     inventory_option,
     load_or_exit,

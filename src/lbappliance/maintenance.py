@@ -22,11 +22,10 @@ from typing import Any
 
 import click
 
-from .cliopts import inventory_option, site_option
-from .health.cliopts import lab_options, load_inventory, runner_for
-from .health.remote import NodeError
-from .inventory.derived import node as find_node
-from .inventory.schema import Inventory
+from lbappliance.cliopts import inventory_option, site_option
+from lbappliance.inventory.derived import node as find_node
+from lbappliance.inventory.schema import Inventory
+from lbappliance.remote import NodeError, lab_options, load_inventory, runner_for
 
 POLL = 1.0
 EXIT_TIMEOUT = 1

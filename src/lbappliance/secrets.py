@@ -10,8 +10,8 @@ import os
 import re
 from pathlib import Path
 
-from .inventory.errors import Path_, format_path
-from .inventory.schema import SecretRef
+from lbappliance.inventory.errors import Path_, format_path
+from lbappliance.inventory.schema import SecretRef
 
 # A TCP-MD5 key is at most 80 bytes (Linux TCP_MD5SIG_MAXKEYLEN). ExaBGP and BIRD
 # quote it ("..."), FRR takes it as one bare word: printable ASCII without spaces,

@@ -12,9 +12,8 @@ from typing import Any
 
 import click
 
-from .cliopts import inventory_option, site_option
-from .health.cliopts import lab_options, load_inventory, runner_for
-from .health.remote import NodeError
+from lbappliance.cliopts import inventory_option, site_option
+from lbappliance.remote import NodeError, lab_options, load_inventory, runner_for
 
 
 def _ago(ts: float | None, now: float) -> str:

@@ -26,8 +26,7 @@ import pytest
 from pyroute2 import IPRoute
 
 from lbappliance.lab.podman import PodmanLab, wait
-
-from .conftest import ClientStream, run_deploy
+from tests.deploy.conftest import ClientStream, run_deploy
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman]
 

@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 
 from lbappliance.lab.podman import PodmanLab
-
-from .conftest import DeployResult, run_deploy
+from tests.deploy.conftest import DeployResult, run_deploy
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman]
 

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from lbappliance.cli import main
-from lbappliance.lab import podman as labpodman
+from lbappliance.lab import podmancli as labpodman
 
 needs_podman = pytest.mark.skipif(
     shutil.which("podman") is None or os.geteuid() != 0, reason="needs rootful podman"

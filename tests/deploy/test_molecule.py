@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import lab_lock, podman_lab_available
+from tests.deploy.conftest import lab_lock, podman_lab_available
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman]
 

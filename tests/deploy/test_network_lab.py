@@ -28,9 +28,8 @@ import pytest
 import yaml
 
 from lbappliance.lab.podman import PodmanLab, wait
+from tests.deploy.conftest import ClientStream, run_deploy
 from tests.security.hostile import UnsafeLoader
-
-from .conftest import ClientStream, run_deploy
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman]
 

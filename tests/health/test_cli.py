@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import pytest
 
-from lbappliance.health.remote import NodeError, NodeRunner, parse_adhoc
 from lbappliance.inventory import load_site
 from lbappliance.maintenance import (
     EXIT_ERROR,
@@ -18,9 +17,9 @@ from lbappliance.maintenance import (
     enter,
     leave,
 )
+from lbappliance.remote import NodeError, NodeRunner, parse_adhoc
 from lbappliance.status import format_imbalance, format_node
-
-from ..conftest import INVENTORY
+from tests.conftest import INVENTORY
 
 WEB = "198.51.100.10/32"
 

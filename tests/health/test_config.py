@@ -10,11 +10,10 @@ import pytest
 
 from lbappliance.health.config import ConfigError, load, parse
 from lbappliance.inventory import load_site
-from lbappliance.inventory.derived import RuntimePaths
+from lbappliance.paths import RuntimePaths
 from lbappliance.render import agent as agent_render
-
-from ..conftest import INVENTORY
-from .helpers import CONFIG
+from tests.conftest import INVENTORY
+from tests.health.helpers import CONFIG
 
 
 def test_rendered_lab_config_loads(tmp_path: Path):

@@ -12,9 +12,8 @@ from lbappliance.health import agent as agent_module
 from lbappliance.health import haproxy
 from lbappliance.health.signals import evaluate
 from lbappliance.health.statview import stat_view
-
-from .helpers import L4, WEB, Harness, healthy_network
-from .test_signals import FIXTURES
+from tests.health.helpers import L4, WEB, Harness, healthy_network
+from tests.health.test_signals import FIXTURES
 
 HEADER = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,"
 HEADER += "wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,check_desc"

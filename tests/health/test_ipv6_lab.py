@@ -17,8 +17,7 @@ import pytest
 
 from lbappliance.lab.netns import NetnsLab
 from lbappliance.lab.router import router_sessions
-
-from .labtools import WEB, WEB6, agent_log, cut_backends, frontend_sessions, get
+from tests.health.labtools import WEB, WEB6, agent_log, cut_backends, frontend_sessions, get
 
 pytestmark = pytest.mark.slow
 

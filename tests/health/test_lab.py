@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from lbappliance.lab.netns import NetnsLab
-
-from .labtools import (
+from tests.health.labtools import (
     L4,
     WEB,
     agent_log,
@@ -143,7 +142,7 @@ def test_maintenance_graceful_shutdown_then_withdraw_then_back(short_drain_inven
         assert report["agent"]["vips"][WEB]["state"] == "withdrawn"
         assert report["maintenance"]["file"] and "lab test" in report["maintenance"]["note"]
         assert {s["status"] for s in report["haproxy"]["backends"]["web"]["servers"]} == {"MAINT"}
-        assert lab.vrrp_holder("203.0.113.10") == ["lb2"]
+        assert lab.vrrp_holders("203.0.113.10") == ["lb2"]
         # lb2 is now the last serving node: maintenance on it is refused, nothing changes.
         refused = cli(
             "maintenance", "enter", "--site", "lab", "--inventory", inv, "--node", "lb2",

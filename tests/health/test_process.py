@@ -15,8 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from lbappliance.health.agent import Agent, Watchdog
-
-from .helpers import CONFIG, AckingOut, config
+from tests.health.helpers import CONFIG, AckingOut, config
 
 WITHDRAW_WEB = "withdraw route 198.51.100.10/32 next-hop self"
 WITHDRAW_L4 = "withdraw route 198.51.100.20/32 next-hop self"

@@ -28,9 +28,8 @@ from lbappliance.health.signals import (
 )
 from lbappliance.lab.netns import NetnsLab
 from lbappliance.lab.setns import entered
-
-from .helpers import CONFIG, WEB, Harness, config, healthy_network
-from .labtools import cli, lab_hooks, uplink
+from tests.health.helpers import CONFIG, WEB, Harness, config, healthy_network
+from tests.health.labtools import cli, lab_hooks, uplink
 
 WEB6 = "2001:db8:100::10/128"
 ANNOUNCE_WEB = "announce route 198.51.100.10/32 next-hop self community [65100:10]"

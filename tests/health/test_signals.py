@@ -13,8 +13,7 @@ from lbappliance.health import haproxy
 from lbappliance.health.config import Probe
 from lbappliance.health.sensors import Sensors, parse_ipvs, read_xdp, run_probe
 from lbappliance.health.signals import HaproxyView, Health, Observation, Servers, evaluate
-
-from .helpers import config, healthy_network
+from tests.health.helpers import config, healthy_network
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 
-from .helpers import L4, WEB, Harness
+from tests.health.helpers import L4, WEB, Harness
 
 ANNOUNCE_WEB = "announce route 198.51.100.10/32 next-hop self community [65100:10]"
 ANNOUNCE_L4 = "announce route 198.51.100.20/32 next-hop self community [65100:20]"

@@ -17,8 +17,7 @@ from click.testing import CliRunner
 
 from lbappliance.cli import main
 from lbappliance.inventory.yamlpos import ALIAS_BUDGET, MAX_DEPTH, MAX_FILE_BYTES
-
-from .test_errors import BASE
+from tests.inventory.test_errors import BASE
 
 LBAPPLIANCE = shutil.which("lbappliance") or str(Path(sys.executable).parent / "lbappliance")
 BOUND = 5.0  # seconds; the refusals themselves take milliseconds

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .l7bench import BENCH, bench
+from tests.l7.l7bench import BENCH, bench
 
 WRK_OUTPUT = """Running 6s test @ http://127.0.0.1:40000/
   1 threads and 32 connections

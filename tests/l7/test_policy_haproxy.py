@@ -23,8 +23,7 @@ from typing import Any
 import pytest
 
 from lbappliance.lab.backend import set_control
-
-from .l7bench import bench
+from tests.l7.l7bench import bench
 
 
 @contextmanager

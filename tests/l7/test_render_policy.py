@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from .l7bench import bench
+from tests.l7.l7bench import bench
 
 
 def render(tmp: Path, **policy: object) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .dashboard import queries, scraped, selectors
+from tests.metrics.dashboard import queries, scraped, selectors
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
 

@@ -16,8 +16,7 @@ import pytest
 
 from lbappliance.render.haproxy import STATS_PORT
 from lbappliance.render.weights import METRICS_PORT as WEIGHTS_PORT
-
-from .dashboard import queries, scraped, selectors
+from tests.metrics.dashboard import queries, scraped, selectors
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ def test_plan_text_and_json(tmp_path: Path) -> None:
     assert text.exit_code == 0, text.output
     assert "enp1s0 (virtio_net, NUMA node unknown): 2 queues (combined channels)" in text.output
     assert "    queue 0: cpu 1  irq 41,42  rps 1-4\n" in text.output
-    out = CliRunner().invoke(nic, [*args, "--format", "json"])
+    out = CliRunner().invoke(nic, [*args, "--json"])
     data = json.loads(out.output)
     assert data["nics"][0]["rps_cpus"] == {"rx-0": "1e", "rx-1": "e0"}
     assert data["nics"][0]["irq_affinity"] == {"41": 1, "42": 1, "43": 5, "44": 5}
@@ -66,7 +66,7 @@ def test_apply_dry_run_json(tmp_path: Path) -> None:
     shutil.copytree(FIXTURES / "virtio-4q", root, symlinks=True)
     config = write_config(tmp_path)
     res = CliRunner().invoke(
-        nic, ["apply", "--config", str(config), "--root", str(root), "--dry-run"]
+        nic, ["apply", "--config", str(config), "--root", str(root), "--dry-run", "--json"]
     )
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)

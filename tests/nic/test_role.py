@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 if TYPE_CHECKING:
-    from lbappliance.lab.podman import Podman
+    from lbappliance.lab.podmancli import Podman
 
 ROLE = Path(__file__).parents[2] / "roles" / "lb_nic"
 SRC = Path(__file__).parents[2] / "src"
@@ -52,7 +52,7 @@ def test_unit_waits_for_each_interface_and_udev_rule_matches_them() -> None:
     unit = render(
         "lbappliance-nic.service.j2",
         lb_nic_interfaces=["eth1", "bond-up"],
-        lb_nic_lbappliance="/opt/lbappliance/venv/bin/lbappliance",
+        lb_nic_cli="/opt/lbappliance/venv/bin/lbappliance",
         lb_nic_config_path="/etc/lbappliance/nic.json",
     )
     assert "Wants=sys-subsystem-net-devices-bond\\x2dup.device\n" in unit
@@ -60,7 +60,7 @@ def test_unit_waits_for_each_interface_and_udev_rule_matches_them() -> None:
     assert "Before=network-pre.target irqbalance.service shutdown.target\n" in unit
     assert (
         "ExecStart=/opt/lbappliance/venv/bin/lbappliance nic apply"
-        " --config /etc/lbappliance/nic.json --format text\n"
+        " --config /etc/lbappliance/nic.json\n"
     ) in unit
     rule = render(
         "70-lbappliance-nic.rules.j2",
@@ -160,7 +160,7 @@ def role_container() -> Iterator[RoleContainer]:
     from tests.deploy.conftest import lab_lock, podman_lab_available
 
     from lbappliance.lab.image import ensure_image
-    from lbappliance.lab.podman import CAPS, LABEL, Podman, state_dir, wait
+    from lbappliance.lab.podmancli import CAPS, LABEL, Podman, state_dir, wait
 
     if reason := podman_lab_available():
         pytest.skip(reason)

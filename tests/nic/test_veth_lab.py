@@ -52,7 +52,7 @@ def netns() -> Iterator[str]:
 def apply(ns: str, config: Path, *extra: str) -> dict:
     res = subprocess.run(
         ["ip", "netns", "exec", ns, sys.executable, "-m", "lbappliance.nic", "apply",
-         "--config", str(config), *extra],
+         "--json", "--config", str(config), *extra],
         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": SRC},
     )  # fmt: skip
     assert res.returncode == 0, res.stderr + res.stdout

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ..benchload import load_bench
-from ..conftest import ROOT
+from tests.benchload import load_bench
+from tests.conftest import ROOT
 
 
 @pytest.mark.slow  # ~6 s of CPU (checkers and three CLI runs), much longer on a busy machine

@@ -11,8 +11,7 @@ from lbappliance.inventory import load_site
 from lbappliance.render import render_site
 from lbappliance.render.checks import check_render
 from lbappliance.secrets import Secrets
-
-from ..conftest import INVENTORY
+from tests.conftest import INVENTORY
 
 needs = pytest.mark.skipif(
     not all(shutil.which(b) for b in ("haproxy", "keepalived", "exabgp", "bird", "vtysh")),

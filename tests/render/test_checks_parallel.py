@@ -16,8 +16,7 @@ import pytest
 from lbappliance.inventory import load_site
 from lbappliance.render import checks, render_site
 from lbappliance.secrets import Secrets
-
-from ..conftest import INVENTORY
+from tests.conftest import INVENTORY
 
 STAND_IN = """#!/bin/sh
 echo "start $(date +%s.%N)" >> {log}/$$

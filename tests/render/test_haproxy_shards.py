@@ -14,9 +14,8 @@ from lbappliance.inventory import load_site
 from lbappliance.render import RenderedFile, checks, render_site
 from lbappliance.render.checks import check_haproxy, haproxy_shards
 from lbappliance.secrets import Secrets
-
-from ..benchload import load_bench
-from ..conftest import INVENTORY
+from tests.benchload import load_bench
+from tests.conftest import INVENTORY
 
 pytestmark = pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy not installed")
 CFG = "hosts/lb1/etc/haproxy/haproxy.cfg"

@@ -17,8 +17,7 @@ from lbappliance.inventory import load_site
 from lbappliance.render import render_site
 from lbappliance.render.checks import check_render
 from lbappliance.secrets import Secrets
-
-from ..conftest import INVENTORY
+from tests.conftest import INVENTORY
 
 
 def keepalived_conf(inventory: Path, site: str = "tokyo") -> str:

@@ -15,8 +15,7 @@ import pytest
 from lbappliance.inventory import load_site
 from lbappliance.render import render_site
 from lbappliance.secrets import Secrets
-
-from ..conftest import INVENTORY, ROOT
+from tests.conftest import INVENTORY, ROOT
 
 TOOL = ROOT / "roles" / "lb_network" / "files" / "network_apply.py"
 

@@ -14,8 +14,7 @@ from lbappliance.inventory import load_site
 from lbappliance.paths import project_dir
 from lbappliance.render import render_site, write_render
 from lbappliance.secrets import Secrets
-
-from ..conftest import INVENTORY, TOKYO_SECRETS
+from tests.conftest import INVENTORY, TOKYO_SECRETS
 
 GOLDEN = Path(__file__).parent / "golden"
 PROJECT = "@PROJECT@"  # the checkout's path differs between machines

@@ -24,9 +24,8 @@ from lbappliance.inventory import load_site
 from lbappliance.render import render_site, write_render
 from lbappliance.render.ansible import RENDER_HOST_DIR
 from lbappliance.secrets import Secrets
-
-from ..conftest import INVENTORY
-from .hostile import Tagged, UnsafeLoader, ansible_strings, mutate_strings
+from tests.conftest import INVENTORY
+from tests.security.hostile import Tagged, UnsafeLoader, ansible_strings, mutate_strings
 
 SCRATCH = Path("/tmp/h-sec")
 ANSIBLE_FILES = ("inventory/hosts.yml", "inventory/group_vars/all.yml", "site.yml")
@@ -119,7 +118,7 @@ def test_ansible_playbook_check_does_not_run_the_payload(tmp_path: Path, marker:
 def test_status_and_maintenance_ad_hoc_runs_do_not_run_the_payload(marker: Path) -> None:
     """`status` and `maintenance` reach nodes with ad-hoc `ansible` and an inventory of
     their own: the payload must stay text there too."""
-    from lbappliance.health.remote import NodeError, NodeRunner
+    from lbappliance.remote import NodeError, NodeRunner
 
     site = hostile_site(marker, management_address=ipaddress.ip_address("127.0.0.1"), ssh_port=9)
     with NodeRunner(site.model, timeout=60) as runner:

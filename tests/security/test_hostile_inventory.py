@@ -22,9 +22,8 @@ import pytest
 from click.testing import CliRunner
 
 from lbappliance.cli import main
-
-from ..conftest import INVENTORY, TOKYO_SECRETS
-from .hostile import snapshot
+from tests.conftest import INVENTORY, TOKYO_SECRETS
+from tests.security.hostile import snapshot
 
 LAB_NODE = "    nic_tuning: false   # lab nodes share the host's kernel\n"
 LAB_POOL = "    - name: web\n      servers:\n"

@@ -14,8 +14,7 @@ from click.testing import CliRunner
 from lbappliance.cli import main
 from lbappliance.paths import project_dir
 from lbappliance.render import HEADER, MARKER
-
-from .hostile import snapshot
+from tests.security.hostile import snapshot
 
 
 @pytest.fixture

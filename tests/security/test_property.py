@@ -26,9 +26,8 @@ from lbappliance.inventory import InventoryInvalid, load_site
 from lbappliance.render import Render, render_site
 from lbappliance.render.checks import check_render
 from lbappliance.secrets import Secrets
-
-from ..conftest import INVENTORY, TOKYO_SECRETS
-from .hostile import Tagged, UnsafeLoader, ansible_strings, string_fields
+from tests.conftest import INVENTORY, TOKYO_SECRETS
+from tests.security.hostile import Tagged, UnsafeLoader, ansible_strings, string_fields
 
 HOSTILE = [
     "\n", "\r", "\t", "\x00", "\x1b", "\x7f", "\u2028", "\u00e9", '"', "'", "`", "\\",

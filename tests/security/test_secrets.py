@@ -13,8 +13,7 @@ from lbappliance.paths import project_dir
 from lbappliance.render import Render, RenderedFile, render_site, write_render
 from lbappliance.render.checks import check_render
 from lbappliance.secrets import MD5_PASSWORD, Secrets
-
-from ..conftest import INVENTORY
+from tests.conftest import INVENTORY
 
 # Every character a password may hold, once: ExaBGP, BIRD and FRR must all take it.
 ALL_ALLOWED = "".join(c for c in map(chr, range(0x21, 0x7F)) if MD5_PASSWORD.fullmatch(c))

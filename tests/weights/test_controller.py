@@ -14,8 +14,7 @@ from lbappliance.weights.controller import Controller
 from lbappliance.weights.haproxy import ServerStat, SocketError
 from lbappliance.weights.metrics import Metrics, serve
 from lbappliance.weights.policy import PROBE_INTERVAL, Probes
-
-from .fixtures import recording
+from tests.weights.fixtures import recording
 
 POOL = PoolConfig(name="web", servers={"backend1": 100, "backend2": 100})
 CONFIG = Config(node="lb1", site="lab", haproxy_socket="/nonexistent", pools=[POOL])

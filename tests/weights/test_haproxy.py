@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from lbappliance.weights.haproxy import AdminSocket, SocketError, parse_stat
-
-from .fixtures import recording
+from tests.weights.fixtures import recording
 
 
 def test_recorded_rows_parse_into_servers() -> None:

@@ -10,21 +10,12 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from lbappliance.cli import main
-from lbappliance.imbalance import (
-    HistoryRecorder,
-    PoolMeta,
-    Sample,
-    analyze,
-    format_table,
-    load_history,
-    sample_of,
-    to_json,
-)
 from lbappliance.weights.haproxy import parse_stat
+from lbappliance.weights.history import HistoryRecorder, Sample, load_history, sample_of
+from lbappliance.weights.imbalance import PoolMeta, analyze, format_table, to_json
 from lbappliance.weights.signals import Snapshot
-
-from ..conftest import INVENTORY
-from .fixtures import DATA, stat
+from tests.conftest import INVENTORY
+from tests.weights.fixtures import DATA, stat
 
 META = {"web": PoolMeta({"a": 100, "b": 100, "c": 100}, 0.1)}
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from lbappliance.weights.config import PoolConfig
 from lbappliance.weights.policy import PROBE_INTERVAL, PoolState, Probes, decide
 from lbappliance.weights.signals import Signals, server_signals
-
-from .fixtures import recording, stat
+from tests.weights.fixtures import recording, stat
 
 SERVERS = {"s1": 100, "s2": 100, "s3": 100, "s4": 100}
 

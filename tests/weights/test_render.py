@@ -11,8 +11,7 @@ from lbappliance.inventory import load_site
 from lbappliance.render import render_site
 from lbappliance.secrets import Secrets
 from lbappliance.weights.config import parse
-
-from ..conftest import INVENTORY
+from tests.conftest import INVENTORY
 
 
 def weights_json(inventory: Path, node: str = "lb1") -> dict:

@@ -15,8 +15,7 @@ from lbappliance.weights.signals import (
     rounding_error,
     server_signals,
 )
-
-from .fixtures import recording, stat
+from tests.weights.fixtures import recording, stat
 
 
 class SlidingAverage:

@@ -13,6 +13,7 @@ import pytest
 import testinfra
 
 from lbappliance.lab.podman import PodmanLab
+from lbappliance.paths import NODE_PYTHON, NODE_VENV
 
 LAB = PodmanLab.load()
 LBS = [lb.name for lb in LAB.topology.lbs]
@@ -54,7 +55,7 @@ def test_installed_configs_are_valid(node: str) -> None:
     h = host(node)
     h.run_expect([0], "haproxy -c -q -f /etc/haproxy/haproxy.cfg")
     h.run_expect([0], "keepalived -t -f /etc/keepalived/keepalived.conf")
-    exabgp = "/opt/lbappliance/venv/bin/exabgp"
+    exabgp = f"{NODE_VENV}/bin/exabgp"
     h.run_expect([0], f"exabgp_daemon_user=root {exabgp} validate /etc/exabgp/exabgp.conf")
     h.run_expect([0], "bird -p -c /etc/bird/bird.conf")
     assert h.file("/etc/exabgp/exabgp.conf").mode == 0o600
@@ -106,7 +107,7 @@ def _metrics(node: str) -> dict[str, float]:
     """The weight controller's Prometheus exposition on ``node``, as name{labels} -> value."""
     url = "http://127.0.0.1:9172/metrics"
     fetch = f"import urllib.request as u; print(u.urlopen('{url}').read().decode())"
-    out = host(node).check_output(f'/opt/lbappliance/venv/bin/python -c "{fetch}"')
+    out = host(node).check_output(f'{NODE_PYTHON} -c "{fetch}"')
     samples = (line.rsplit(" ", 1) for line in out.splitlines() if line[:1] != "#")
     return {name: float(value) for name, value in samples}
 

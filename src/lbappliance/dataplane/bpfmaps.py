@@ -76,10 +76,8 @@ from pathlib import Path
 from lbappliance.dataplane import bpfsys, flowhash, maglev, maglev_native
 from lbappliance.dataplane.bpfsys import Fd
 from lbappliance.dataplane.neighbours import NextHop, Wanted
-from lbappliance.dataplane.spec import DataplaneSpec
+from lbappliance.dataplane.spec import MAX_BACKENDS, MAX_SERVICES, DataplaneSpec
 
-MAX_SERVICES = 1024
-MAX_BACKENDS = 4096
 MAX_TABLES = 2 * MAX_SERVICES
 STD_TABLE_SIZE = 65537  # LB_STD_TABLE_SIZE: tables of this size go to lb_tables_std
 TABLE_MAPS = ("lb_tables_std", "lb_tables")

@@ -51,10 +51,11 @@ from typing import Any
 
 from lbappliance.dataplane import bpfmaps, bpfsys, neighbours
 from lbappliance.dataplane.spec import DataplaneSpec
+from lbappliance.paths import NODE
 
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/lbappliance")
 DEFAULT_OBJECT = Path("/usr/local/lib/lbappliance/bpf/xdp_lb.o")
-DEFAULT_SPEC = Path("/etc/lbappliance/dataplane.json")
+DEFAULT_SPEC = Path(NODE.dataplane_spec)
 
 _IP_MODES = {"native": "xdpdrv", "generic": "xdpgeneric"}
 _LINK_MODES = {1: "native", 2: "generic", 3: "offload"}

@@ -8,18 +8,19 @@ command. ``--check`` only validates the configuration.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
 import time
 from typing import Any
 
-from .agent import Agent, Watchdog, json_log
-from .config import ConfigError, load
-from .exabgp import ExabgpChannel
-from .metrics import MetricsServer
-from .sensors import Sensors
+import click
+
+from lbappliance.health.agent import Agent, Watchdog, json_log
+from lbappliance.health.config import ConfigError, config_option, load
+from lbappliance.health.exabgp import ExabgpChannel
+from lbappliance.health.metrics import MetricsServer
+from lbappliance.health.sensors import Sensors
 
 EXIT_CONFIG = 2
 
@@ -36,19 +37,21 @@ def respawn_disabled(env: dict[str, str]) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m lbappliance.health",
-        description="Health agent: announces each anycast VIP through ExaBGP while it is healthy.",
-    )
-    parser.add_argument("--config", required=True, help="health-agent.json rendered for this node")
-    parser.add_argument(
-        "--check", action="store_true", help="validate the configuration, print a summary, exit"
-    )
-    args = parser.parse_args(argv)
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Health agent: announces each anycast VIP through ExaBGP while it is healthy.",
+)
+@config_option()
+@click.option("--check", is_flag=True, help="validate the configuration, print a summary, exit")
+def main(config_path: str, check: bool) -> None:
+    sys.exit(run(config_path, check))
+
+
+def run(config_path: str, check: bool) -> int:
+    """The agent's life; the exit status."""
     log = json_log()
     try:
-        cfg = load(args.config)
+        cfg = load(config_path)
     except ConfigError as exc:
         print(f"lbappliance-health: configuration error in {exc.path}:", file=sys.stderr)
         for error in exc.errors:
@@ -56,16 +59,16 @@ def main(argv: list[str] | None = None) -> int:
         print("lbappliance-health: nothing announced; exiting.", file=sys.stderr)
         return EXIT_CONFIG
     disabled = respawn_disabled(dict(os.environ))
-    if disabled and not args.check:
+    if disabled and not check:
         print(
             f"lbappliance-health: {disabled} is off: ExaBGP would keep this agent's routes "
             "after it dies. Refusing to announce anything; exiting.",
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    if args.check:
+    if check:
         print(
-            f"{args.config}: ok — node {cfg.node}, {len(cfg.vips)} VIPs: "
+            f"{config_path}: ok — node {cfg.node}, {len(cfg.vips)} VIPs: "
             + ", ".join(f"{v.prefix} [{' '.join(v.signals)}]" for v in cfg.vips)
         )
         return 0
@@ -112,4 +115,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(prog_name="python -m lbappliance.health")

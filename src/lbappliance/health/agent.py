@@ -23,11 +23,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .changes import Changes
-from .config import AgentConfig
-from .exabgp import ExabgpChannel, withdraw_line
-from .machine import Decision, Policy, State, VipMachine
-from .signals import Health, Observation, Verdict, evaluate
+from lbappliance.health.changes import Changes
+from lbappliance.health.config import AgentConfig
+from lbappliance.health.exabgp import ExabgpChannel, withdraw_line
+from lbappliance.health.machine import Decision, Policy, State, VipMachine
+from lbappliance.health.signals import Health, Observation, Verdict, evaluate
 
 Log = Callable[[dict[str, Any]], None]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
 
-from .config import VipConfig
-from .signals import Observation
+from lbappliance.health.config import VipConfig
+from lbappliance.health.signals import Observation
 
 
 def _index(pairs: Iterable[tuple[Hashable, str]]) -> dict[Hashable, set[str]]:

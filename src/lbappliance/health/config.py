@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import click
+
 SIGNALS = ("haproxy", "dataplane", "probe", "return_path", "maintenance")
 DEGRADED_ACTIONS = ("med", "prepend", "none")
 PROBE_KINDS = ("http", "https", "tcp")
@@ -453,3 +455,10 @@ def load(path: str | Path) -> AgentConfig:
             str(path), [f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]
         ) from None
     return parse(data, str(path))
+
+
+def config_option() -> Any:
+    """``--config``: the agent's configuration (the agent and the node helper)."""
+    return click.option(
+        "--config", "config_path", required=True, help="health-agent.json rendered for this node"
+    )

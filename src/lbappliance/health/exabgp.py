@@ -42,9 +42,6 @@ class Route:
             parts.append("large-community [" + " ".join(large) + "]")
         return " ".join(parts)
 
-    def withdraw(self) -> str:
-        return withdraw_line(self.prefix)
-
     def with_community(self, community: str) -> Route:
         if community in self.communities:
             return self

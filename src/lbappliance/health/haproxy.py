@@ -7,8 +7,8 @@ import socket
 import time
 from dataclasses import dataclass
 
-from .signals import HaproxyView, Servers
-from .statview import stat_view
+from lbappliance.health.signals import HaproxyView, Servers
+from lbappliance.health.statview import stat_view
 
 
 class HaproxyError(Exception):

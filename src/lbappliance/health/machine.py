@@ -21,9 +21,9 @@ from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .config import AgentConfig, Dampening, Degraded, VipConfig
-from .exabgp import GRACEFUL_SHUTDOWN, Route, withdraw_line
-from .signals import Health, Verdict
+from lbappliance.health.config import AgentConfig, Dampening, Degraded, VipConfig
+from lbappliance.health.exabgp import GRACEFUL_SHUTDOWN, Route, withdraw_line
+from lbappliance.health.signals import Health, Verdict
 
 
 class State(StrEnum):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .machine import State
+from lbappliance.health.machine import State
 
 
 def _escape(value: Any) -> str:

@@ -15,19 +15,22 @@ BGP sessions as ExaBGP reported them), HAProxy frontends/backends, VRRP state
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .agent import write_json_atomic
-from .config import AgentConfig, ConfigError, load
-from .haproxy import HaproxyError, command, parse_stat, view
-from .sensors import maintenance_state
+import click
+
+from lbappliance.health.agent import write_json_atomic
+from lbappliance.health.config import AgentConfig, ConfigError, config_option, load
+from lbappliance.health.haproxy import HaproxyError, command, parse_stat, view
+from lbappliance.health.sensors import maintenance_state
+from lbappliance.paths import WEIGHTS_CONFIG
 
 TIMEOUT = 2.0
 STALE_AFTER = 5.0  # the agent rewrites its state file at least every second
@@ -195,43 +198,69 @@ def maintenance_off(cfg: AgentConfig) -> list[str]:
     return restored
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lbappliance.health.node")
-    parser.add_argument("--config", required=True)
-    sub = parser.add_subparsers(dest="action", required=True)
-    sub.add_parser("report")
-    on = sub.add_parser("maintenance-on")
-    on.add_argument("--note", default="")
-    sub.add_parser("servers-maint")
-    sub.add_parser("maintenance-off")
-    imbalance = sub.add_parser("imbalance")
-    imbalance.add_argument("--sample", type=float, default=5.0)
-    args = parser.parse_args(argv)
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Node-side helper: one JSON report of this node on stdout, after an action.",
+)
+@config_option()
+@click.pass_context
+def main(ctx: click.Context, config_path: str) -> None:
+    ctx.obj = config_path
+
+
+def _answer(config_path: str, action: str, act: Callable[[AgentConfig], dict[str, Any]]) -> None:
+    """Run ``act`` and print the report with what it returned (exit 2: bad config, 1: failed)."""
     try:
-        cfg = load(args.config)
+        cfg = load(config_path)
     except ConfigError as exc:
         print(json.dumps({"error": f"configuration error in {exc.path}: {'; '.join(exc.errors)}"}))
-        return 2
-    extra: dict[str, Any] = {}
+        sys.exit(2)
     try:
-        if args.action == "maintenance-on":
-            maintenance_on(cfg, args.note)
-        elif args.action == "servers-maint":
-            extra["servers_maint"] = servers_maint(cfg)
-        elif args.action == "maintenance-off":
-            extra["servers_ready"] = maintenance_off(cfg)
-        elif args.action == "imbalance":
-            from ..imbalance import on_node
-            from ..render.weights import TARGET as WEIGHTS
-
-            weights = Path(args.config).with_name(Path(WEIGHTS).name)
-            extra["imbalance"] = on_node(weights, cfg.haproxy_socket, args.sample)
+        extra = act(cfg)
     except (HaproxyError, OSError) as exc:
-        print(json.dumps({**report(cfg), "error": f"{args.action}: {exc}"}))
-        return 1
+        print(json.dumps({**report(cfg), "error": f"{action}: {exc}"}))
+        sys.exit(1)
     print(json.dumps({**report(cfg), **extra}, sort_keys=True))
-    return 0
+
+
+@main.command("report")
+@click.pass_obj
+def report_command(config_path: str) -> None:
+    _answer(config_path, "report", lambda cfg: {})
+
+
+@main.command("maintenance-on")
+@click.option("--note", default="")
+@click.pass_obj
+def maintenance_on_command(config_path: str, note: str) -> None:
+    _answer(config_path, "maintenance-on", lambda cfg: maintenance_on(cfg, note) or {})
+
+
+@main.command("servers-maint")
+@click.pass_obj
+def servers_maint_command(config_path: str) -> None:
+    _answer(config_path, "servers-maint", lambda cfg: {"servers_maint": servers_maint(cfg)})
+
+
+@main.command("maintenance-off")
+@click.pass_obj
+def maintenance_off_command(config_path: str) -> None:
+    _answer(config_path, "maintenance-off", lambda cfg: {"servers_ready": maintenance_off(cfg)})
+
+
+@main.command("imbalance")
+@click.option("--sample", type=float, default=5.0, show_default=True)
+@click.pass_obj
+def imbalance_command(config_path: str, sample: float) -> None:
+    from lbappliance.weights.imbalance import on_node
+
+    weights = Path(config_path).with_name(WEIGHTS_CONFIG)
+    _answer(
+        config_path,
+        "imbalance",
+        lambda cfg: {"imbalance": on_node(weights, cfg.haproxy_socket, sample)},
+    )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(prog_name="python -m lbappliance.health.node")

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import AgentConfig, Probe, canonical_service
-from .haproxy import HaproxyError, read_view
-from .signals import LinkView, NetworkView, Observation, ProbeResult, RouteView
+from lbappliance.health.config import AgentConfig, Probe, canonical_service
+from lbappliance.health.haproxy import HaproxyError, read_view
+from lbappliance.health.signals import LinkView, NetworkView, Observation, ProbeResult, RouteView
 
 
 def _ms(seconds: float) -> str:

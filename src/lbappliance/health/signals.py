@@ -12,7 +12,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from .config import AgentConfig, Probe, VipConfig
+from lbappliance.health.config import AgentConfig, Probe, VipConfig
 
 
 class Health(IntEnum):

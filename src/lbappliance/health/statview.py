@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 
-from .signals import HaproxyView, Servers
+from lbappliance.health.signals import HaproxyView, Servers
 
 
 def stat_view(text: str, error: type[Exception]) -> HaproxyView:

@@ -6,11 +6,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InventoryError, InventoryInvalid, Location
-from .schema import Inventory
-from .semantic import check
-from .typed import Converter
-from .yamlpos import Positions, deep_merge, load_yaml, paused_gc
+from lbappliance.inventory.errors import InventoryError, InventoryInvalid, Location
+from lbappliance.inventory.schema import Inventory
+from lbappliance.inventory.semantic import check
+from lbappliance.inventory.typed import Converter
+from lbappliance.inventory.yamlpos import Positions, deep_merge, load_yaml, paused_gc
 
 __all__ = ["InventoryError", "InventoryInvalid", "Location", "Site", "load_site", "site_path"]
 

@@ -6,7 +6,7 @@ import ipaddress
 import weakref
 from dataclasses import dataclass, field
 
-from .schema import (
+from lbappliance.inventory.schema import (
     AnycastVip,
     BgpPeer,
     Frontend,
@@ -22,48 +22,6 @@ from .schema import (
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@dataclass(frozen=True)
-class RuntimePaths:
-    """Where daemons keep sockets and state on a node.
-
-    Production nodes use the defaults. The namespace lab runs several nodes on
-    one filesystem, so it renders with a per-node prefix instead.
-    """
-
-    prefix: str = ""
-
-    def _p(self, path: str) -> str:
-        return f"{self.prefix}{path}"
-
-    @property
-    def haproxy_socket(self) -> str:
-        return self._p("/run/haproxy/admin.sock")
-
-    @property
-    def haproxy_certs(self) -> str:
-        return self._p("/etc/haproxy/certs")
-
-    @property
-    def state_dir(self) -> str:
-        return self._p("/var/lib/lbappliance")
-
-    @property
-    def run_dir(self) -> str:
-        return self._p("/run/lbappliance")
-
-    @property
-    def etc_dir(self) -> str:
-        return self._p("/etc/lbappliance")
-
-    @property
-    def maintenance_file(self) -> str:
-        return f"{self.state_dir}/maintenance"
-
-    @property
-    def vrrp_demote_file(self) -> str:
-        return f"{self.state_dir}/vrrp-demote"
-
-
 def interfaces(node: Node, role: str) -> list[Interface]:
     return [i for i in node.interfaces if i.role == role]
 
@@ -75,10 +33,6 @@ def local_address(node: Node, peer: BgpPeer) -> IPAddr:
             if peer.address in addr.network:
                 return addr.ip
     raise LookupError(f"{node.name} has no uplink address toward {peer.address}")
-
-
-def peers_of_family(inv: Inventory, version: int) -> list[BgpPeer]:
-    return [p for p in inv.bgp.peers if p.address.version == version]
 
 
 def first_address(iface: Interface, version: int) -> IPAddr | None:

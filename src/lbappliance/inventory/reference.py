@@ -6,8 +6,8 @@ import dataclasses
 import typing
 from typing import Any, get_args, get_origin, get_type_hints
 
-from .schema import Inventory
-from .typed import Duration, describe
+from lbappliance.inventory.schema import Inventory
+from lbappliance.inventory.typed import Duration, describe
 
 
 def _nested(tp: Any) -> type | None:

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from .typed import Duration as D
-from .typed import (
+from lbappliance.inventory.typed import Duration as D
+from lbappliance.inventory.typed import (
     DurationOrZeroT,
     DurationT,
     IPAddress,

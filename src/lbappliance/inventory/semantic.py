@@ -6,9 +6,9 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import InventoryError, Path_
-from .schema import HttpCheck, Inventory, L4Check
-from .yamlpos import Positions
+from lbappliance.inventory.errors import InventoryError, Path_
+from lbappliance.inventory.schema import HttpCheck, Inventory, L4Check
+from lbappliance.inventory.yamlpos import Positions
 
 RESERVED_ASNS = {0, 23456, 65535, 4294967295}
 MIN_BFD_INTERVAL = 0.05  # below this a busy node's BFD flaps (see docs/bfd.md)
@@ -503,8 +503,8 @@ class Checker:
 
     def ports(self) -> None:
         """Ports the node's own daemons listen on must not collide."""
-        from ..render.haproxy import STATS_PORT
-        from ..render.weights import METRICS_PORT
+        from lbappliance.render.haproxy import STATS_PORT
+        from lbappliance.render.weights import METRICS_PORT
 
         agent = self.inv.health_agent
         taken = {STATS_PORT: "the HAProxy stats page", METRICS_PORT: "the weight controller"}

@@ -19,8 +19,8 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from .errors import InventoryError, Path_
-from .yamlpos import Positions
+from lbappliance.inventory.errors import InventoryError, Path_
+from lbappliance.inventory.yamlpos import Positions
 
 
 class Duration(float):

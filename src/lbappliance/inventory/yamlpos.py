@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from .errors import InventoryError, Location, Path_
+from lbappliance.inventory.errors import InventoryError, Location, Path_
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
 """A 10,000-service site is under 3 MB; anything past this is refused unread."""

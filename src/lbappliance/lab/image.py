@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .podman import Podman
+    from lbappliance.lab.podmancli import Podman
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("LBAPPLIANCE_DEBIAN_MIRROR", "http://deb.debian.org/debian")

@@ -44,7 +44,6 @@ collide.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -60,24 +59,20 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
-from ..dataplane.loader import bpf_source_dir, compile_object
-from ..inventory import Site, load_site
-from ..inventory.derived import RuntimePaths
-from ..paths import project_dir
-from ..render import render_site
-from ..render.specs import DATAPLANE_TARGET
-from ..secrets import Secrets
-from .backend import set_control
-from .poll import wait
-from .router import nexthops, route_show, router_bird_conf, router_sessions
-from .setns import entered, libc
-from .topology import LabHost, Topology, lab_topology
+from lbappliance.dataplane.loader import bpf_source_dir, compile_object
+from lbappliance.inventory import Site, load_site
+from lbappliance.lab import hostsetup
+from lbappliance.lab.backend import set_control
+from lbappliance.lab.poll import wait
+from lbappliance.lab.router import nexthops, route_show, router_bird_conf, router_sessions
+from lbappliance.lab.setns import entered, libc
+from lbappliance.lab.topology import LabHost, Topology, lab_topology
+from lbappliance.paths import RuntimePaths, project_dir
+from lbappliance.render import render_site
+from lbappliance.render.specs import DATAPLANE_TARGET
+from lbappliance.secrets import Secrets
 
 PR_SET_CHILD_SUBREAPER = 36
-# TCP MSS the DSR backends advertise: a 1500-byte segment less the TCP and IP
-# headers and the 20 bytes of the LB's outer IPv4 header, so that a full-size
-# client segment still fits the backend segment's MTU once encapsulated.
-DSR_ADVMSS = 1500 - 20 - 20 - 20
 # What start_all() starts, in dependency order ("dataplane" is a oneshot apply).
 ALL_DAEMONS = ("backend", "bird", "haproxy", "keepalived", "dataplane", "bfd", "exabgp")
 
@@ -138,9 +133,6 @@ class NetnsLab:
             _ip("netns", "add", ns)
             self._namespaces.append(ns)
             _ip("-n", ns, "link", "set", "lo", "up")
-            self._sysctl(ns, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
-            # A link taken down (cut_links) keeps its IPv6 addresses, as IPv4 ones stay.
-            self._sysctl(ns, "net.ipv6.conf.all.keep_addr_on_down=1")
         for seg in self.topology.segments:
             _ip("-n", self.switch, "link", "add", f"br-{seg.name}", "type", "bridge")
             _ip("-n", self.switch, "link", "set", f"br-{seg.name}", "up")
@@ -170,28 +162,15 @@ class NetnsLab:
                 nodad = ["nodad"] if addr.version == 6 else []
                 _ip("-n", ns, "addr", "add", str(addr), "dev", att.ifname, *nodad)
             _ip("-n", ns, "link", "set", att.ifname, "up")
-        for gw in host.gateways:
-            _ip("-n", ns, f"-{gw.version}", "route", "add", "default", "via", str(gw))
-        if host.kind == "router":
-            self._sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
-        if host.loopback_vips:
-            # Own the VIPs on lo without answering ARP for them.
-            self._sysctl(ns, "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2")
-            for vip in host.loopback_vips:
-                _ip("-n", ns, "addr", "add", f"{vip}/{vip.max_prefixlen}", "dev", "lo")
+        self._sysctl(ns, *hostsetup.sysctls(host, deployed=False, l4_hash=False))
+        for args in [*hostsetup.default_routes(host), *hostsetup.loopback_vips(host)]:
+            _ip("-n", ns, *args)
 
     def _decapsulate(self) -> None:
-        """DSR backends (L4 VIPs on lo) strip the LB's outer header in XDP and
-        advertise an MSS that leaves room for it."""
+        """DSR backends (L4 VIPs on lo) strip the LB's outer header in XDP."""
         for host in self.topology.backends:
-            if not host.loopback_vips:
-                continue
-            ns, dev = self.ns(host.name), host.ifname_on("backend")
-            obj = self.bpf_object("xdp_decap")
-            _ip("-n", ns, "link", "set", "dev", dev, "xdpgeneric", "obj", str(obj), "sec", "xdp")
-            for gw in (g for g in host.gateways if g.version == 4):  # DSR_ADVMSS is IPv4's
-                _ip("-n", ns, "route", "replace", "default", "via", str(gw),
-                    "advmss", str(DSR_ADVMSS))  # fmt: skip
+            for args in hostsetup.decapsulation(host, self.bpf_object("xdp_decap")):
+                _ip("-n", self.ns(host.name), *args)
 
     def bpf_object(self, name: str) -> Path:
         """``bpf/<name>.c`` compiled (once per lab, the project's clang flags)."""
@@ -279,11 +258,23 @@ class NetnsLab:
     def run(
         self, host: str, cmd: list[str], check: bool = True, timeout: float = 30
     ) -> subprocess.CompletedProcess:
+        return self.exec(host, *cmd, check=check, timeout=timeout)
+
+    def exec(
+        self,
+        host: str,
+        *cmd: str,
+        check: bool = True,
+        stdin: str | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess:
+        """Run a command in a lab host's namespace (``ip netns exec``)."""
         return subprocess.run(
             ["ip", "netns", "exec", self.ns(host), *cmd],
             capture_output=True,
             text=True,
             check=check,
+            input=stdin,
             timeout=timeout,
         )
 
@@ -398,12 +389,9 @@ class NetnsLab:
         return entered(f"/run/netns/{self.ns(host)}")
 
     def wait_tcp(self, host: str, address: str, port: int, timeout: float = 10) -> None:
-        import socket
-
         def ready() -> bool:
-            with self.inside(host), socket.socket() as s:
-                s.settimeout(0.5)
-                return s.connect_ex((address, port)) == 0
+            with self.inside(host):
+                return hostsetup.tcp_open(address, port)
 
         self.wait(ready, timeout, f"{address}:{port} listening (seen from {host})")
 
@@ -459,12 +447,15 @@ class NetnsLab:
         """``show route all`` for a prefix: next hops, communities, local preference."""
         return self.birdc("show", "route", "all", prefix)
 
-    def cut_links(self, host: str) -> None:
-        """Pull every cable of ``host`` (both ends down); its processes keep running."""
+    def cut_links(self, host: str) -> float:
+        """Pull every cable of ``host`` at the switch side, the uplink's first (see
+        ``interface.Lab.cut_links``). Returns the monotonic time just before the first."""
         index = next(i for i, h in enumerate(self.topology.hosts) if h.name == host)
-        for att in self.topology.host(host).attachments:
+        order = sorted(self.topology.host(host).attachments, key=lambda a: a.segment != "uplink")
+        t0 = time.monotonic()
+        for att in order:
             _ip("-n", self.switch, "link", "set", self.peer_ifname(index, att.ifname), "down")
-            _ip("-n", self.ns(host), "link", "set", att.ifname, "down")
+        return t0
 
     def restore_links(self, host: str) -> None:
         """Cables back in; the default routes the kernel dropped with the links come back
@@ -473,11 +464,8 @@ class NetnsLab:
         lab_host = self.topology.host(host)
         for att in lab_host.attachments:
             _ip("-n", self.switch, "link", "set", self.peer_ifname(index, att.ifname), "up")
-            _ip("-n", self.ns(host), "link", "set", att.ifname, "up")
-        for gw in lab_host.gateways if lab_host.kind == "lb" else ():
-            _ip(
-                "-n", self.ns(host), f"-{gw.version}", "route", "replace", "default", "via", str(gw)
-            )
+        for args in hostsetup.default_routes(lab_host) if lab_host.kind == "lb" else ():
+            _ip("-n", self.ns(host), *args)
 
     def bfd_sessions_up(self) -> int:
         return self.birdc("show", "bfd", "sessions").count(" Up ")
@@ -510,15 +498,13 @@ class NetnsLab:
         """Change a running backend (see ``backend.DEFAULTS`` for the knobs)."""
         set_control(self.control_file(backend), **values)
 
-    def vrrp_holder(self, vip: str) -> list[str]:
-        """LB nodes that currently hold ``vip`` (exactly one when VRRP is healthy)."""
-        holders = []
-        for lb in self.topology.lbs:
-            out = self.run(lb.name, ["ip", "-j", "addr", "show"]).stdout
-            addrs = {a["local"] for link in json.loads(out) for a in link.get("addr_info", [])}
-            if vip in addrs:
-                holders.append(lb.name)
-        return holders
+    def vrrp_holders(self, vip: str) -> list[str]:
+        """LB nodes that hold ``vip`` now (exactly one when VRRP is healthy)."""
+
+        def ip_addresses(node: str) -> str:
+            return self.run(node, ["ip", "-j", "addr", "show"]).stdout
+
+        return hostsetup.vrrp_holders(vip, self.topology.lbs, ip_addresses)
 
     # --- teardown ----------------------------------------------------------------
 

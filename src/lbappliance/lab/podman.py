@@ -35,120 +35,42 @@ follow BGP, spread by an L4 hash (``fib_multipath_hash_policy=1``).
 from __future__ import annotations
 
 import contextlib
-import functools
 import ipaddress
 import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-
-from ..dataplane.loader import bpf_source_dir, compile_object
-from ..inventory import Site, load_site
-from ..paths import project_dir
-from ..render import render_site
-from ..secrets import Secrets
-from . import poll
-from .image import ensure_image
-from .netns import DSR_ADVMSS
-from .router import nexthops, route_show, router_bird_conf
-from .setns import entered
-from .topology import LabHost, Topology, lab_topology
-
-PREFIX = "lbalab"
-LABEL = "lbappliance.lab"
-CAPS = "SYS_ADMIN,NET_ADMIN,NET_RAW,NET_BROADCAST"  # BIRD keeps NET_BROADCAST
-BACKEND_CONTROL = "/etc/lab-backend.json"
-DECAP_OBJECT = "/usr/local/lib/lab/xdp_decap.o"
-# Host settings netavark may change: state-file key -> sysctl, put back by ``down``.
-HOST_SYSCTLS = {
-    "ip_forward": "net.ipv4.ip_forward",
-    "ipv6_forwarding": "net.ipv6.conf.all.forwarding",
-}
-CONTAINERS_CONF = """\
-# Written by lbappliance for its container lab (rootful podman on this host kind).
-[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-
-[engine]
-runtime = "runc"
-
-[network]
-# Debian's podman 4.3 defaults to CNI, whose --internal networks give the bridge no
-# host address (the lab reaches its nodes over SSH through that address). Pinned here,
-# not in /etc, so a machine whose podman first ran with CNI works too.
-network_backend = "netavark"
-"""
-NETAVARK = Path("/usr/lib/podman/netavark")
-INSTALL_HINT = "run ./scripts/install-deps.sh as root"
-
-
-def state_dir() -> Path:
-    """Where the lab keeps its containers.conf, image cache, SSH key and state."""
-    env = os.environ.get("LBAPPLIANCE_LAB_DIR")
-    return Path(env) if env else project_dir() / ".lab" / "podman"
-
-
-class PodmanError(RuntimeError):
-    """A lab operation failed; the message says what to do (the CLI prints it, exit 1)."""
-
-
-class Podman:
-    """Runs rootful podman with the lab's own containers.conf (never /etc/containers)."""
-
-    def __init__(self, state: Path):
-        self.conf = state / "containers.conf"
-        state.mkdir(parents=True, exist_ok=True)
-        if not self.conf.is_file() or self.conf.read_text() != CONTAINERS_CONF:
-            self.conf.write_text(CONTAINERS_CONF)
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "CONTAINERS_CONF": str(self.conf)}
-
-    def run(
-        self, *args: str, check: bool = True, timeout: float = 300, **kw: Any
-    ) -> subprocess.CompletedProcess:
-        kw.setdefault("stdout", subprocess.PIPE)
-        kw.setdefault("stderr", subprocess.PIPE)
-        proc = subprocess.run(
-            ["podman", *args], env=self.env, text=True, timeout=timeout, check=False, **kw
-        )
-        if check and proc.returncode != 0:
-            raise PodmanError(f"podman {' '.join(args[:3])}…: {(proc.stderr or '').strip()}")
-        return proc
-
-    def ok(self, *args: str) -> bool:
-        return self.run(*args, check=False).returncode == 0
-
-    def preflight(self) -> None:
-        """Refuse early, with what to do, on a host that cannot run the lab."""
-        if shutil.which("podman") is None:
-            raise PodmanError(f"podman is not installed: {INSTALL_HINT}")
-        if os.geteuid() != 0:
-            raise PodmanError("the container lab runs rootful podman: run it as root")
-        if not NETAVARK.is_file():
-            raise PodmanError(
-                f"podman's netavark network backend is missing ({NETAVARK}): {INSTALL_HINT} "
-                "(it installs netavark and aardvark-dns)"
-            )
-        info = self.run("info", "--format", "{{.Host.NetworkBackend}}", check=False)
-        backend = info.stdout.strip()
-        if info.returncode != 0 or backend != "netavark":
-            detail = (info.stderr or "").strip().splitlines()[-1:] or [f"backend {backend!r}"]
-            raise PodmanError(
-                f"podman does not use netavark with the lab's {self.conf} ({detail[0]}); "
-                f"{INSTALL_HINT}, then `lbappliance lab down` and `lbappliance lab up`"
-            )
+from lbappliance.dataplane.loader import bpf_source_dir, compile_object
+from lbappliance.inventory import Site, load_site
+from lbappliance.lab import hostsetup, units
+from lbappliance.lab.hostsetup import tcp_open
+from lbappliance.lab.image import ensure_image
+from lbappliance.lab.podmancli import (
+    CAPS,
+    HOST_SYSCTLS,
+    LABEL,
+    PREFIX,
+    Podman,
+    PodmanError,
+    read_sysctl,
+    remove_netavark_chains,
+    state_dir,
+    wait,
+    write_sysctl,
+)
+from lbappliance.lab.router import nexthops, route_show, router_bird_conf
+from lbappliance.lab.setns import entered
+from lbappliance.lab.topology import LabHost, Topology, lab_topology
+from lbappliance.paths import project_dir
+from lbappliance.render import render_site
+from lbappliance.secrets import Secrets
 
 
 @dataclass
@@ -220,7 +142,7 @@ class PodmanLab:
         if self.down():
             progress("removed a stale lab (another checkout's, an older image's, a crashed run's)")
         t = time.monotonic()
-        state = {"image": image, **{k: _read_sysctl(s) for k, s in HOST_SYSCTLS.items()}}
+        state = {"image": image, **{k: read_sysctl(s) for k, s in HOST_SYSCTLS.items()}}
         self.state_file.write_text(json.dumps(state, indent=2))
         self._ssh_key()
         shutil.rmtree(self.state / "bpf", ignore_errors=True)  # compiled afresh per lab
@@ -292,15 +214,7 @@ class PodmanLab:
     @staticmethod
     def sysctls(host: LabHost) -> list[str]:
         """Kernel settings of lab hosts (LB nodes get theirs from the deploy)."""
-        if host.kind == "lb":
-            return []
-        settings = ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"]
-        if host.kind == "router":
-            settings += ["net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"]
-            settings += ["net.ipv6.conf.all.forwarding=1", "net.ipv6.fib_multipath_hash_policy=1"]
-        if host.loopback_vips:  # DSR: own the VIPs on lo without answering ARP for them
-            settings += ["net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"]
-        return settings
+        return hostsetup.sysctls(host, deployed=True)
 
     def exec(
         self, host: str, *cmd: str, check: bool = True, stdin: str | None = None, timeout=60
@@ -316,107 +230,39 @@ class PodmanLab:
     def _provision(self, host: LabHost) -> None:
         self._wait_systemd(host.name)
         self.write(host.name, "/usr/local/sbin/lab-net", self.net_script(host), "0755")
-        self.write(host.name, "/etc/systemd/system/lab-net.service", LAB_NET_UNIT)
-        units = ["lab-net.service"]
+        self.write(host.name, "/etc/systemd/system/lab-net.service", units.LAB_NET_UNIT)
+        services = ["lab-net.service"]
         if host.kind == "lb":
             pub = self.key.with_suffix(".pub").read_text()
             self.write(host.name, "/root/.ssh/authorized_keys", pub, "0600")
         if host.kind == "router":
             self.write(host.name, "/etc/bird/bird.conf", self.bird_conf(), "0640")
             self.exec(host.name, "chown", "root:bird", "/etc/bird/bird.conf")
-            units.append("bird.service")
+            services.append("bird.service")
         if host.kind == "backend" and host.loopback_vips:
             self.podman.run("cp", str(self.decap_object()), f"{self.container(host.name)}:/tmp/")
-            self.exec(host.name, "install", "-D", "-m", "0644", "/tmp/xdp_decap.o", DECAP_OBJECT)
+            self.exec(
+                host.name, "install", "-D", "-m", "0644", "/tmp/xdp_decap.o", units.DECAP_OBJECT
+            )
         if host.kind == "backend":
             backend = Path(__file__).with_name("backend.py").read_text()
             self.write(host.name, "/usr/local/lib/lab-backend.py", backend)
-            self.write(host.name, BACKEND_CONTROL, "{}\n")
+            self.write(host.name, units.BACKEND_CONTROL, "{}\n")
             ports = " ".join(f"--port {p}" for p in host.http_ports)
             self.write(
                 host.name,
                 "/etc/systemd/system/lab-backend.service",
-                BACKEND_UNIT.format(name=host.name, ports=ports, control=BACKEND_CONTROL),
+                units.BACKEND_UNIT.format(
+                    name=host.name, ports=ports, control=units.BACKEND_CONTROL
+                ),
             )
-            units.append("lab-backend.service")
+            services.append("lab-backend.service")
         self.exec(host.name, "systemctl", "daemon-reload")
-        self.exec(host.name, "systemctl", "enable", "--now", *units)
+        self.exec(host.name, "systemctl", "enable", "--now", *services)
 
     def net_script(self, host: LabHost) -> str:
         """The host's addresses and routes, applied at every boot by lab-net.service."""
-        lines = ["#!/bin/sh", "# Written by lbappliance lab: this host's lab addresses.", "set -e"]
-        if host.kind == "lb":  # the deploy's networkd files (role lb_network) do the rest
-            return "\n".join([*lines, *LB_MOUNTS]) + "\n"
-        for att in host.attachments:
-            if att.segment != "mgmt":  # podman's IPAM sets the management address
-                for a in att.addresses:  # IPv6: usable at once, no duplicate detection
-                    nodad = " nodad" if a.version == 6 else ""
-                    lines.append(f"ip address replace {a} dev {att.ifname}{nodad}")
-            lines.append(f"ip link set {att.ifname} up")
-        dsr = host.kind == "backend" and bool(host.loopback_vips)
-        for gw in host.gateways:
-            # DSR backends: leave room in the MSS for the LB's IPIP header (IPv4's).
-            mss = f" advmss {DSR_ADVMSS}" if dsr and gw.version == 4 else ""
-            family = "" if gw.version == 4 else " -6"
-            lines.append(f"ip{family} route replace default via {gw}{mss}")
-        if dsr:  # strip the LB's IPIP header (this kernel has no ipip driver)
-            dev = host.ifname_on("backend")
-            lines.append(f"ip link set dev {dev} xdpgeneric off")
-            lines.append(f"ip link set dev {dev} xdpgeneric obj {DECAP_OBJECT} sec xdp")
-        if host.loopback_vips:
-            lines += [
-                f"ip address replace {v}/{v.max_prefixlen} dev lo" for v in host.loopback_vips
-            ]
-        if host.kind == "router":
-            lines += self._flow_pinning()
-        return "\n".join(lines) + "\n"
-
-    def _flow_pinning(self) -> list[str]:
-        """Keep each forwarded flow on the LB it started on (see the module docstring).
-
-        LB node ``n`` (from 1) is conntrack mark ``n`` and routing table ``100 + n``,
-        in each address family the site announces anycast VIPs in.
-        """
-        lbs = list(enumerate(self.topology.lbs, start=1))
-        post, pin, routing = [], [], []
-        for version, family in ((4, "ip"), (6, "ip6")):
-            prefixes = [
-                str(v.prefix) for v in self.site.model.anycast if v.prefix.version == version
-            ]
-            if not prefixes:
-                continue
-            post.append(f"    ct mark 0 {family} daddr {{ {', '.join(prefixes)} }} jump pin")
-            for mark, lb in lbs:
-                addr, table = lb.address_on("uplink", version), 100 + mark
-                pin.append(f"    rt {family} nexthop {addr} ct mark set {mark}")
-                routing += [
-                    f"ip -{version} rule del fwmark {mark} lookup {table} 2>/dev/null || true",
-                    f"ip -{version} rule add fwmark {mark} lookup {table}",
-                    *(
-                        f"ip -{version} route replace {p} via {addr} table {table}"
-                        for p in prefixes
-                    ),
-                ]
-        if not post:
-            return []
-        rules = [
-            "table inet lab_pin",
-            "delete table inet lab_pin",
-            "table inet lab_pin {",
-            "  chain pre {",
-            "    type filter hook prerouting priority mangle; policy accept;",
-            "    ct mark != 0 meta mark set ct mark",
-            "  }",
-            "  chain post {",
-            "    type filter hook postrouting priority mangle; policy accept;",
-            *post,
-            "  }",
-            "  chain pin {",
-            *pin,
-            "  }",
-            "}",
-        ]
-        return ["nft -f - <<'EOF'", *rules, "EOF", *routing]
+        return units.net_script(host, self.site, self.topology)
 
     def decap_object(self) -> Path:
         """bpf/xdp_decap.c compiled once per lab (the project's clang flags)."""
@@ -449,7 +295,7 @@ class PodmanLab:
         for lb in self.topology.lbs:
             addr = str(lb.address_on("mgmt"))
             self.assert_lab_route(addr)
-            wait(lambda a=addr: _tcp_open(a, 22), timeout, f"SSH on {lb.name} ({addr})")
+            wait(lambda a=addr: tcp_open(a, 22), timeout, f"SSH on {lb.name} ({addr})")
 
     def assert_lab_route(self, address: str) -> None:
         """Refuse to send anything unless ``address`` (IPv4 or IPv6) is reached over the
@@ -492,7 +338,7 @@ class PodmanLab:
             self.podman.run("network", "rm", "-f", *nets, check=False)
             removed += [f"{len(nets)} networks"]
         if nets and self._podman_idle():
-            removed += _remove_netavark_chains()
+            removed += remove_netavark_chains()
         removed += self._restore_host_sysctls(tuple(HOST_SYSCTLS))
         self.state_file.unlink(missing_ok=True)
         if self.key.parent.is_dir():
@@ -508,8 +354,8 @@ class PodmanLab:
         restored = []
         for key in keys:
             before = state.get(key)
-            if before is not None and _read_sysctl(HOST_SYSCTLS[key]) != before:
-                _write_sysctl(HOST_SYSCTLS[key], before)
+            if before is not None and read_sysctl(HOST_SYSCTLS[key]) != before:
+                write_sysctl(HOST_SYSCTLS[key], before)
                 restored.append(f"{key} restored to {before}")
         return restored
 
@@ -557,15 +403,13 @@ class PodmanLab:
 
     def vrrp_holders(self, vip: str) -> list[str]:
         """LB nodes that hold ``vip`` now (exactly one when VRRP is healthy)."""
-        holders = []
-        for lb in self.topology.lbs:
-            if self.container_state(lb.name) != "running":
-                continue
-            out = self.exec(lb.name, "ip", "-j", "address", "show", check=False).stdout
-            local = {a["local"] for link in json.loads(out or "[]") for a in link["addr_info"]}
-            if vip in local:
-                holders.append(lb.name)
-        return holders
+
+        def ip_addresses(node: str) -> str | None:
+            if self.container_state(node) != "running":
+                return None
+            return self.exec(node, "ip", "-j", "address", "show", check=False).stdout
+
+        return hostsetup.vrrp_holders(vip, self.topology.lbs, ip_addresses)
 
     def fib_nexthops(self, prefix: str) -> list[str]:
         """Next hops of ``prefix`` in the router's kernel FIB (ECMP gives several)."""
@@ -588,15 +432,13 @@ class PodmanLab:
                         'echo "${i##*/} $(cat $i/iflink)"; done').stdout  # fmt: skip
         return {name: int(index) for name, index in (line.split() for line in out.splitlines())}
 
-    def cut_links(self, host: str, first: str = "eth1") -> float:
-        """Pull every cable of ``host`` at the switch side, ``first`` first.
-
-        Returns the monotonic time just before the first one went down.
-        """
+    def cut_links(self, host: str) -> float:
+        """Pull every cable of ``host`` at the switch side, the uplink's first (see
+        ``interface.Lab.cut_links``). Returns the monotonic time just before the first."""
         from pyroute2 import IPRoute
 
         veths = self.host_veths(host)
-        order = sorted(veths, key=lambda name: name != first)
+        order = sorted(veths, key=lambda name: name != _uplink(self.topology.host(host)))
         with IPRoute() as ipr:
             t0 = time.monotonic()
             for name in order:
@@ -630,11 +472,11 @@ class PodmanLab:
         lab_host = self.topology.host(host)
         if lab_host.kind == "lb":
             addr = str(lab_host.address_on("mgmt"))
-            wait(lambda: _tcp_open(addr, 22), 60, f"SSH on {host} ({addr})")
+            wait(lambda: tcp_open(addr, 22), 60, f"SSH on {host} ({addr})")
 
     def set_backend(self, backend: str, **values: Any) -> None:
         """Change a running backend: latency_ms, error_rate, health_status (see backend.py)."""
-        self.write(backend, BACKEND_CONTROL, json.dumps(values))
+        self.write(backend, units.BACKEND_CONTROL, json.dumps(values))
 
     def deploy_env(self) -> dict[str, str]:
         """What ``lbappliance deploy --site lab`` needs to reach the nodes over SSH."""
@@ -670,234 +512,6 @@ class PodmanLab:
         ]
 
 
-# What an LB node needs from the lab itself; its addresses and routes (but the management
-# address podman's IPAM sets) come from the deploy, as on a production node.
-LB_MOUNTS = [
-    "# Per-namespace kernel settings (net.*) must be writable for the node's sysctls",
-    "# (and for systemd-networkd's per-interface settings).",
-    "mountpoint -q /proc/sys/net || mount --bind /proc/sys/net /proc/sys/net",
-    "mount -o remount,bind,rw /proc/sys/net",
-    "# The XDP data plane pins its maps in bpffs.",
-    "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf",
-]
-
-LAB_NET_UNIT = """\
-[Unit]
-Description=lbappliance lab: this host's addresses and routes
-DefaultDependencies=no
-# Before systemd-sysctl: on LB nodes it makes /proc/sys/net writable first, so the
-# deployed sysctl.d settings apply at boot as on a real node.
-Before=systemd-sysctl.service network-pre.target network.target network-online.target ssh.service
-Wants=network-pre.target
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/usr/local/sbin/lab-net
-
-[Install]
-WantedBy=multi-user.target network-online.target
-"""
-
-BACKEND_UNIT = """\
-[Unit]
-Description=lbappliance lab backend {name}
-After=lab-net.service
-
-[Service]
-ExecStart=/usr/bin/python3 /usr/local/lib/lab-backend.py --name {name} {ports} --control {control}
-Restart=always
-RestartSec=1
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-
-def scratch_container(name: str, state: Path | None = None) -> str:
-    """A lone systemd container from the lab image, without network (role tests).
-
-    Returns its name (``lbamol-<name>``); removed by ``remove_scratch_container``.
-    """
-    podman = Podman(state or state_dir())
-    podman.preflight()
-    image, _ = ensure_image(podman, podman.conf.parent / "images", podman.conf.parent / "image.log")
-    container = f"lbamol-{name}"
-    podman.run("rm", "-f", "-t", "0", container, check=False)
-    podman.run(
-        "run", "-d", "--name", container, "--hostname", name, "--label", f"{LABEL}=scratch",
-        "--systemd=always", "--cap-add", CAPS, "--network", "none", image,
-    )  # fmt: skip
-
-    def booted() -> bool:
-        out = podman.run("exec", container, "systemctl", "is-system-running", check=False)
-        return out.stdout.strip() in ("running", "degraded")
-
-    wait(booted, 60, f"systemd in {container}")
-    return container
-
-
-def remove_scratch_container(name: str, state: Path | None = None) -> None:
-    Podman(state or state_dir()).run("rm", "-f", "-t", "0", f"lbamol-{name}", check=False)
-
-
-def _remove_netavark_chains() -> list[str]:
-    """Delete the NETAVARK* iptables chains netavark leaves after its last network goes."""
-    removed = []
-    for tool in ("iptables", "ip6tables"):
-        for table in ("filter", "nat"):
-            rules = subprocess.run(
-                [tool, "-t", table, "-S"], capture_output=True, text=True, check=False
-            ).stdout.splitlines()
-            chains = [r.split()[1] for r in rules if r.startswith("-N NETAVARK")]
-            if not chains:
-                continue
-            for rule in rules:  # jumps into the chains from the built-in ones
-                words = shlex.split(rule)
-                if words[0] == "-A" and not words[1].startswith("NETAVARK") and "NETAVARK" in rule:
-                    subprocess.run([tool, "-t", table, "-D", *words[1:]], check=False)
-            for chain in chains:
-                subprocess.run([tool, "-t", table, "-F", chain], check=False)
-            for chain in chains:
-                subprocess.run([tool, "-t", table, "-X", chain], check=False)
-            removed.append(f"{tool} {table}: {', '.join(chains)}")
-    if removed:  # iptables-nft leaves its tables behind, empty: drop those
-        for family in ("ip", "ip6"):
-            for table in ("filter", "nat"):
-                out = subprocess.run(
-                    ["nft", "-j", "list", "table", family, table],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                items = json.loads(out.stdout or "{}").get("nftables", [])
-                if out.returncode == 0 and not any("rule" in item for item in items):
-                    subprocess.run(["nft", "delete", "table", family, table], check=False)
-    return removed
-
-
-def _tcp_open(address: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((address, port)) == 0
-
-
-def _read_sysctl(key: str) -> str:
-    return Path("/proc/sys", *key.split(".")).read_text().strip()
-
-
-def _write_sysctl(key: str, value: str) -> None:
-    Path("/proc/sys", *key.split(".")).write_text(value)
-
-
-# Container probes (podman exec) are heavier than namespace ones: poll less often.
-wait = functools.partial(poll.wait, interval=0.2)
-
-
-# --- `lbappliance lab` ---------------------------------------------------------------
-
-_site = click.option("--site", default="lab", show_default=True, help="Site the lab is built from.")
-_inventory = click.option(
-    "--inventory",
-    "inventory_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Inventory directory (default: the project's).",
-)
-
-
-def _lab_errors(command: Callable[..., None]) -> Callable[..., None]:
-    """One located line and exit 1 for what a user can hit (never a traceback)."""
-
-    @functools.wraps(command)
-    def run(*args: Any, **kw: Any) -> None:
-        try:
-            command(*args, **kw)
-        except PodmanError as exc:
-            click.secho(f"error: lab: {exc}", fg="red", err=True)
-            sys.exit(1)
-        except subprocess.CalledProcessError as exc:
-            cmd = " ".join(map(str, exc.cmd[:3]))
-            click.secho(f"error: lab: `{cmd}…` failed with exit status {exc.returncode}; "
-                        f"see {state_dir() / 'image.log'} and {state_dir() / 'lab.log'}",
-                        fg="red", err=True)  # fmt: skip
-            sys.exit(1)
-        except subprocess.TimeoutExpired as exc:
-            cmd = " ".join(map(str, exc.cmd[:3]))
-            click.secho(f"error: lab: `{cmd}…` timed out after {exc.timeout:.0f} s", fg="red",
-                        err=True)  # fmt: skip
-            sys.exit(1)
-
-    return run
-
-
-@click.group()
-def lab() -> None:
-    """The container lab: the lab site as rootful podman containers running systemd.
-
-    \b
-    lb1 and lb2 start bare (SSH only); `lbappliance deploy --site lab` provisions
-    them over SSH. The router (BIRD), the backends and a client come up ready.
-      lbappliance lab up                       image (cached), networks, containers
-      eval "$(lbappliance lab env)"            the lab's SSH key for Ansible
-      lbappliance deploy --site lab            converge lb1, then lb2
-      lbappliance lab status                   containers, addresses, daemons
-      lbappliance lab down                     remove everything the lab created
-    """
-
-
-@lab.command()
-@_site
-@_inventory
-@_lab_errors
-def up(site: str, inventory_dir: Path | None) -> None:
-    """Build the lab (or start what is stopped); seconds once the image is cached."""
-    podlab = PodmanLab.load(site, inventory_dir)
-    t = time.monotonic()
-    podlab.up(progress=click.echo)
-    click.echo(f"lab up in {time.monotonic() - t:.1f} s")
-    _print_status(podlab)
-    click.echo('next: eval "$(lbappliance lab env)" && lbappliance deploy --site ' + site)
-
-
-@lab.command()
-@_site
-@_inventory
-@_lab_errors
-def down(site: str, inventory_dir: Path | None) -> None:
-    """Remove the lab's containers and networks (and what netavark left behind)."""
-    removed = PodmanLab.load(site, inventory_dir).down()
-    click.echo(f"lab down: removed {', '.join(removed) if removed else 'nothing (no lab)'}")
-
-
-@lab.command()
-@_site
-@_inventory
-@_lab_errors
-def status(site: str, inventory_dir: Path | None) -> None:
-    """Containers, their addresses and daemons; VRRP holder and BGP sessions."""
-    podlab = PodmanLab.load(site, inventory_dir)
-    _print_status(podlab)
-    if podlab.container_state("router") == "running":
-        for g in podlab.site.model.vrrp:
-            for vip in g.vips:
-                holders = podlab.vrrp_holders(str(vip.ip))
-                click.echo(f"VRRP {g.name} {vip.ip}: {', '.join(holders) or 'nobody'}")
-        click.echo(podlab.birdc("show", "protocols").rstrip())
-
-
-@lab.command()
-@_site
-@_inventory
-@_lab_errors
-def env(site: str, inventory_dir: Path | None) -> None:
-    """Print the environment `lbappliance deploy --site lab` needs (for eval)."""
-    for key, value in PodmanLab.load(site, inventory_dir).deploy_env().items():
-        click.echo(f"export {key}={shlex.quote(value)}")
-
-
-def _print_status(podlab: PodmanLab) -> None:
-    for h in podlab.status():
-        services = " ".join(f"{k}={v}" for k, v in h.services.items())
-        click.echo(f"  {h.name:<9} {h.kind:<8} {h.state:<8} {', '.join(h.addresses)}")
-        if services:
-            click.echo(f"  {'':<9} {'':<8} {'':<8} {services}")
+def _uplink(host: LabHost) -> str | None:
+    """The host's interface on the uplink segment, if it has one."""
+    return next((a.ifname for a in host.attachments if a.segment == "uplink"), None)

@@ -20,7 +20,7 @@ import json
 import re
 from collections.abc import Callable
 
-from ..inventory import Site
+from lbappliance.inventory import Site
 
 _HEAD = re.compile(r"\s*(?:(protocol)\s+(\w+)(?:\s+(\w+))?|(filter)\s+(\w+)|(router)\s+id\b)")
 

@@ -26,8 +26,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from ..inventory import Site
-from ..inventory.schema import Inventory
+from lbappliance.inventory import Site
+from lbappliance.inventory.schema import Inventory
 
 CLIENT_SUBNETS = (ipaddress.ip_network("10.40.0.0/24"), ipaddress.ip_network("2001:db8:40::/64"))
 IPIface = ipaddress.IPv4Interface | ipaddress.IPv6Interface

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import click
 
+from lbappliance.cliopts import inventory_option
 from lbappliance.nic.applier import Applier
 from lbappliance.nic.capture import capture as capture_tree
 from lbappliance.nic.changes import diff
@@ -15,8 +17,9 @@ from lbappliance.nic.errors import PlanError
 from lbappliance.nic.planner import make_plan
 from lbappliance.nic.profile import NicConfig, NicProfile
 from lbappliance.nic.reader import gather_facts
+from lbappliance.paths import NODE
 
-DEFAULT_CONFIG = "/etc/lbappliance/nic.json"
+DEFAULT_CONFIG = NODE.nic_config
 EXIT_FAILED = 1
 EXIT_PLAN_ERROR = 2
 
@@ -52,18 +55,16 @@ def nic() -> None:
     """NIC RSS/IRQ tuning: queues, IRQ affinity, RPS/XPS, irqbalance, sysctls."""
 
 
-def _site_config(inventory: str, site: str, node: str | None) -> NicConfig:
+def _site_config(inventory_dir: Path, site: str, node: str | None) -> NicConfig:
     """The node's nic.json exactly as `render` writes it, from the site inventory."""
-    from pathlib import Path
-
     from lbappliance.cliopts import load_or_exit
-    from lbappliance.inventory.derived import RuntimePaths
     from lbappliance.inventory.derived import node as find_node
+    from lbappliance.paths import RuntimePaths
     from lbappliance.render.specs import nic as nic_spec
 
     if not node:
         raise click.UsageError("--site needs --node")
-    loaded = load_or_exit(Path(inventory), site)
+    loaded = load_or_exit(inventory_dir, site)
     try:
         spec = nic_spec(loaded.model, find_node(loaded.model, node), RuntimePaths())
     except LookupError as e:
@@ -73,9 +74,7 @@ def _site_config(inventory: str, site: str, node: str | None) -> NicConfig:
 
 @nic.command("plan")
 @click.option("--site", help="Plan from the site inventory (with --node).")
-@click.option(
-    "--inventory", default="inventory", show_default=True, help="Inventory dir (with --site)."
-)
+@inventory_option
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="nic.json.")
 @click.option(
     "--profile-json",
@@ -91,16 +90,16 @@ def _site_config(inventory: str, site: str, node: str | None) -> NicConfig:
     type=click.Path(exists=True, file_okay=False),
     help="Root of a captured sysfs/procfs tree.",
 )
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan_cmd(
     site: str | None,
-    inventory: str,
+    inventory_dir: Path,
     config_path: str | None,
     profile_json: str | None,
     node: str | None,
     interfaces: tuple[str, ...],
     facts_root: str,
-    fmt: str,
+    as_json: bool,
 ) -> None:
     """Print the plan for a node (default: /etc/lbappliance/nic.json against this host).
 
@@ -110,7 +109,7 @@ def plan_cmd(
     """
     try:
         if site:
-            config = _site_config(inventory, site, node)
+            config = _site_config(inventory_dir, site, node)
             node, profile = config.node, config.profile
             interfaces = interfaces or config.interfaces
         elif profile_json:
@@ -123,6 +122,7 @@ def plan_cmd(
             node = node or config.node
             profile = config.profile
             interfaces = interfaces or config.interfaces
+        fmt = "json" if as_json else "text"
         click.echo(render_plan(node, profile, interfaces, facts_root, fmt), nl=False)
     except PlanError as e:
         _fail_plan(e)
@@ -141,9 +141,10 @@ def plan_cmd(
 )
 @click.option("--dry-run", is_flag=True, help="Report what would change; change nothing.")
 @click.option("--root", default="/", show_default=True, hidden=True)
-@click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json")
-def apply_cmd(config_path: str, dry_run: bool, root: str, fmt: str) -> None:
-    """Apply nic.json on this node. Prints {"changed": ..., "changes": [...]} (JSON).
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def apply_cmd(config_path: str, dry_run: bool, root: str, as_json: bool) -> None:
+    """Apply nic.json on this node. Prints what changed; with --json
+    {"changed": ..., "changes": [...], "failed": [...]}.
 
     Exit 0: applied (or nothing to do); 1: some change failed; 2: the plan is refused.
     """
@@ -158,7 +159,7 @@ def apply_cmd(config_path: str, dry_run: bool, root: str, fmt: str) -> None:
     except PlanError as e:
         _fail_plan(e)
         return
-    if fmt == "json":
+    if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo(result.render_text(), nl=False)

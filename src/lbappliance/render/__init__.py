@@ -18,13 +18,11 @@ from typing import Any
 import jinja2
 import yaml
 
-from ..inventory import Site
-from ..inventory.derived import RuntimePaths
-from ..inventory.schema import Inventory, Node
-from ..inventory.yamlpos import paused_gc
-from ..paths import templates_dir
-from ..secrets import Secrets
-from . import (
+from lbappliance.inventory import Site
+from lbappliance.inventory.schema import Inventory, Node
+from lbappliance.inventory.yamlpos import paused_gc
+from lbappliance.paths import NODE_PYTHON, RuntimePaths, templates_dir
+from lbappliance.render import (
     agent,
     ansible,
     bgp,
@@ -37,9 +35,9 @@ from . import (
     system,
     weights,
 )
+from lbappliance.secrets import Secrets
 
 HEADER = "Rendered by lbappliance from the site inventory. Do not edit: change the inventory."
-NODE_PYTHON = "/opt/lbappliance/venv/bin/python"
 
 
 @dataclass(frozen=True)

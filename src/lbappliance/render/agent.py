@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..inventory.derived import (
-    RuntimePaths,
+from lbappliance.inventory.derived import (
     effective_check,
     frontend_pools,
     interfaces,
     pool,
     services_on_vip,
 )
-from ..inventory.schema import AnycastVip, Inventory, L4Service, Node
-from . import network
-from .keepalived import DEMOTE_VALUE
+from lbappliance.inventory.schema import AnycastVip, Inventory, L4Service, Node
+from lbappliance.paths import NODE, RuntimePaths, target
+from lbappliance.render import network
+from lbappliance.render.keepalived import DEMOTE_VALUE
 
-TARGET = "etc/lbappliance/health-agent.json"
+TARGET = target(NODE.agent_config)
 
 # Flap dampening of an announcement (RFC 2439 style; not in the inventory model yet):
 # each fall from announced to withdrawn adds `penalty`, which halves every `half_life`

@@ -12,10 +12,10 @@ from typing import Any
 
 import yaml
 
-from ..inventory.derived import RuntimePaths, effective_controller, frontend_vips
-from ..inventory.schema import Inventory, Node
-from ..paths import project_dir
-from . import haproxy, network
+from lbappliance.inventory.derived import effective_controller, frontend_vips
+from lbappliance.inventory.schema import Inventory, Node
+from lbappliance.paths import RuntimePaths, project_dir
+from lbappliance.render import haproxy, network
 
 # Where a node's rendered files are, for the roles; a template Ansible expands.
 RENDER_HOST_DIR = "{{ inventory_dir }}/../hosts/{{ inventory_hostname }}"

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..inventory.derived import RuntimePaths, local_address
-from ..inventory.schema import Inventory, Node
-from ..secrets import Secrets
+from lbappliance.inventory.derived import local_address
+from lbappliance.inventory.schema import Inventory, Node
+from lbappliance.paths import RuntimePaths
+from lbappliance.secrets import Secrets
 
 TARGET = "etc/exabgp/exabgp.conf"
-AGENT_CONFIG = "etc/lbappliance/health-agent.json"
 
 
 def agent_command(paths: RuntimePaths, python: str) -> str:
-    return f"{python} -m lbappliance.health --config {paths.etc_dir}/health-agent.json"
+    return f"{python} -m lbappliance.health --config {paths.agent_config}"
 
 
 def context(

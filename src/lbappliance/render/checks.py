@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import Render, RenderedFile
+from lbappliance.render import Render, RenderedFile
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..inventory.derived import RuntimePaths, effective_check, frontend_vips
-from ..inventory.schema import Frontend, Inventory, Node, Route
+from lbappliance.inventory.derived import effective_check, frontend_vips
+from lbappliance.inventory.schema import Frontend, Inventory, Node, Route
+from lbappliance.paths import RuntimePaths
 
 TARGET = "etc/haproxy/haproxy.cfg"
 STATS_PORT = 8404

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..inventory.derived import RuntimePaths
-from ..inventory.schema import Inventory, Node
+from lbappliance.inventory.schema import Inventory, Node
+from lbappliance.paths import RuntimePaths
 
 TARGET = "etc/keepalived/keepalived.conf"
 DEMOTE_VALUE = 254  # x weight -1: drops any priority to the floor, so the peer takes over

@@ -26,8 +26,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from ..inventory.derived import IPAddr, RuntimePaths, interfaces
-from ..inventory.schema import Interface, Inventory, Node
+from lbappliance.inventory.derived import IPAddr, interfaces
+from lbappliance.inventory.schema import Interface, Inventory, Node
+from lbappliance.paths import RuntimePaths
 
 TARGET_DIR = "etc/systemd/network"
 FILE_PREFIX = "10-lbappliance-"

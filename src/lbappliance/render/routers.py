@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..inventory.derived import RuntimePaths, local_address
-from ..inventory.schema import BgpPeer, Inventory, Node
-from ..secrets import Secrets
+from lbappliance.inventory.derived import local_address
+from lbappliance.inventory.schema import BgpPeer, Inventory, Node
+from lbappliance.paths import RuntimePaths
+from lbappliance.secrets import Secrets
 
 BFD_TARGET = "etc/bird/bird.conf"
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..inventory.derived import RuntimePaths, first_address, interfaces
-from ..inventory.schema import Inventory, Node
+from lbappliance.inventory.derived import first_address, interfaces
+from lbappliance.inventory.schema import Inventory, Node
+from lbappliance.paths import NODE, RuntimePaths, target
 
-DATAPLANE_TARGET = "etc/lbappliance/dataplane.json"
-NIC_TARGET = "etc/lbappliance/nic.json"
+DATAPLANE_TARGET = target(NODE.dataplane_spec)
+NIC_TARGET = target(NODE.nic_config)
 
 
 def dataplane(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..inventory.derived import RuntimePaths, interfaces
-from ..inventory.schema import Inventory, Node
+from lbappliance.inventory.derived import interfaces
+from lbappliance.inventory.schema import Inventory, Node
+from lbappliance.paths import RuntimePaths
 
 SYSCTL_TARGET = "etc/sysctl.d/90-lbappliance.conf"
 NOTRACK_TARGET = "etc/nftables.d/lbappliance-notrack.nft"

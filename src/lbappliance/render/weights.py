@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..inventory.derived import RuntimePaths, effective_controller
-from ..inventory.schema import Inventory, Node
+from lbappliance.inventory.derived import effective_controller
+from lbappliance.inventory.schema import Inventory, Node
+from lbappliance.paths import NODE, RuntimePaths, target
 
-TARGET = "etc/lbappliance/weights.json"
+TARGET = target(NODE.weights_config)
 METRICS_PORT = 9172  # the health agent exports on 9171
 
 
@@ -44,7 +45,7 @@ def config(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]:
         "node": node.name,
         "site": inv.site.name,
         "haproxy_socket": paths.haproxy_socket,
-        "history_file": f"{paths.run_dir}/weights-history.json",
+        "history_file": paths.weights_history,
         "metrics": {"address": "127.0.0.1", "port": METRICS_PORT},
         "pools": pools,
     }

@@ -2,39 +2,39 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from ..imbalance import HistoryRecorder
-from .config import load
-from .controller import Controller
-from .metrics import serve
-from .probe import Prober
+import click
+
+from lbappliance.weights.config import config_option, load
+from lbappliance.weights.controller import Controller
+from lbappliance.weights.history import HistoryRecorder
+from lbappliance.weights.metrics import serve
+from lbappliance.weights.probe import Prober
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m lbappliance.weights",
-        description="Feedback weight controller: HAProxy server weights from live signals.",
-    )
-    parser.add_argument("--config", type=Path, default=Path("/etc/lbappliance/weights.json"))
-    parser.add_argument("--no-metrics", action="store_true", help="Do not serve /metrics.")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Feedback weight controller: HAProxy server weights from live signals.",
+)
+@config_option()
+@click.option("--no-metrics", is_flag=True, help="Do not serve /metrics.")
+@click.option("--log-level", default="INFO", show_default=True)
+def main(config_path: Path, no_metrics: bool, log_level: str) -> None:
     logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stdout,
+        level=log_level.upper(),
+        stream=sys.stderr,  # as the health agent: stdout carries no logs
         format="%(asctime)s %(levelname)s %(message)s",
     )
-    config = load(args.config)
+    config = load(config_path)
     recorder = HistoryRecorder(Path(config.history_file)) if config.history_file else None
     controller = Controller(config, recorder=recorder.record if recorder else None, prober=Prober())
     server = None
-    if not args.no_metrics:
+    if not no_metrics:
         server = serve(controller.metrics, config.metrics_address, config.metrics_port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server:
             server.shutdown()
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(prog_name="python -m lbappliance.weights")

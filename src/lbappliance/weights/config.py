@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
+from lbappliance.paths import NODE
+
 
 @dataclass(frozen=True)
 class PoolConfig:
@@ -85,3 +89,15 @@ def parse(data: dict[str, Any]) -> Config:
 
 def load(path: Path) -> Config:
     return parse(json.loads(path.read_text()))
+
+
+def config_option(help: str = "The node's rendered controller config.") -> Any:
+    """``--config``: the node's weights.json (the controller and ``lbappliance imbalance``)."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=Path(NODE.weights_config),
+        show_default=True,
+        help=help,
+    )

@@ -20,12 +20,19 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import Config
-from .haproxy import AdminSocket, SocketError
-from .metrics import Metrics
-from .policy import LATENCY_RESOLUTION, Decision, PoolState, Probes, ServerState, decide
-from .probe import Prober
-from .signals import Snapshot, server_signals
+from lbappliance.weights.config import Config
+from lbappliance.weights.haproxy import AdminSocket, SocketError
+from lbappliance.weights.metrics import Metrics
+from lbappliance.weights.policy import (
+    LATENCY_RESOLUTION,
+    Decision,
+    PoolState,
+    Probes,
+    ServerState,
+    decide,
+)
+from lbappliance.weights.probe import Prober
+from lbappliance.weights.signals import Snapshot, server_signals
 
 log = logging.getLogger("lbappliance.weights")
 

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .policy import Decision
+from lbappliance.weights.policy import Decision
 
 PREFIX = "lbappliance_weights"
 HELP = {

@@ -52,9 +52,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-from .config import PoolConfig
-from .signals import Signals
+from lbappliance.weights.config import PoolConfig
+from lbappliance.weights.signals import Signals
 
 LATENCY_RESOLUTION = 0.1  # latencies below this fraction of the target count as equal
 ERROR_DEGRADED = 0.05  # error ratio above which a server is not healthy
@@ -142,6 +143,22 @@ def _lower_median(values: list[float]) -> float:
     return ordered[(len(ordered) - 1) // 2]
 
 
+class Kind(StrEnum):
+    """What a server is this round, before its signals are weighed."""
+
+    ABSENT = "absent"  # not in HAProxy's answer
+    PARKED = "parked"  # out of users' traffic, judged by probes
+    DOWN = "down"
+    EXCLUDED = "excluded"  # maintenance or drain: the operator's
+    MISSING = "missing"  # signals missing: degraded
+    HOLD = "hold"  # serving, nothing measured yet
+    MEASURED = "measured"
+
+
+# Kinds HAProxy sends traffic to (with a known weight: see ``_Round.up``).
+SERVING = (Kind.MEASURED, Kind.HOLD, Kind.MISSING)
+
+
 def decide(
     cfg: PoolConfig,
     signals: dict[str, Signals | None],
@@ -155,178 +172,248 @@ def decide(
     says the controller can probe: outliers are then parked at weight 0. ``now`` is the
     time of ``probes``' clock.
     """
-    t = cfg.target_latency
-    kind: dict[str, str] = {}
-    why: dict[str, str] = {}
-    for name in cfg.servers:
-        sig = signals.get(name)
-        if sig is None:
-            kind[name] = "absent"
-            continue
-        cur = sig.stat.uweight
-        st = state.servers.get(name)
-        if cur is not None and (st is None or st.applied != cur):
-            state.servers[name] = ServerState(float(cur), cur)  # first sight or changed outside
-        st = state.servers.get(name)
-        if st is not None and st.parked and not sig.stat.status.startswith(("MAINT", "NOLB")):
-            kind[name] = "parked" if sig.stat.status.startswith(("UP", "DRAIN")) else "down"
-        elif sig.stat.admin_excluded:
-            kind[name] = "excluded"
-        elif not sig.stat.up:
-            kind[name] = "down"
-        elif sig.missing:
-            kind[name], why[name] = "missing", f"signals missing ({sig.missing})"
-        elif sig.latency is None:
-            kind[name] = "hold"
-        else:
-            kind[name] = "measured"
-    # Servers HAProxy sends traffic to and whose current weight is known.
-    up = [n for n, k in kind.items() if k in ("measured", "hold", "missing") and n in state.servers]
-    responses = sum(signals[n].responses for n in up)  # type: ignore[union-attr]
-    idle = responses < POOL_MIN_RESPONSES
-    total_weight = sum(state.servers[n].applied for n in up) or 1
-    for n in up:
-        sig = signals[n]
+    r = _Round(cfg, signals, state, probes, now)
+    r.classify()
+    r.find_silent()
+    r.measure()
+    r.judge_probes()
+    r.assess()
+    r.update_panic()
+    r.park_and_readmit()
+    r.up = [n for n in r.up if n not in r.parked]
+    r.targets()
+    return r.apply()
+
+
+@dataclass
+class _Round:
+    """One ``decide`` step: its inputs and what each named step finds, in order."""
+
+    cfg: PoolConfig
+    signals: dict[str, Signals | None]
+    state: PoolState
+    probes: dict[str, Probes | None] | None
+    now: float
+    kind: dict[str, Kind] = field(default_factory=dict)
+    why: dict[str, str] = field(default_factory=dict)
+    up: list[str] = field(default_factory=list)
+    idle: bool = True
+    latencies: dict[str, float] = field(default_factory=dict)
+    median: float = 0.0
+    slow: float = 0.0
+    probe_ok: dict[str, bool] = field(default_factory=dict)
+    probe_why: dict[str, str] = field(default_factory=dict)
+    capacity: dict[str, float] = field(default_factory=dict)
+    headroom: dict[str, float] = field(default_factory=dict)
+    healthy: set[str] = field(default_factory=set)
+    outliers: set[str] = field(default_factory=set)
+    counted: list[str] = field(default_factory=list)
+    fraction: float | None = None
+    changes: list[Change] = field(default_factory=list)
+    parked: set[str] = field(default_factory=set)
+    floors: dict[str, float] = field(default_factory=dict)
+    ratio: dict[str, float] = field(default_factory=dict)
+
+    def sig(self, name: str) -> Signals:
+        sig = self.signals[name]
         assert sig is not None
-        expected = responses * state.servers[n].applied / total_weight
-        if kind[n] == "hold" and sig.window and sig.responses == 0 and expected >= EXPECTED_MIN:
-            kind[n] = "missing"
-            why[n] = f"signals missing (no response although ~{expected:.0f} were expected)"
+        return sig
 
-    latencies: dict[str, float] = {}
-    for n in (n for n in up if kind[n] == "measured"):
-        sig = signals[n]
-        assert sig is not None and sig.latency is not None
-        latencies[n] = max(sig.latency, sig.latency_long or 0.0)
-    median = _lower_median(list(latencies.values())) if latencies else 0.0
-    slow = max(cfg.outlier_factor * median, cfg.outlier_min_latency)
-    probe_why: dict[str, str] = {}
-    probe_ok: dict[str, bool] = {}
-    for n, k in kind.items():
-        st = state.servers.get(n)
-        if probes is not None and st is not None and (k == "parked" or st.readmitting):
-            probe_ok[n], probe_why[n] = _judge(probes.get(n), st, slow, now)
+    def classify(self) -> None:
+        """Each server's kind; a weight first seen or changed outside resets its state."""
+        for name in self.cfg.servers:
+            sig = self.signals.get(name)
+            if sig is None:
+                self.kind[name] = Kind.ABSENT
+                continue
+            cur = sig.stat.uweight
+            st = self.state.servers.get(name)
+            if cur is not None and (st is None or st.applied != cur):
+                self.state.servers[name] = ServerState(float(cur), cur)
+            st = self.state.servers.get(name)
+            status = sig.stat.status
+            if st is not None and st.parked and not status.startswith(("MAINT", "NOLB")):
+                self.kind[name] = Kind.PARKED if status.startswith(("UP", "DRAIN")) else Kind.DOWN
+            elif sig.stat.admin_excluded:
+                self.kind[name] = Kind.EXCLUDED
+            elif not sig.stat.up:
+                self.kind[name] = Kind.DOWN
+            elif sig.missing:
+                self.kind[name] = Kind.MISSING
+                self.why[name] = f"signals missing ({sig.missing})"
+            elif sig.latency is None:
+                self.kind[name] = Kind.HOLD
+            else:
+                self.kind[name] = Kind.MEASURED
 
-    capacity: dict[str, float] = {}
-    headroom: dict[str, float] = {}
-    healthy: set[str] = set()
-    outliers: set[str] = set()
-    for n, latency in latencies.items():
-        sig = signals[n]
-        assert sig is not None
-        good = 1 - sig.error_ratio
-        capacity[n] = sig.rate * good * t / max(latency, 1e-4)
-        headroom[n] = max(good * t / max(latency, LATENCY_RESOLUTION * t) - 1, 0.0)
-        queued = sig.stat.qcur or 0
-        if queued:  # at its maxconn: no headroom, whatever the latency says
-            headroom[n] = 0.0
-        why[n] = (
-            f"latency {_ms(latency)} (target {_ms(t)}), errors {sig.error_ratio:.1%}, "
-            f"capacity {capacity[n]:.1f} req/s" + (f", {queued} queued" if queued else "")
-        )
-        if latency > slow:
-            outliers.add(n)
-            why[n] += (
-                f", outlier: over {_ms(slow)} ({cfg.outlier_factor:g}x the pool's median "
-                f"{_ms(median)})"
-            )
-        elif sig.error_ratio > ERROR_DEGRADED:
-            outliers.add(n)
-            why[n] += f", outlier: errors over {ERROR_DEGRADED:.0%}"
-        elif latency <= t and not queued:
-            healthy.add(n)
-    healthy |= {n for n in up if kind[n] == "hold"}
-    counted = [n for n, k in kind.items() if k not in ("excluded", "absent")]
-    fraction = len(healthy) / len(counted) if counted else None
-    if not idle and fraction is not None:
-        state.panic = fraction < cfg.panic_threshold
-
-    changes: list[Change] = []
-    parked = _park_and_readmit(
-        cfg, state, kind, up, healthy, outliers, counted, probe_ok, probe_why, why, now, changes,
-        probes is not None, idle, latencies,
-    )  # fmt: skip
-
-    # Target weights, as a fraction of each server's inventory weight, and their floors.
-    up = [n for n in up if n not in parked]
-    floors = {
-        n: (
-            cfg.canary_weight_percent
-            if n in outliers or kind[n] == "missing"
-            else cfg.min_weight_percent
-        )
-        / 100
-        for n in up
-    }
-    ratio: dict[str, float] = {}
-    if state.panic:
-        for n in up:
-            if kind[n] != "missing":
-                ratio[n] = 1.0
-                why[n] = (
-                    f"panic: {len(healthy)}/{len(counted)} servers healthy "
-                    f"< {cfg.panic_threshold:.0%}, spreading over all; " + why.get(n, "no data")
+    def find_silent(self) -> None:
+        """Servers that serve with a known weight; whether the pool is idle; a server
+        silent although its weight should have brought it responses is missing."""
+        self.up = [n for n, k in self.kind.items() if k in SERVING and n in self.state.servers]
+        responses = sum(self.sig(n).responses for n in self.up)
+        self.idle = responses < POOL_MIN_RESPONSES
+        total_weight = sum(self.state.servers[n].applied for n in self.up) or 1
+        for n in self.up:
+            sig = self.sig(n)
+            expected = responses * self.state.servers[n].applied / total_weight
+            if (
+                self.kind[n] == Kind.HOLD
+                and sig.window
+                and sig.responses == 0
+                and expected >= EXPECTED_MIN
+            ):
+                self.kind[n] = Kind.MISSING
+                self.why[n] = (
+                    f"signals missing (no response although ~{expected:.0f} were expected)"
                 )
-    elif not idle and headroom:
-        normal = [n for n in headroom if n not in outliers]
+
+    def measure(self) -> None:
+        """Each measured server's latency, the pool's median and the outlier threshold."""
+        for n in (n for n in self.up if self.kind[n] == Kind.MEASURED):
+            sig = self.sig(n)
+            assert sig.latency is not None
+            self.latencies[n] = max(sig.latency, sig.latency_long or 0.0)
+        values = list(self.latencies.values())
+        self.median = _lower_median(values) if values else 0.0
+        self.slow = max(self.cfg.outlier_factor * self.median, self.cfg.outlier_min_latency)
+
+    def judge_probes(self) -> None:
+        """The probes' verdict on each parked or re-admitted server."""
+        if self.probes is None:
+            return
+        for n, k in self.kind.items():
+            st = self.state.servers.get(n)
+            if st is not None and (k == Kind.PARKED or st.readmitting):
+                self.probe_ok[n], self.probe_why[n] = _judge(
+                    self.probes.get(n), st, self.slow, self.now
+                )
+
+    def assess(self) -> None:
+        """Capacity and headroom of each measured server; healthy or outlier."""
+        t = self.cfg.target_latency
+        for n, latency in self.latencies.items():
+            sig = self.sig(n)
+            good = 1 - sig.error_ratio
+            self.capacity[n] = sig.rate * good * t / max(latency, 1e-4)
+            self.headroom[n] = max(good * t / max(latency, LATENCY_RESOLUTION * t) - 1, 0.0)
+            queued = sig.stat.qcur or 0
+            if queued:  # at its maxconn: no headroom, whatever the latency says
+                self.headroom[n] = 0.0
+            self.why[n] = (
+                f"latency {_ms(latency)} (target {_ms(t)}), errors {sig.error_ratio:.1%}, "
+                f"capacity {self.capacity[n]:.1f} req/s" + (f", {queued} queued" if queued else "")
+            )
+            if latency > self.slow:
+                self.outliers.add(n)
+                self.why[n] += (
+                    f", outlier: over {_ms(self.slow)} ({self.cfg.outlier_factor:g}x the pool's "
+                    f"median {_ms(self.median)})"
+                )
+            elif sig.error_ratio > ERROR_DEGRADED:
+                self.outliers.add(n)
+                self.why[n] += f", outlier: errors over {ERROR_DEGRADED:.0%}"
+            elif latency <= t and not queued:
+                self.healthy.add(n)
+        self.healthy |= {n for n in self.up if self.kind[n] == Kind.HOLD}
+
+    def update_panic(self) -> None:
+        """The healthy fraction of the servers that count; panic below the threshold."""
+        excluded = (Kind.EXCLUDED, Kind.ABSENT)
+        self.counted = [n for n, k in self.kind.items() if k not in excluded]
+        self.fraction = len(self.healthy) / len(self.counted) if self.counted else None
+        if not self.idle and self.fraction is not None:
+            self.state.panic = self.fraction < self.cfg.panic_threshold
+
+    def park_and_readmit(self) -> None:
+        self.parked = _park_and_readmit(self)
+
+    def targets(self) -> None:
+        """Each serving server's target, as a fraction of its inventory weight, and floor."""
+        cfg, kind, why = self.cfg, self.kind, self.why
+        for n in self.up:
+            low = n in self.outliers or kind[n] == Kind.MISSING
+            self.floors[n] = (cfg.canary_weight_percent if low else cfg.min_weight_percent) / 100
+        if self.state.panic:
+            for n in self.up:
+                if kind[n] != Kind.MISSING:
+                    self.ratio[n] = 1.0
+                    why[n] = (
+                        f"panic: {len(self.healthy)}/{len(self.counted)} servers healthy "
+                        f"< {cfg.panic_threshold:.0%}, spreading over all; " + why.get(n, "no data")
+                    )
+        elif not self.idle and self.headroom:
+            self.by_headroom()
+            _cap(self)
+        for n in self.up:
+            st = self.state.servers[n]
+            if kind[n] == Kind.MISSING:
+                self.ratio[n] = self.floors[n]
+                why[n] += "; degraded, weight never raised"
+            elif st.readmitting and n not in self.ratio and not self.idle:  # no users' latency
+                self.ratio[n] = 1.0
+                why[n] = why.get(n, "") + "re-admitting: " + self.probe_why.get(n, "")
+
+    def by_headroom(self) -> None:
+        """Targets in proportion to headroom (outliers: the canary floor)."""
+        headroom, capacity, why = self.headroom, self.capacity, self.why
+        normal = [n for n in headroom if n not in self.outliers]
         best = max((headroom[n] for n in normal), default=0.0)
         most = max((capacity[n] for n in normal), default=0.0)
         for n in headroom:
-            if n in parked:
+            if n in self.parked:
                 continue
-            if n in outliers:
-                ratio[n] = 0.0
+            if n in self.outliers:
+                self.ratio[n] = 0.0
                 why[n] += "; outlier: canary floor"
             elif best > 0:
-                ratio[n] = headroom[n] / best
+                self.ratio[n] = headroom[n] / best
                 why[n] += f", headroom {headroom[n]:.2f} of best {best:.2f}"
             else:  # every server over target (panic disabled): by capacity
-                ratio[n] = capacity[n] / max(most, 1e-9)
+                self.ratio[n] = capacity[n] / max(most, 1e-9)
                 why[n] += ", all over target: by capacity"
-        _cap(cfg, signals, state, up, ratio, capacity, floors, why)
-    for n in up:
-        st = state.servers[n]
-        if kind[n] == "missing":
-            ratio[n] = floors[n]
-            why[n] += "; degraded, weight never raised"
-        elif st.readmitting and n not in ratio and not idle:  # no users' latency yet
-            ratio[n] = 1.0
-            why[n] = why.get(n, "") + "re-admitting: " + probe_why.get(n, "")
 
-    assessments = []
-    for name, weight in cfg.servers.items():
-        sig = signals.get(name)
-        st = state.servers.get(name)
-        target = None
-        if name in ratio and st is not None:
-            target = weight * max(ratio[name], floors[name])
-            low = max(1, round(weight * floors[name]))
-            change = _step(cfg, name, weight, low, target, st, kind[name] == "missing", why[name])
-            if change:
-                changes.append(change)
-            if st.readmitting and name in healthy and st.applied >= round(target):
-                st.readmitting, st.parks = False, 0  # back where the policy wants it
-        state_name = kind[name]
-        if state_name == "parked":
-            state_name = "outlier"
-            why[name] = why.get(name) or "parked: " + probe_why.get(name, "no probe yet")
-        elif state_name == "measured":
-            state_name = (
-                "healthy" if name in healthy else "outlier" if name in outliers else "degraded"
-            )
-        assessments.append(
-            Assessment(
-                server=name,
-                state=state_name,
-                signals=sig,
-                capacity=capacity.get(name),
-                headroom=headroom.get(name),
-                target=target,
-                weight=st.applied if st else None,
-                reason=why.get(name, "pool idle: holding" if idle else ""),
-            )
+    def apply(self) -> Decision:
+        """Step each weight toward its target; the decision with every assessment."""
+        assessments = [self.step(name, weight) for name, weight in self.cfg.servers.items()]
+        return Decision(
+            self.cfg.name, assessments, self.changes, self.fraction, self.state.panic, self.idle
         )
-    return Decision(cfg.name, assessments, changes, fraction, state.panic, idle)
+
+    def step(self, name: str, weight: int) -> Assessment:
+        st = self.state.servers.get(name)
+        kind, why = self.kind[name], self.why
+        target = None
+        if name in self.ratio and st is not None:
+            floor = self.floors[name]
+            target = weight * max(self.ratio[name], floor)
+            low = max(1, round(weight * floor))
+            change = _step(self.cfg, name, weight, low, target, st, kind == Kind.MISSING, why[name])
+            if change:
+                self.changes.append(change)
+            if st.readmitting and name in self.healthy and st.applied >= round(target):
+                st.readmitting, st.parks = False, 0  # back where the policy wants it
+        state_name = kind.value
+        if kind == Kind.PARKED:
+            state_name = "outlier"
+            why[name] = why.get(name) or "parked: " + self.probe_why.get(name, "no probe yet")
+        elif kind == Kind.MEASURED:
+            state_name = (
+                "healthy"
+                if name in self.healthy
+                else "outlier"
+                if name in self.outliers
+                else "degraded"
+            )
+        return Assessment(
+            server=name,
+            state=state_name,
+            signals=self.signals.get(name),
+            capacity=self.capacity.get(name),
+            headroom=self.headroom.get(name),
+            target=target,
+            weight=st.applied if st else None,
+            reason=why.get(name, "pool idle: holding" if self.idle else ""),
+        )
 
 
 def _judge(p: Probes | None, st: ServerState, slow: float, now: float) -> tuple[bool, str]:
@@ -360,34 +447,19 @@ def _judge(p: Probes | None, st: ServerState, slow: float, now: float) -> tuple[
     return enough and not failed and mean <= slow, verdict
 
 
-def _park_and_readmit(
-    cfg: PoolConfig,
-    state: PoolState,
-    kind: dict[str, str],
-    up: list[str],
-    healthy: set[str],
-    outliers: set[str],
-    counted: list[str],
-    probe_ok: dict[str, bool],
-    probe_why: dict[str, str],
-    why: dict[str, str],
-    now: float,
-    changes: list[Change],
-    probing: bool,
-    idle: bool,
-    latencies: dict[str, float],
-) -> set[str]:
+def _park_and_readmit(r: _Round) -> set[str]:
     """Park outliers at weight 0 and re-admit parked servers; the servers parked after it."""
-    parked = {n for n, k in kind.items() if k == "parked"}
+    cfg, state, why = r.cfg, r.state, r.why
+    parked = {n for n, k in r.kind.items() if k == Kind.PARKED}
 
     def readmit(n: str, reason: str) -> None:
         st = state.servers[n]
         low = max(1, round(cfg.servers[n] * cfg.canary_weight_percent / 100))
-        st.parked, st.readmitting, st.since = False, True, now
+        st.parked, st.readmitting, st.since = False, True, r.now
         st.applied, st.smoothed = low, float(low)
-        changes.append(Change(cfg.name, n, 0, low, reason))
+        r.changes.append(Change(cfg.name, n, 0, low, reason))
         why[n] = reason
-        kind[n] = "hold"  # no users' latency yet
+        r.kind[n] = Kind.HOLD  # no users' latency yet
         parked.discard(n)
 
     if state.panic:
@@ -395,28 +467,28 @@ def _park_and_readmit(
             readmit(n, "re-admitted: the pool is in panic, spreading over all servers")
         return parked
     for n in sorted(parked):
-        if probe_ok.get(n):
-            readmit(n, f"re-admitted at the canary floor: {probe_why[n]}")
-    if not probing or idle:
+        if r.probe_ok.get(n):
+            readmit(n, f"re-admitted at the canary floor: {r.probe_why[n]}")
+    if r.probes is None or r.idle:
         return parked
-    candidates = [n for n in up if n in outliers]
+    candidates = [n for n in r.up if n in r.outliers]
     candidates += [
         n
-        for n in up
-        if state.servers[n].readmitting and probe_ok.get(n) is False and n not in outliers
+        for n in r.up
+        if state.servers[n].readmitting and r.probe_ok.get(n) is False and n not in r.outliers
     ]
-    serving = {n for n in healthy if n not in parked and not state.servers[n].readmitting}
-    need = max(1, math.ceil(cfg.panic_threshold * len(counted)))
+    serving = {n for n in r.healthy if n not in parked and not state.servers[n].readmitting}
+    need = max(1, math.ceil(cfg.panic_threshold * len(r.counted)))
     if len(serving) < need:
         for n in candidates:
             why[n] += f"; not parked: only {len(serving)} servers healthy and serving"
         return parked
-    for n in sorted(candidates, key=lambda n: -latencies.get(n, math.inf)):
+    for n in sorted(candidates, key=lambda n: -r.latencies.get(n, math.inf)):
         st = state.servers[n]
-        reason = why[n] if n in outliers else f"{why[n]}; re-admission stopped: {probe_why[n]}"
+        reason = why[n] if n in r.outliers else f"{why[n]}; re-admission stopped: {r.probe_why[n]}"
         reason += "; parked at weight 0, probing it directly"
-        changes.append(Change(cfg.name, n, st.applied, 0, reason))
-        st.parked, st.readmitting, st.since = True, False, now
+        r.changes.append(Change(cfg.name, n, st.applied, 0, reason))
+        st.parked, st.readmitting, st.since = True, False, r.now
         st.parks += 1
         st.applied, st.smoothed = 0, 0.0
         why[n] = reason
@@ -424,18 +496,18 @@ def _park_and_readmit(
     return parked
 
 
-def _cap(
-    cfg: PoolConfig,
-    signals: dict[str, Signals | None],
-    state: PoolState,
-    up: list[str],
-    ratio: dict[str, float],
-    capacity: dict[str, float],
-    floors: dict[str, float],
-    why: dict[str, str],
-) -> None:
+def _cap(r: _Round) -> None:
     """Lower targets whose share of the pool's load would exceed the capacity fraction."""
-    load = sum(signals[n].rate for n in up)  # type: ignore[union-attr]
+    cfg, state, up, ratio, capacity, floors, why = (
+        r.cfg,
+        r.state,
+        r.up,
+        r.ratio,
+        r.capacity,
+        r.floors,
+        r.why,
+    )
+    load = sum(r.sig(n).rate for n in up)
     if load <= 0:
         return
     if load > cfg.max_capacity_fraction * sum(capacity[n] for n in ratio):

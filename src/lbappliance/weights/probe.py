@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .policy import PROBE_CALM_MAX, PROBE_INTERVAL, PROBE_TIMEOUT, Probes
+from lbappliance.weights.policy import PROBE_CALM_MAX, PROBE_INTERVAL, PROBE_TIMEOUT, Probes
 
 KEEP = PROBE_CALM_MAX + 5.0  # s of samples kept per server
 

@@ -1,4 +1,6 @@
-"""Running the node-side helper (``health/node.py``) on LB nodes over Ansible ad-hoc.
+"""Running the node-side helper (``health/node.py``) on LB nodes over Ansible ad-hoc:
+the controller side of ``lbappliance status`` and ``maintenance``, with the options
+they share.
 
 ``lbappliance status`` and ``maintenance`` call ``NodeRunner(node, [action, ...])``
 and get the helper's JSON report back. The inventory is written from the site
@@ -23,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import yaml
 
-from ..inventory.derived import RuntimePaths
-from ..inventory.schema import Inventory
-from ..render import NODE_PYTHON
-from ..render import agent as agent_render
-from ..render.ansible import Dumper, host_vars, inert
+from lbappliance.cliopts import load_or_exit
+from lbappliance.inventory.schema import Inventory
+from lbappliance.paths import NODE_PYTHON, RuntimePaths
+from lbappliance.render.ansible import Dumper, host_vars, inert
 
 
 class NodeError(Exception):
@@ -37,7 +39,7 @@ class NodeError(Exception):
 
 
 def agent_config_path(paths: RuntimePaths) -> str:
-    return f"{paths.etc_dir}/{Path(agent_render.TARGET).name}"
+    return paths.agent_config
 
 
 def write_inventory(inv: Inventory, directory: Path) -> Path:
@@ -169,3 +171,39 @@ class NodeRunner:
         except subprocess.TimeoutExpired:
             return {n: NodeError(f"{n}: no answer within {self.timeout:g} s") for n in nodes}
         return parse_adhoc(nodes, proc.stdout + proc.stderr)
+
+
+# --- the options `status` and `maintenance` share ---------------------------------------
+
+
+def load_inventory(inventory_dir: Path, site: str) -> Inventory:
+    """The site's model; invalid sites print every error and exit 2 (as `validate`)."""
+    return load_or_exit(inventory_dir, site).model
+
+
+def lab_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Hidden hooks for namespace labs, where each node is a network namespace on this host."""
+    f = click.option(
+        "--node-root",
+        hidden=True,
+        help="The node's runtime prefix (RuntimePaths), e.g. '/tmp/lab/render/hosts/{node}'.",
+    )(f)
+    f = click.option(
+        "--node-exec",
+        hidden=True,
+        help="Run the helper on this host under a prefix, e.g. 'ip netns exec lab-{node}'.",
+    )(f)
+    return f
+
+
+def runner_for(inv: Inventory, node_exec: str | None, node_root: str | None) -> NodeRunner:
+    """Over SSH with the inventory's addresses, or locally under the lab's prefix."""
+    if not node_exec:
+        return NodeRunner(inv)
+    return NodeRunner(
+        inv,
+        python=sys.executable,
+        paths=lambda n: RuntimePaths(node_root.format(node=n)) if node_root else RuntimePaths(),
+        prefix=lambda n: node_exec.format(node=n).split(),
+        connection="local",
+    )

@@ -1,0 +1,111 @@
+"""``lbappliance lab``: the container lab from the command line."""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lbappliance.cliopts import inventory_option
+from lbappliance.lab.podman import PodmanLab
+from lbappliance.lab.podmancli import PodmanError, state_dir
+
+_site = click.option("--site", default="lab", show_default=True, help="Site the lab is built from.")
+
+
+def _lab_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """One located line and exit 1 for what a user can hit (never a traceback)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kw: Any) -> None:
+        try:
+            command(*args, **kw)
+        except PodmanError as exc:
+            click.secho(f"error: lab: {exc}", fg="red", err=True)
+            sys.exit(1)
+        except subprocess.CalledProcessError as exc:
+            cmd = " ".join(map(str, exc.cmd[:3]))
+            click.secho(f"error: lab: `{cmd}…` failed with exit status {exc.returncode}; "
+                        f"see {state_dir() / 'image.log'} and {state_dir() / 'lab.log'}",
+                        fg="red", err=True)  # fmt: skip
+            sys.exit(1)
+        except subprocess.TimeoutExpired as exc:
+            cmd = " ".join(map(str, exc.cmd[:3]))
+            click.secho(f"error: lab: `{cmd}…` timed out after {exc.timeout:.0f} s", fg="red",
+                        err=True)  # fmt: skip
+            sys.exit(1)
+
+    return run
+
+
+@click.group()
+def lab() -> None:
+    """The container lab: the lab site as rootful podman containers running systemd.
+
+    \b
+    lb1 and lb2 start bare (SSH only); `lbappliance deploy --site lab` provisions
+    them over SSH. The router (BIRD), the backends and a client come up ready.
+      lbappliance lab up                       image (cached), networks, containers
+      eval "$(lbappliance lab env)"            the lab's SSH key for Ansible
+      lbappliance deploy --site lab            converge lb1, then lb2
+      lbappliance lab status                   containers, addresses, daemons
+      lbappliance lab down                     remove everything the lab created
+    """
+
+
+def _lab_command(command: Callable[..., None]) -> click.Command:
+    """A `lbappliance lab` subcommand taking --site and --inventory, errors as one line."""
+    return lab.command()(_site(inventory_option(_lab_errors(command))))
+
+
+@_lab_command
+def up(site: str, inventory_dir: Path) -> None:
+    """Build the lab (or start what is stopped); seconds once the image is cached."""
+    podlab = PodmanLab.load(site, inventory_dir)
+    t = time.monotonic()
+    podlab.up(progress=click.echo)
+    click.echo(f"lab up in {time.monotonic() - t:.1f} s")
+    _print_status(podlab)
+    click.echo('next: eval "$(lbappliance lab env)" && lbappliance deploy --site ' + site)
+
+
+@_lab_command
+def down(site: str, inventory_dir: Path) -> None:
+    """Remove the lab's containers and networks (and what netavark left behind)."""
+    removed = PodmanLab.load(site, inventory_dir).down()
+    click.echo(f"lab down: removed {', '.join(removed) if removed else 'nothing (no lab)'}")
+
+
+@_lab_command
+def status(site: str, inventory_dir: Path) -> None:
+    """Containers, their addresses and daemons; VRRP holder and BGP sessions."""
+    podlab = PodmanLab.load(site, inventory_dir)
+    _print_status(podlab)
+    if podlab.container_state("router") == "running":
+        for g in podlab.site.model.vrrp:
+            for vip in g.vips:
+                holders = podlab.vrrp_holders(str(vip.ip))
+                click.echo(f"VRRP {g.name} {vip.ip}: {', '.join(holders) or 'nobody'}")
+        click.echo(podlab.birdc("show", "protocols").rstrip())
+
+
+@_lab_command
+def env(site: str, inventory_dir: Path) -> None:
+    """Print the environment `lbappliance deploy --site lab` needs (for eval)."""
+    for key, value in PodmanLab.load(site, inventory_dir).deploy_env().items():
+        click.echo(f"export {key}={shlex.quote(value)}")
+
+
+def _print_status(podlab: PodmanLab) -> None:
+    for h in podlab.status():
+        services = " ".join(f"{k}={v}" for k, v in h.services.items())
+        click.echo(f"  {h.name:<9} {h.kind:<8} {h.state:<8} {', '.join(h.addresses)}")
+        if services:
+            click.echo(f"  {'':<9} {'':<8} {'':<8} {services}")

@@ -1,0 +1,35 @@
+"""Scratch containers from the lab image for role tests (Molecule's lb_haproxy scenario)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lbappliance.lab.image import ensure_image
+from lbappliance.lab.podmancli import CAPS, LABEL, Podman, state_dir, wait
+
+
+def scratch_container(name: str, state: Path | None = None) -> str:
+    """A lone systemd container from the lab image, without network (role tests).
+
+    Returns its name (``lbamol-<name>``); removed by ``remove_scratch_container``.
+    """
+    podman = Podman(state or state_dir())
+    podman.preflight()
+    image, _ = ensure_image(podman, podman.conf.parent / "images", podman.conf.parent / "image.log")
+    container = f"lbamol-{name}"
+    podman.run("rm", "-f", "-t", "0", container, check=False)
+    podman.run(
+        "run", "-d", "--name", container, "--hostname", name, "--label", f"{LABEL}=scratch",
+        "--systemd=always", "--cap-add", CAPS, "--network", "none", image,
+    )  # fmt: skip
+
+    def booted() -> bool:
+        out = podman.run("exec", container, "systemctl", "is-system-running", check=False)
+        return out.stdout.strip() in ("running", "degraded")
+
+    wait(booted, 60, f"systemd in {container}")
+    return container
+
+
+def remove_scratch_container(name: str, state: Path | None = None) -> None:
+    Podman(state or state_dir()).run("rm", "-f", "-t", "0", f"lbamol-{name}", check=False)

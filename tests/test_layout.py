@@ -1,0 +1,30 @@
+"""The node-side entry points import nothing of the controller side (inventory,
+renderer, Ansible runners): a node runs them from the files rendered for it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+CONTROLLER = (
+    "lbappliance.render",
+    "lbappliance.cliopts",
+    "lbappliance.remote",
+    "lbappliance.deploy",
+)
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["lbappliance.health.__main__", "lbappliance.health.node", "lbappliance.weights.__main__",
+     "lbappliance.weights.imbalance"],
+)  # fmt: skip
+def test_node_side_imports_no_controller_code(module: str) -> None:
+    code = f"import {module}, json, sys; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = json.loads(out.stdout)
+    assert [m for m in loaded if m.startswith(CONTROLLER)] == []
+    assert "lbappliance.inventory" not in loaded
