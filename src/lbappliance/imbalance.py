@@ -35,7 +35,7 @@ from typing import Any
 
 import click
 
-from .weights.haproxy import AdminSocket, ServerStat, SocketError
+from .haproxy import AdminSocket, HaproxyError, ServerStat
 from .weights.signals import Snapshot
 
 WINDOWS = (("5m", 300.0), ("15m", 900.0), ("60m", 3600.0))
@@ -336,7 +336,7 @@ def measure(
 ) -> list[PoolReport]:
     """Reports from the controller's recent history, else from ``sample`` seconds of HAProxy.
 
-    Raises ``SocketError`` when HAProxy cannot be read.
+    Raises ``HaproxyError`` when HAProxy cannot be read.
     """
     samples = load_history(history)
     if len(samples) < 2 or time.time() - samples[-1].time > 2 * RECORD_EVERY:
@@ -456,7 +456,7 @@ def imbalance(
         default_socket = node_socket or RuntimePaths().haproxy_socket
     try:
         reports = measure(metas, AdminSocket(socket_path or default_socket), history, sample)
-    except SocketError as exc:
+    except HaproxyError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
     click.echo(to_json(reports) if as_json else format_table(reports))

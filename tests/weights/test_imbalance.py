@@ -10,6 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from lbappliance.cli import main
+from lbappliance.haproxy import parse_stat
 from lbappliance.imbalance import (
     HistoryRecorder,
     PoolMeta,
@@ -20,7 +21,6 @@ from lbappliance.imbalance import (
     sample_of,
     to_json,
 )
-from lbappliance.weights.haproxy import parse_stat
 from lbappliance.weights.signals import Snapshot
 
 from ..conftest import INVENTORY
@@ -125,7 +125,7 @@ def test_command_reads_history_and_socket(tmp_path: Path, fake_haproxy) -> None:
     now = time.time()
     hist = {"samples": []}
     for i, s in enumerate(data["samples"][-6:-1]):
-        rows = parse_stat("\n".join([data["header"], *s["rows"]]) + "\n")
+        rows = parse_stat("\n".join([data["header"], *s["rows"]]) + "\n").servers
         hist["samples"].append(asdict(sample_of(now - 50 + i * 10, rows)))
     (tmp_path / "h.json").write_text(json.dumps(hist))
     args = ["imbalance", "--site", "lab", "--inventory", str(INVENTORY)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..haproxy import STATS_FRONTEND
 from ..inventory.derived import RuntimePaths, effective_check, frontend_vips
 from ..inventory.schema import Frontend, Inventory, Node, Route
 
@@ -80,4 +81,5 @@ def context(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]:
         "frontends": frontends,
         "pools": pools,
         "stats_port": STATS_PORT,
+        "stats_frontend": STATS_FRONTEND,
     }

@@ -20,8 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from ..haproxy import AdminSocket, HaproxyError
 from .config import Config
-from .haproxy import AdminSocket, SocketError
 from .metrics import Metrics
 from .policy import LATENCY_RESOLUTION, Decision, PoolState, Probes, ServerState, decide
 from .probe import Prober
@@ -64,7 +64,7 @@ class Controller:
         """Read ``show stat`` once, decide every pool that is due, apply all changes."""
         try:
             stats = self.sock.show_stat()
-        except SocketError as exc:
+        except HaproxyError as exc:
             self._socket_failed(exc)
             return []
         now = self.clock()
@@ -107,7 +107,7 @@ class Controller:
         changes = {(c.pool, c.server): c.new for d in decisions for c in d.changes}
         try:
             self.sock.set_weights(changes)
-        except SocketError as exc:
+        except HaproxyError as exc:
             # Forget what was not applied (parks included): the next reading resynchronises.
             for d in decisions:
                 for c in d.changes:
@@ -212,7 +212,7 @@ class Controller:
             return
         try:
             self.sock.set_weights(changes)
-        except SocketError as exc:
+        except HaproxyError as exc:
             log.warning("could not release parked servers %s: %s", sorted(changes), exc)
             return
         for (pool_name, name), weight in changes.items():
