@@ -24,6 +24,7 @@ import click
 
 from .cliopts import inventory_option, site_option
 from .health.cliopts import lab_options, load_inventory, runner_for
+from .health.machine import SERVING
 from .health.remote import NodeError
 from .inventory.derived import node as find_node
 from .inventory.schema import Inventory
@@ -32,7 +33,6 @@ POLL = 1.0
 EXIT_TIMEOUT = 1
 EXIT_ERROR = 3
 EXIT_REFUSED = 4
-SERVING = ("up", "degraded")  # agent states that announce a full path (lb_deploy_serving_states)
 
 
 def _gated(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
