@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from lbappliance.haproxy import AdminSocket, HaproxyError, ServerStat, parse_stat
+from lbappliance.haproxy import STATS_FRONTEND, AdminSocket, HaproxyError, ServerStat, parse_stat
 from lbappliance.health.sensors import read_haproxy
 from lbappliance.health.signals import Servers
 
@@ -39,6 +39,8 @@ EXPECTED = {
     "agentdown": ("DOWN (agent)", False),
 }
 REQUESTS = 40
+# The admin socket, and the ports: web frontend, web server, agent, closed, stats frontend.
+Haproxy = tuple[AdminSocket, tuple[int, ...]]
 
 
 class _Http(http.server.BaseHTTPRequestHandler):
@@ -74,7 +76,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def config(sock: Path, front: int, web: int, agent: int, closed: int) -> str:
+def config(sock: Path, front: int, web: int, agent: int, closed: int, stats: int) -> str:
     check = "check inter 100 rise 1 fall 1"
     return f"""global
     stats socket {sock} level admin
@@ -86,6 +88,9 @@ defaults
 frontend web
     bind 127.0.0.1:{front}
     default_backend pool
+frontend {STATS_FRONTEND}
+    bind 127.0.0.1:{stats}
+    http-request return status 200
 backend pool
     balance roundrobin
     option httpchk GET /
@@ -118,13 +123,14 @@ def settle(sock: AdminSocket, want: dict[str, str], timeout: float) -> dict[str,
 
 
 @pytest.fixture
-def haproxy(tmp_path: Path) -> Iterator[tuple[AdminSocket, int]]:
+def haproxy(tmp_path: Path) -> Iterator[Haproxy]:
     web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Http)
     agent = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _AgentSaysDown)
     with serving(web) as web_port, serving(agent) as agent_port:
         front, sock_path = free_port(), tmp_path / "admin.sock"
         cfg = tmp_path / "haproxy.cfg"
-        cfg.write_text(config(sock_path, front, web_port, agent_port, free_port()))
+        ports = (front, web_port, agent_port, free_port(), free_port())
+        cfg.write_text(config(sock_path, *ports))
         proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 20
@@ -132,14 +138,14 @@ def haproxy(tmp_path: Path) -> Iterator[tuple[AdminSocket, int]]:
                 assert proc.poll() is None, proc.stderr.read().decode()  # type: ignore[union-attr]
                 assert time.monotonic() < deadline, "HAProxy did not open its admin socket"
                 time.sleep(0.05)
-            yield AdminSocket(str(sock_path), timeout=5.0), front
+            yield AdminSocket(str(sock_path), timeout=5.0), ports
         finally:
             proc.terminate()
             proc.wait(10)
 
 
-def test_up_means_haproxy_sends_new_connections(haproxy: tuple[AdminSocket, int]) -> None:
-    sock, front = haproxy
+def test_up_means_haproxy_sends_new_connections(haproxy: Haproxy) -> None:
+    sock, (front, *_) = haproxy
     sock.set_state("pool", "drained", "drain")
     sock.set_state("pool", "maint", "maint")
     sock.set_weights({("pool", "zero"): 0})
@@ -167,9 +173,31 @@ def test_up_means_haproxy_sends_new_connections(haproxy: tuple[AdminSocket, int]
     assert sum(after[n] - before[n] for n in got) == REQUESTS
 
 
-def test_commands_haproxy_refuses_are_errors(haproxy: tuple[AdminSocket, int]) -> None:
+def test_commands_haproxy_refuses_are_errors(haproxy: Haproxy) -> None:
     sock, _ = haproxy
     with pytest.raises(HaproxyError, match="No such server"):
         sock.set_state("pool", "absent", "drain")
     with pytest.raises(HaproxyError, match="unexpected answer to 'show stat'"):
         parse_stat(sock.command("show info"))
+
+
+def test_client_sessions_leave_out_the_stats_frontend(haproxy: Haproxy) -> None:
+    """What a drain waits for: connections held open on client frontends, not the stats one."""
+    sock, (front, _, _, _, stats) = haproxy
+    held = []
+    for port in (front, front, stats):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/")
+        conn.getresponse().read()  # the connection stays open (keep-alive)
+        held.append(conn)
+    try:
+        now = sock.stats()
+        assert now.frontends["web"].scur == 2 and now.frontends[STATS_FRONTEND].scur == 1
+        assert now.client_sessions() == 2
+    finally:
+        for conn in held:
+            conn.close()
+    deadline = time.monotonic() + 10
+    while sock.stats().client_sessions() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sock.stats().client_sessions() == 0
