@@ -1,4 +1,5 @@
-"""Node-side helper behind ``lbappliance status`` and ``lbappliance maintenance``.
+"""Node-side helper behind ``lbappliance status``, ``lbappliance maintenance`` and the
+deploy playbooks' drain and undrain (playbooks/tasks/drain.yml, undrain.yml).
 
 Run on an LB node (over Ansible) with the node's agent configuration::
 
