@@ -48,11 +48,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from render_scale import make_site
 
+from lbappliance.haproxy import ServerStat, parse_stat
 from lbappliance.health import config as agent_config
 from lbappliance.health.agent import Agent
 from lbappliance.health.exabgp import ExabgpChannel
-from lbappliance.health.haproxy import read_view
-from lbappliance.health.sensors import run_probe
+from lbappliance.health.sensors import read_haproxy, run_probe
 from lbappliance.health.signals import Observation, ProbeResult
 from lbappliance.inventory import load_site
 from lbappliance.paths import RuntimePaths, project_dir
@@ -60,7 +60,6 @@ from lbappliance.render import agent as agent_render
 from lbappliance.render import weights as weights_render
 from lbappliance.weights import config as weights_config
 from lbappliance.weights.controller import Controller
-from lbappliance.weights.haproxy import ServerStat, parse_stat
 
 DATA = project_dir() / "tests"
 SHOW_STAT = DATA / "health" / "fixtures" / "show_stat.csv"  # HAProxy 2.6, lab capture
@@ -159,7 +158,7 @@ def agent_rounds(cfg: agent_config.AgentConfig, rounds: int, work: Path) -> dict
 
         def observe() -> Observation:
             obs = Observation()
-            obs.haproxy, obs.haproxy_error = read_view(sock, 10.0), ""
+            obs.haproxy, obs.haproxy_error = read_haproxy(sock, 10.0), ""
             obs.probes = dict(probes)
             obs.xdp = dict.fromkeys(interfaces, "xdpgeneric id 7")
             return obs
@@ -233,7 +232,7 @@ class _ReplayedSocket:
         tail = self.tails[min(self.tick, len(self.tails) - 1)]
         self.tick += 1
         body = "\n".join(f"{pool},{server},{tail}" for pool, server in self.servers)
-        return parse_stat(f"{self.header}\n{body}\n")
+        return parse_stat(f"{self.header}\n{body}\n").servers
 
     def set_weights(self, weights: dict[tuple[str, str], int]) -> None:
         pass

@@ -287,11 +287,11 @@ def recovery(
 
 def _all_up(sock: Any) -> bool:
     """Every server of the pool UP (False while HAProxy has not opened its socket yet)."""
-    from lbappliance.weights.haproxy import SocketError
+    from lbappliance.haproxy import HaproxyError
 
     try:
         return all(s.status == "UP" for s in sock.show_stat() if s.pool == "web")
-    except SocketError:
+    except HaproxyError:
         return False
 
 
@@ -302,8 +302,8 @@ def run_one(
 
     Request offsets are seconds from the failure's start (the load's schedule starts with it).
     """
+    from lbappliance.haproxy import AdminSocket
     from lbappliance.lab.netns import NetnsLab
-    from lbappliance.weights.haproxy import AdminSocket
 
     settle = cfg.settle if failure != "healthy" else 2.0
     heal = heal if FAILURES[failure] and cfg.controller is not None else 0.0

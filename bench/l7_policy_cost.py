@@ -61,6 +61,7 @@ from typing import Any
 
 import yaml
 
+from lbappliance.haproxy import AdminSocket, parse_stat
 from lbappliance.inventory import load_site
 from lbappliance.paths import RuntimePaths, project_dir
 from lbappliance.render import render_site
@@ -246,14 +247,7 @@ class Haproxy:
 
     def admin(self, command: str) -> str:
         assert self.socket, f"{self.name} has no admin socket"
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(5)
-            s.connect(str(self.socket))
-            s.sendall(command.encode() + b"\n")
-            chunks = []
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
+        return AdminSocket(str(self.socket), timeout=5).command(command)
 
 
 def children(pid: int) -> list[int]:
@@ -315,13 +309,12 @@ def wait_servers_up(lb: Haproxy, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            stat = lb.admin("show stat")
+            servers = parse_stat(lb.admin("show stat")).servers
         except OSError:  # the admin socket is bound a little after the frontends
             time.sleep(0.2)
             continue
-        rows = [r.split(",") for r in stat.splitlines() if r and r[0] != "#"]
-        states = [r[17] for r in rows if r[1] not in ("FRONTEND", "BACKEND") and r[0] == "web"]
-        if states and all(s.startswith("UP") or s == "no check" for s in states):
+        pool = [s for s in servers if s.pool == "web"]
+        if pool and all(s.up for s in pool):
             return
         time.sleep(0.2)
     sys.exit(f"{lb.name}: servers not UP after {timeout} s")

@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 
 from lbappliance.cliopts import inventory_option, load_or_exit
+from lbappliance.haproxy import AdminSocket, HaproxyError
 from lbappliance.inventory.derived import effective_controller
 from lbappliance.paths import RuntimePaths
 from lbappliance.weights.config import config_option
-from lbappliance.weights.haproxy import AdminSocket, SocketError
 from lbappliance.weights.imbalance import (
     DEFAULT_HISTORY,
     PoolMeta,
@@ -83,7 +83,7 @@ def imbalance(
         default_socket = node_socket or RuntimePaths().haproxy_socket
     try:
         reports = measure(metas, AdminSocket(socket_path or default_socket), history, sample)
-    except SocketError as exc:
+    except HaproxyError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
     click.echo(to_json(reports) if as_json else format_table(reports))

@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from lbappliance.cliopts import inventory_option, site_option
+from lbappliance.health.machine import SERVING
 from lbappliance.inventory.derived import node as find_node
 from lbappliance.inventory.schema import Inventory
 from lbappliance.remote import NodeError, lab_options, load_inventory, runner_for
@@ -31,7 +32,6 @@ POLL = 1.0
 EXIT_TIMEOUT = 1
 EXIT_ERROR = 3
 EXIT_REFUSED = 4
-SERVING = ("up", "degraded")  # agent states that announce a full path (lb_deploy_serving_states)
 
 
 def _gated(report: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -81,7 +81,8 @@ def test_argument_specs_document_the_defaults(role: str) -> None:
 def test_deploy_vars_use_the_node_paths() -> None:
     deploy = _yaml(ROOT / "playbooks/vars/deploy.yml")
     assert deploy["lb_deploy_venv"] == UNDER_VENV
-    assert f"'/{target(NODE.agent_config)}'" in deploy["lb_deploy_agent_config"]
+    assert deploy["lb_deploy_agent_config_file"] == f"/{target(NODE.agent_config)}"
+    assert "lb_deploy_agent_config_file" in deploy["lb_deploy_agent_config"]
 
 
 def test_no_other_spelling_of_the_venv() -> None:

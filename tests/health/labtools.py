@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lbappliance.health.haproxy import command
+from lbappliance.haproxy import AdminSocket
 from lbappliance.lab.netns import NetnsLab
 
 WEB = "198.51.100.10/32"
@@ -47,7 +47,7 @@ def get(lab: NetnsLab, vip: str = "198.51.100.10", port: int = 80) -> tuple[int,
 def frontend_sessions(lab: NetnsLab, node: str, frontend: str) -> int:
     """Sessions ``node``'s HAProxy has taken on ``frontend`` so far (``stot``)."""
     sock = str(lab.node_root(node) / "run/haproxy/admin.sock")
-    text = command(sock, "show stat", 2.0).lstrip("# ")
+    text = AdminSocket(sock).command("show stat").lstrip("# ")
     for row in csv.DictReader(io.StringIO(text)):
         if row["pxname"] == frontend and row["svname"] == "FRONTEND":
             return int(row["stot"])

@@ -8,19 +8,24 @@ import random
 
 import pytest
 
+from lbappliance import haproxy
 from lbappliance.health import agent as agent_module
-from lbappliance.health import haproxy
+from lbappliance.health.sensors import haproxy_view
 from lbappliance.health.signals import evaluate
 from lbappliance.health.statview import stat_view
 from tests.health.helpers import L4, WEB, Harness, healthy_network
 from tests.health.test_signals import FIXTURES
 
-HEADER = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,"
+HEADER = "# pxname,svname,type,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,"
 HEADER += "wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,check_desc"
 
 
-def _row(px: str, sv: str, status: str, scur: int = 0, bck: str = "0", desc: str = "") -> str:
-    return f"{px},{sv},0,0,{scur},0,,0,0,0,0,0,0,0,0,0,0,{status},1,1,{bck},0,0,0,0,{desc}"
+def _row(
+    px: str, sv: str, status: str, scur: int = 0, bck: str = "0", desc: str = "", weight: int = 1
+) -> str:
+    kind = {"FRONTEND": 0, "BACKEND": 1}.get(sv, 2)
+    cols = f"{px},{sv},{kind},0,0,{scur},0,,0,0,0,0,0,0,0,0,0,0,{status},{weight},1,{bck}"
+    return f"{cols},0,0,0,0,{desc}"
 
 
 SYNTHETIC = "\n".join(
@@ -30,6 +35,8 @@ SYNTHETIC = "\n".join(
         _row("web", "s1", "UP", desc='"Layer7 check passed, 200"'),
         _row("web", "s2", "DOWN 1/2"),
         _row("web", "s3", "UP", bck="1"),
+        _row("web", "s4", "UP", weight=0),
+        _row("web", "s5", "DRAIN"),
         _row("web", "BACKEND", "UP"),
         _row("spare", "b1", "no check", bck="1"),
         _row("spare", "b2", "MAINT", bck="1"),
@@ -51,12 +58,14 @@ SYNTHETIC = "\n".join(
     ids=["haproxy-2.6", "backups-and-quotes", "short-rows"],
 )
 def test_stat_view_is_parse_stat_then_view(text: str) -> None:
-    assert stat_view(text, haproxy.HaproxyError) == haproxy.view(haproxy.parse_stat(text))
+    view = stat_view(text)
+    assert view == haproxy_view(haproxy.parse_stat(text))
+    assert view.backends, "no backend read: the case tests nothing"
 
 
 def test_stat_view_refuses_what_is_not_show_stat() -> None:
     with pytest.raises(haproxy.HaproxyError, match="unexpected answer"):
-        stat_view("Unknown command.\n", haproxy.HaproxyError)
+        stat_view("Unknown command.\n")
 
 
 def test_a_steady_round_judges_nothing_and_a_change_only_its_vips(

@@ -9,9 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from lbappliance.health import haproxy
+from lbappliance.haproxy import HaproxyError, parse_stat
 from lbappliance.health.config import Probe
-from lbappliance.health.sensors import Sensors, parse_ipvs, read_xdp, run_probe
+from lbappliance.health.sensors import (
+    Sensors,
+    haproxy_view,
+    parse_ipvs,
+    read_haproxy,
+    read_xdp,
+    run_probe,
+)
 from lbappliance.health.signals import HaproxyView, Health, Observation, Servers, evaluate
 from tests.health.helpers import config, healthy_network
 
@@ -20,19 +27,19 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def test_show_stat_counts_active_servers_up():
     # Captured from haproxy 2.6: backend1 UP, backend2 DOWN, backend3 MAINT, spare (backup) UP.
-    view = haproxy.view(haproxy.parse_stat((FIXTURES / "show_stat.csv").read_text()))
+    view = haproxy_view(parse_stat((FIXTURES / "show_stat.csv").read_text()))
     assert view.frontends == {"web": "OPEN"}
     assert view.backends == {"web": Servers(up=1, total=3)}
 
 
 def test_show_stat_rejects_garbage():
-    with pytest.raises(haproxy.HaproxyError, match="unexpected answer"):
-        haproxy.parse_stat("Unknown command.\n")
+    with pytest.raises(HaproxyError, match="unexpected answer"):
+        parse_stat("Unknown command.\n")
 
 
 def test_haproxy_socket_missing_is_a_clear_failure(tmp_path: Path):
-    with pytest.raises(haproxy.HaproxyError, match="missing"):
-        haproxy.read_view(str(tmp_path / "admin.sock"), 0.1)
+    with pytest.raises(HaproxyError, match="missing"):
+        read_haproxy(str(tmp_path / "admin.sock"), 0.1)
 
 
 def test_haproxy_judgement(tmp_path: Path):

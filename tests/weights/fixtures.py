@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lbappliance.weights.haproxy import ServerStat, parse_stat
+from lbappliance.haproxy import ServerStat, parse_stat
 from lbappliance.weights.signals import Snapshot
 
 DATA = Path(__file__).parent / "data"
@@ -17,7 +17,7 @@ def recording(name: str) -> list[Snapshot]:
     snaps = []
     for s in data["samples"]:
         text = "\n".join([data["header"], *s["rows"]]) + "\n"
-        snaps.append(Snapshot(s["t"], {(r.pool, r.server): r for r in parse_stat(text)}))
+        snaps.append(Snapshot(s["t"], {(r.pool, r.server): r for r in parse_stat(text).servers}))
     return snaps
 
 

@@ -9,9 +9,9 @@ import urllib.request
 
 import pytest
 
+from lbappliance.haproxy import HaproxyError, ServerStat
 from lbappliance.weights.config import Config, PoolConfig, parse
 from lbappliance.weights.controller import Controller
-from lbappliance.weights.haproxy import ServerStat, SocketError
 from lbappliance.weights.metrics import Metrics, serve
 from lbappliance.weights.policy import PROBE_INTERVAL, Probes
 from tests.weights.fixtures import recording
@@ -35,7 +35,7 @@ class Replay:
 
     def show_stat(self) -> list[ServerStat]:
         if self.fail:
-            raise SocketError("connection refused")
+            raise HaproxyError("connection refused")
         snap = self.snaps[self.i]
         self.i += 1
         return [
@@ -45,7 +45,7 @@ class Replay:
 
     def set_weights(self, weights: dict[tuple[str, str], int]) -> None:
         if self.fail:
-            raise SocketError("connection refused")
+            raise HaproxyError("connection refused")
         if weights:
             self.applied.append(dict(weights))
         self.weights.update(weights)
@@ -97,7 +97,7 @@ def test_failed_apply_is_forgotten() -> None:
         nonlocal calls
         calls += 1
         if weights and calls % 2:
-            raise SocketError("broken pipe")
+            raise HaproxyError("broken pipe")
         original(weights)
 
     replay.set_weights = flaky  # type: ignore[method-assign]

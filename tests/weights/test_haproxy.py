@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lbappliance.weights.haproxy import AdminSocket, SocketError, parse_stat
+from lbappliance.haproxy import AdminSocket, HaproxyError, parse_stat
 from tests.weights.fixtures import recording
 
 
@@ -28,7 +28,7 @@ def test_frontends_backends_and_empty_fields() -> None:
         "web,BACKEND,0,5,UP,100,100,1,1,5,0\n"
         "web,s1,0,5,UP,100,100,2,,5,0\n"
     )
-    (row,) = parse_stat(text)
+    (row,) = parse_stat(text).servers
     assert row.server == "s1" and row.rtime is None and row.stot == 5
     assert row.responses is None  # some hrsp_* columns are missing entirely
 
@@ -36,7 +36,7 @@ def test_frontends_backends_and_empty_fields() -> None:
 def test_admin_states() -> None:
     def one(status: str, uweight: int = 100):
         text = f"# pxname,svname,status,uweight,type\nweb,s1,{status},{uweight},2\n"
-        return parse_stat(text)[0]
+        return parse_stat(text).servers[0]
 
     assert one("UP").up and one("no check").up and one("UP 1/3").up
     assert not one("DOWN").up and not one("DOWN 1/2").up
@@ -46,7 +46,7 @@ def test_admin_states() -> None:
 
 
 def test_not_show_stat_output_is_an_error() -> None:
-    with pytest.raises(SocketError):
+    with pytest.raises(HaproxyError):
         parse_stat("Unknown command\n")
 
 
@@ -59,10 +59,10 @@ def test_set_weights_in_one_round_trip(fake_haproxy) -> None:
 def test_set_weights_reports_haproxy_errors(fake_haproxy) -> None:
     path, _, answers = fake_haproxy
     answers["set"] = "No such server.\n\n"
-    with pytest.raises(SocketError, match="No such server"):
+    with pytest.raises(HaproxyError, match="No such server"):
         AdminSocket(str(path)).set_weights({("web", "nope"): 5})
 
 
 def test_unreachable_socket(tmp_path: Path) -> None:
-    with pytest.raises(SocketError):
+    with pytest.raises(HaproxyError):
         AdminSocket(str(tmp_path / "absent.sock")).show_stat()

@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from lbappliance.cli import main
-from lbappliance.weights.haproxy import parse_stat
+from lbappliance.haproxy import parse_stat
 from lbappliance.weights.history import HistoryRecorder, Sample, load_history, sample_of
 from lbappliance.weights.imbalance import PoolMeta, analyze, format_table, to_json
 from lbappliance.weights.signals import Snapshot
@@ -116,7 +116,7 @@ def test_command_reads_history_and_socket(tmp_path: Path, fake_haproxy) -> None:
     now = time.time()
     hist = {"samples": []}
     for i, s in enumerate(data["samples"][-6:-1]):
-        rows = parse_stat("\n".join([data["header"], *s["rows"]]) + "\n")
+        rows = parse_stat("\n".join([data["header"], *s["rows"]]) + "\n").servers
         hist["samples"].append(asdict(sample_of(now - 50 + i * 10, rows)))
     (tmp_path / "h.json").write_text(json.dumps(hist))
     args = ["imbalance", "--site", "lab", "--inventory", str(INVENTORY)]

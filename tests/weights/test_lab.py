@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from lbappliance.weights.haproxy import AdminSocket
+from lbappliance.haproxy import AdminSocket
 
 pytestmark = pytest.mark.slow
 

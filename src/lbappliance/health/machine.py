@@ -36,6 +36,11 @@ class State(StrEnum):
 
 
 ANNOUNCED = (State.UP, State.DEGRADED, State.DRAINING)
+# Announced as a full path (DRAINING is announced too, but with GRACEFUL_SHUTDOWN:
+# routers use it only when nothing else is left). A node serves while a VIP is in
+# one of these; the drain waits until none is, and refuses to take the last
+# serving node out. The deploy playbooks get the list rendered (lb_serving_states).
+SERVING = (State.UP, State.DEGRADED)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Node-side helper behind ``lbappliance status`` and ``lbappliance maintenance``.
+"""Node-side helper behind ``lbappliance status``, ``lbappliance maintenance`` and the
+deploy playbooks' drain and undrain (playbooks/tasks/drain.yml, undrain.yml).
 
 Run on an LB node (over Ansible) with the node's agent configuration::
 
@@ -26,9 +27,9 @@ from typing import Any
 
 import click
 
+from lbappliance.haproxy import AdminSocket, HaproxyError
 from lbappliance.health.agent import write_json_atomic
 from lbappliance.health.config import AgentConfig, ConfigError, config_option, load
-from lbappliance.health.haproxy import HaproxyError, command, parse_stat, view
 from lbappliance.health.sensors import maintenance_state
 from lbappliance.paths import WEIGHTS_CONFIG
 
@@ -60,39 +61,33 @@ def gated_backends(cfg: AgentConfig) -> list[str]:
     return list(dict.fromkeys(b for v in cfg.vips if v.haproxy for b in v.haproxy.backends))
 
 
-def gated_frontends(cfg: AgentConfig) -> list[str]:
-    return list(dict.fromkeys(f for v in cfg.vips if v.haproxy for f in v.haproxy.frontends))
-
-
 def haproxy_report(cfg: AgentConfig) -> dict[str, Any]:
     if not cfg.haproxy_socket:
         return {"error": "no HAProxy on this node"}
+    sock = AdminSocket(cfg.haproxy_socket, TIMEOUT)
     try:
-        rows = parse_stat(command(cfg.haproxy_socket, "show stat", TIMEOUT))
-        sess = command(cfg.haproxy_socket, "show sess", TIMEOUT)
+        stats = sock.stats()
+        sess = sock.command("show sess")
     except HaproxyError as exc:
         return {"error": str(exc)}
-    v = view(rows)
-    servers = {
-        be: [
-            {"name": r.name, "status": r.status, "weight": r.weight}
-            for r in rows
-            if r.proxy == be and r.is_server
-        ]
-        for be in gated_backends(cfg)
-    }
-    gated = gated_frontends(cfg)
+    gated = gated_backends(cfg)
+    servers: dict[str, list[dict[str, Any]]] = {be: [] for be in gated}
+    for s in stats.servers:
+        if s.pool in servers:
+            servers[s.pool].append(
+                {"name": s.server, "status": s.status, "weight": s.weight or 0, "up": s.up}
+            )
     return {
         "frontends": {
-            fe: {"status": v.frontends[fe], "sessions": v.sessions.get(fe, 0)} for fe in v.frontends
+            f.name: {"status": f.status, "sessions": f.scur} for f in stats.frontends.values()
         },
         "backends": {
-            be: {"up": s.up, "total": s.total, "servers": servers.get(be, [])}
-            for be, s in v.backends.items()
+            be: {"up": up, "total": total, "servers": servers[be]}
+            for be, (up, total) in stats.counted().items()
             if be in servers
         },
-        # In-flight client sessions on the frontends the VIPs use.
-        "sessions": sum(v.sessions.get(fe, 0) for fe in gated),
+        # In-flight client sessions (what a drain waits for).
+        "sessions": stats.client_sessions(),
         # Every stream HAProxy holds, minus this CLI connection itself.
         "streams": max(0, sum(1 for line in sess.splitlines() if line.startswith("0x")) - 1),
     }
@@ -144,34 +139,29 @@ def maintenance_on(cfg: AgentConfig, note: str) -> None:
         demote.write_text(f"{cfg.vrrp_demote_value}\n")
 
 
-def _set_state(cfg: AgentConfig, backend: str, server: str, state: str) -> None:
-    answer = command(cfg.haproxy_socket, f"set server {backend}/{server} state {state}", TIMEOUT)
-    if answer.strip():
-        raise HaproxyError(f"set server {backend}/{server} state {state}: {answer.strip()}")
-
-
 def servers_maint(cfg: AgentConfig) -> list[str]:
     """Put the VIPs' HAProxy servers in MAINT; remember which, to restore them later.
 
     Only once the node no longer receives traffic. MAINT -> READY is what starts
     HAProxy's slow start (DRAIN -> READY does not), hence MAINT here.
     """
-    rows = parse_stat(command(cfg.haproxy_socket, "show stat", TIMEOUT))
+    sock = AdminSocket(cfg.haproxy_socket, TIMEOUT)
+    rows = sock.show_stat()
     path = Path(cfg.servers_file)
     done: list[str] = []
     with contextlib.suppress(OSError, ValueError, KeyError):
         done = json.loads(path.read_text())["servers"]
     targets = [
-        (be, r.name)
+        (be, r.server)
         for be in gated_backends(cfg)
         for r in rows
-        if r.proxy == be and r.is_server and not r.status.startswith("MAINT")
+        if r.pool == be and not r.status.startswith("MAINT")
     ]
     # Recorded before they change, so a failure half-way still restores them all.
     done += [f"{be}/{name}" for be, name in targets if f"{be}/{name}" not in done]
     write_json_atomic(str(path), {"servers": done})
     for be, name in targets:
-        _set_state(cfg, be, name, "maint")
+        sock.set_state(be, name, "maint")
     return done
 
 
@@ -182,9 +172,9 @@ def servers_ready(cfg: AgentConfig) -> list[str]:
         names = json.loads(path.read_text())["servers"]
     except FileNotFoundError:
         return []
+    sock = AdminSocket(cfg.haproxy_socket, TIMEOUT)
     for key in names:
-        backend, server = key.split("/", 1)
-        _set_state(cfg, backend, server, "ready")
+        sock.set_state(*key.split("/", 1), "ready")
     path.unlink()
     return names
 
@@ -217,7 +207,7 @@ def _answer(config_path: str, action: str, act: Callable[[AgentConfig], dict[str
         sys.exit(2)
     try:
         extra = act(cfg)
-    except (HaproxyError, OSError) as exc:
+    except OSError as exc:  # HaproxyError included
         print(json.dumps({**report(cfg), "error": f"{action}: {exc}"}))
         sys.exit(1)
     print(json.dumps({**report(cfg), **extra}, sort_keys=True))

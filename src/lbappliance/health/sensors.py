@@ -19,13 +19,38 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lbappliance.haproxy import AdminSocket, HaproxyError, Stats
 from lbappliance.health.config import AgentConfig, Probe, canonical_service
-from lbappliance.health.haproxy import HaproxyError, read_view
-from lbappliance.health.signals import LinkView, NetworkView, Observation, ProbeResult, RouteView
+from lbappliance.health.signals import (
+    HaproxyView,
+    LinkView,
+    NetworkView,
+    Observation,
+    ProbeResult,
+    RouteView,
+    Servers,
+)
+from lbappliance.health.statview import stat_view
 
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
+
+
+def haproxy_view(stats: Stats) -> HaproxyView:
+    """What the agent judges: frontend status and sessions, servers up per backend."""
+    frontends = stats.frontends.values()
+    return HaproxyView(
+        {f.name: f.status for f in frontends},
+        {f.name: f.scur for f in frontends},
+        {name: Servers(up, total) for name, (up, total) in stats.counted().items()},
+    )
+
+
+def read_haproxy(path: str, timeout: float) -> HaproxyView:
+    """``haproxy_view`` of a fresh ``show stat``, parsed in one pass (25,000 rows a round
+    at 10,000 services): ``statview.stat_view``, tested equal to ``haproxy_view``."""
+    return stat_view(AdminSocket(path, timeout).command("show stat"))
 
 
 def run_probe(probe: Probe, timeout: float) -> ProbeResult:
@@ -210,7 +235,7 @@ class Sensors:
             jobs[self.pool.submit(fn, *args)] = (kind, key)
 
         if self.need_haproxy:
-            submit("haproxy", None, read_view, cfg.haproxy_socket, timeout)
+            submit("haproxy", None, read_haproxy, cfg.haproxy_socket, timeout)
         for iface in self.xdp_interfaces:
             submit("xdp", iface, read_xdp, iface)
         if self.need_ipvs:

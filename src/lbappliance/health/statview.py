@@ -1,6 +1,7 @@
 """``show stat`` CSV straight into the agent's ``HaproxyView``, in one pass.
 
-The same view as ``haproxy.view(haproxy.parse_stat(text))`` without a row object per
+The same view as ``sensors.haproxy_view(haproxy.parse_stat(text))`` (and the same
+meaning of "up": ``haproxy.takes_traffic``) without a row object per
 line: at 10,000 services the agent reads 25,000 rows every round. A row is split
 only as far as the last column the view needs (HAProxy's CSV has ~100); the
 columns up to ``bck`` are names, numbers and the status, which HAProxy never
@@ -11,20 +12,23 @@ from __future__ import annotations
 
 import csv
 
+from lbappliance.haproxy import SERVER, HaproxyError, takes_traffic
 from lbappliance.health.signals import HaproxyView, Servers
 
 
-def stat_view(text: str, error: type[Exception]) -> HaproxyView:
-    """Frontends' status and sessions, and servers UP per backend (active ones, or the
-    backups when a backend has only backups). ``error`` is raised for an answer that
-    is not ``show stat`` output."""
-    lines = text.lstrip("# ").splitlines()
-    if not lines or not lines[0].startswith("pxname,"):
-        raise error(f"unexpected answer to 'show stat': {text[:80]!r}")
+def stat_view(text: str) -> HaproxyView:
+    """Frontends' status and sessions, and servers up per backend (active ones, or the
+    backups when a backend has only backups). ``HaproxyError`` for an answer that is
+    not ``show stat`` output."""
+    if not text.startswith("# pxname,"):
+        raise HaproxyError(f"unexpected answer to 'show stat': {text[:80]!r}")
+    lines = text[2:].splitlines()
     column = {name: i for i, name in enumerate(next(csv.reader(lines[:1])))}
     width = len(column)  # absent columns read as the "" padded on below
-    svname, status, scur, bck = (column.get(k, width) for k in ("svname", "status", "scur", "bck"))
-    last = max(svname, status, scur, bck)
+    weight_key = "uweight" if "uweight" in column else "weight"
+    keys = ("svname", "status", "scur", "bck", weight_key, "type")
+    svname, status, scur, bck, weight, type_ = (column.get(k, width) for k in keys)
+    last = max(svname, status, scur, bck, weight, type_)
     pad = [""] * (last + 1)
     frontends: dict[str, str] = {}
     sessions: dict[str, int] = {}
@@ -42,13 +46,13 @@ def stat_view(text: str, error: type[Exception]) -> HaproxyView:
             sessions[rec[0]] = int(rec[scur] or 0)
         elif name == "BACKEND":
             backends[rec[0]] = None
-        else:
+        elif rec[type_] == SERVER:
             c = counts.get(rec[0])
             if c is None:
                 c = counts[rec[0]] = [0, 0, 0, 0]
             st = rec[status]
             i = 2 if rec[bck] == "1" else 0
-            c[i] += st.startswith("UP") or st == "no check"
+            c[i] += takes_traffic(st, rec[weight] == "0")
             c[i + 1] += 1
     view: dict[str, Servers] = {}
     for proxy in backends:

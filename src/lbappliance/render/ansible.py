@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from lbappliance.health.machine import SERVING
 from lbappliance.inventory.derived import effective_controller, frontend_vips
 from lbappliance.inventory.schema import Inventory, Node
 from lbappliance.paths import RuntimePaths, project_dir
@@ -61,6 +62,7 @@ def _site_facts(inv: Inventory, paths: RuntimePaths) -> dict[str, Any]:
             if fe.tls
         ],
         "lb_maintenance_file": paths.maintenance_file,
+        "lb_serving_states": [str(state) for state in SERVING],
         "lb_vrrp_demote_file": paths.vrrp_demote_file,
         "lb_dataplane_enabled": any(s.dataplane == "xdp" for s in inv.l4_services),
         "lb_ipvs_enabled": any(s.dataplane == "ipvs" for s in inv.l4_services),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lbappliance.haproxy import STATS_FRONTEND
 from lbappliance.inventory.derived import effective_check, frontend_vips
 from lbappliance.inventory.schema import Frontend, Inventory, Node, Route
 from lbappliance.paths import RuntimePaths
@@ -81,4 +82,5 @@ def context(inv: Inventory, node: Node, paths: RuntimePaths) -> dict[str, Any]:
         "frontends": frontends,
         "pools": pools,
         "stats_port": STATS_PORT,
+        "stats_frontend": STATS_FRONTEND,
     }

@@ -20,8 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from lbappliance.haproxy import AdminSocket, HaproxyError
 from lbappliance.weights.config import Config
-from lbappliance.weights.haproxy import AdminSocket, SocketError
 from lbappliance.weights.metrics import Metrics
 from lbappliance.weights.policy import (
     LATENCY_RESOLUTION,
@@ -71,7 +71,7 @@ class Controller:
         """Read ``show stat`` once, decide every pool that is due, apply all changes."""
         try:
             stats = self.sock.show_stat()
-        except SocketError as exc:
+        except HaproxyError as exc:
             self._socket_failed(exc)
             return []
         now = self.clock()
@@ -114,7 +114,7 @@ class Controller:
         changes = {(c.pool, c.server): c.new for d in decisions for c in d.changes}
         try:
             self.sock.set_weights(changes)
-        except SocketError as exc:
+        except HaproxyError as exc:
             # Forget what was not applied (parks included): the next reading resynchronises.
             for d in decisions:
                 for c in d.changes:
@@ -219,7 +219,7 @@ class Controller:
             return
         try:
             self.sock.set_weights(changes)
-        except SocketError as exc:
+        except HaproxyError as exc:
             log.warning("could not release parked servers %s: %s", sorted(changes), exc)
             return
         for (pool_name, name), weight in changes.items():

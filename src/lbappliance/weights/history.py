@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lbappliance.weights.haproxy import ServerStat
+from lbappliance.haproxy import ServerStat
 from lbappliance.weights.signals import Snapshot
 
 RECORD_EVERY = 10.0

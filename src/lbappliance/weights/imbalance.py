@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lbappliance.haproxy import AdminSocket
 from lbappliance.paths import NODE
 from lbappliance.weights.config import load
-from lbappliance.weights.haproxy import AdminSocket
 from lbappliance.weights.history import RECORD_EVERY, Sample, load_history, sample_of
 
 WINDOWS = (("5m", 300.0), ("15m", 900.0), ("60m", 3600.0))
@@ -268,7 +268,7 @@ def measure(
 ) -> list[PoolReport]:
     """Reports from the controller's recent history, else from ``sample`` seconds of HAProxy.
 
-    Raises ``SocketError`` when HAProxy cannot be read.
+    Raises ``HaproxyError`` when HAProxy cannot be read.
     """
     samples = load_history(history)
     if len(samples) < 2 or time.time() - samples[-1].time > 2 * RECORD_EVERY:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lbappliance.weights.haproxy import ServerStat
+from lbappliance.haproxy import ServerStat
 
 HAPROXY_SAMPLES = 512  # TIME_STATS_SAMPLES in HAProxy 2.x
 MIN_RESPONSES = 5  # fewer: the window says nothing about latency
