@@ -45,7 +45,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -714,10 +714,13 @@ WantedBy=multi-user.target
 """
 
 
-def scratch_container(name: str, state: Path | None = None) -> str:
+def scratch_container(name: str, state: Path | None = None, interfaces: Sequence[str] = ()) -> str:
     """A lone systemd container from the lab image, without network (role tests).
 
-    Returns its name (``lbamol-<name>``); removed by ``remove_scratch_container``.
+    ``interfaces`` become two-queue veths inside it (their peers stay inside too), and
+    the container then gets what an LB node needs from the lab (``LB_MOUNTS``: writable
+    per-namespace sysctls, bpffs). Returns its name (``lbamol-<name>``); removed by
+    ``remove_scratch_container``.
     """
     podman = Podman(state or state_dir())
     podman.preflight()
@@ -734,6 +737,14 @@ def scratch_container(name: str, state: Path | None = None) -> str:
         return out.stdout.strip() in ("running", "degraded")
 
     wait(booted, 60, f"systemd in {container}")
+    if interfaces:
+        links = [
+            f"ip link add {i} numrxqueues 2 numtxqueues 2 type veth peer name {i}-peer"
+            f" numrxqueues 2 numtxqueues 2 && ip link set {i}-peer up"
+            for i in interfaces
+        ]
+        script = "\n".join(["set -e", *LB_MOUNTS, *links])
+        podman.run("exec", container, "sh", "-c", script)
     return container
 
 
