@@ -48,7 +48,7 @@ def test_health_agent_is_exabgp_s_child_and_answers() -> None:
 
     agents = [int(pid) for pid, _, args in table if "-m lbappliance.health" in args]
     assert agents and all(under_exabgp(pid) for pid in agents), table
-    url = f"http://127.0.0.1:{AGENT['metrics']['port']}/metrics"
+    url = f"http://{AGENT['metrics']['address']}:{AGENT['metrics']['port']}/metrics"
     metrics = HOST.check_output(f"curl -sf --retry 10 --retry-connrefused --retry-delay 1 {url}")
     assert "# TYPE" in metrics
 
