@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.podman]
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks").is_dir())
+# Seconds a molecule run may take: the role scenarios took 20 min at load 9-11.
+TIMEOUT = 3600
 # "INFO     [lb_base > converge] Executed: Successful"
 _STEP = re.compile(r"\[(?P<scenario>[\w-]+) > (?P<step>[\w-]+)\] (?P<what>.*)$")
 
@@ -47,13 +50,13 @@ def _molecule(args: list[str], source: Path, home: Path) -> tuple[int, list[tupl
             stderr=subprocess.STDOUT,
             text=True,
         ) as proc:
+            watchdog = threading.Timer(TIMEOUT, proc.kill)  # bounded even when it goes quiet
+            watchdog.start()
             assert proc.stdout is not None
             for line in proc.stdout:
                 lines.append((time.monotonic() - start, line.rstrip("\n")))
-                if lines[-1][0] > 1800:
-                    proc.kill()
-                    break
-            returncode = proc.wait(timeout=60)
+            returncode = proc.wait()
+            watchdog.cancel()
     print("\n".join(line for _, line in lines[-1500:]))
     return returncode, lines
 
