@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from lbappliance.lab.podman import PodmanLab
+from lbappliance.lab.podman import PodmanLab, wait
 
-ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
 # What goes into the node wheel (roles/lb_base/files/wheelhouse.py WHEEL_INPUTS).
 WHEEL_INPUTS = ("pyproject.toml", "README.md", "src", "templates", "roles", "playbooks", "bpf")
 LAB_LOCK = Path("/run/lock/lbappliance-lab.lock")
@@ -59,13 +60,98 @@ def source_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return snap
 
 
-@pytest.fixture(scope="module")
-def podman_lab() -> Iterator[PodmanLab]:
-    """The lab site as containers, fresh for the module, removed afterwards."""
-    if reason := podman_lab_available():
-        pytest.skip(reason)
-    with lab_lock():
-        yield from _fresh_lab()
+# The modules that share one deployed lab, in the order they run: the no-op checks need
+# the pristine first deploy; test_deploy_lab leaves HAProxy's maxconn changed and
+# test_network_lab (last) an extra address, which nothing after them looks at.
+SHARED_LAB_MODULES = ("test_deploy_noop_lab.py", "test_deploy_lab.py", "test_network_lab.py")
+
+
+@dataclass
+class DeployedLab:
+    """The container lab after its first, full deploy of the lab site."""
+
+    lab: PodmanLab
+    render: Path  # that deploy's --out: the rendered site it installed
+    first: DeployResult
+
+
+class _SharedLab:
+    """One lab-up and one first deploy for every module in SHARED_LAB_MODULES.
+
+    The lab lock is held from the first test that uses it until after the last one
+    (``pytest_runtest_teardown`` closes it then, not at the end of the session), so
+    other lab users (Molecule, tests/nic) run after it, each taking the lock itself.
+    """
+
+    def __init__(self) -> None:
+        self.stack: contextlib.ExitStack | None = None
+        self.deployed: DeployedLab | None = None
+
+    def open(self, source: Path, workdir: Path) -> DeployedLab:
+        if self.deployed:
+            return self.deployed
+        if reason := podman_lab_available():
+            pytest.skip(reason)
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(lab_lock())
+            lab = stack.enter_context(contextlib.contextmanager(_fresh_lab)())
+            before = " ".join(lab.addresses("lb1"))
+            assert "10.10.0.11" not in before, "the lab itself configured lb1's uplink"
+            result = run_deploy(lab, source, workdir / "render")
+            assert result.ok, "first deploy failed"
+            assert result.changed > 0
+            print(f"MEASURE first deploy: {result.seconds:.1f} s, {result.changed} changed")
+            wait(lambda: _ecmp_both(lab), 90, "ECMP via both nodes, IPv4 and IPv6")
+        except BaseException:
+            stack.close()
+            raise
+        self.stack, self.deployed = stack, DeployedLab(lab, workdir / "render", result)
+        return self.deployed
+
+    def close(self) -> None:
+        if self.stack:
+            self.stack.close()  # lab down (unless LBAPPLIANCE_KEEP_LAB), then the lock
+        self.stack = self.deployed = None
+
+
+_SHARED = _SharedLab()
+
+
+def _ecmp_both(lab: PodmanLab) -> bool:
+    """The router's FIB spreads the anycast VIP (IPv4 and IPv6) over both LB nodes."""
+    prefixes = ("198.51.100.10/32", "2001:db8:100::10/128")
+    return all(len(lab.fib_nexthops(prefix)) == 2 for prefix in prefixes)
+
+
+@pytest.fixture(scope="session")
+def deployed_lab(
+    source_snapshot: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DeployedLab]:
+    """The lab site as containers after one first deploy, shared by SHARED_LAB_MODULES."""
+    yield _SHARED.open(source_snapshot, tmp_path_factory.mktemp("first-deploy"))
+    _SHARED.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The shared lab's modules run together, in SHARED_LAB_MODULES order, where the
+    first of them would have run."""
+    rank = {name: i for i, name in enumerate(SHARED_LAB_MODULES)}
+    shared = [item for item in items if item.path.name in rank and item.path.parent == HERE]
+    if not shared:
+        return
+    at = items.index(shared[0])
+    rest = [item for item in items if item not in shared]
+    shared.sort(key=lambda item: rank[item.path.name])  # stable: module order kept inside
+    items[:] = rest[:at] + shared + rest[at:]
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Bring the shared lab down right after its last user."""
+    if "deployed_lab" in item.fixturenames and (
+        nextitem is None or "deployed_lab" not in nextitem.fixturenames
+    ):
+        _SHARED.close()
 
 
 def _fresh_lab() -> Iterator[PodmanLab]:

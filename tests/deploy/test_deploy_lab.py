@@ -1,7 +1,9 @@
 """End to end on the container lab: deploy over SSH, serve, fail over, roll with no loss.
 
-One lab for the module (about 5 minutes in all), in this order:
-  1. `lbappliance deploy --site lab` provisions the bare lb1 and lb2 over SSH;
+On the session's deployed lab (conftest.py `deployed_lab`: one lab-up and one first
+deploy for this module, test_deploy_noop_lab.py and test_network_lab.py), after the
+no-op module and before the network one, in this order:
+  1. `lbappliance deploy --site lab` has provisioned the bare lb1 and lb2 over SSH;
   2. the client's requests to the anycast VIP (IPv4 and IPv6) are answered by
      both backends;
   3. lb1 is killed (its cables pulled, then SIGKILL): the VRRP VIP moves to lb2
@@ -11,6 +13,7 @@ One lab for the module (about 5 minutes in all), in this order:
   5. the next deploy changes nothing;
   6. a deploy whose verify fails on lb1 stops there: lb1 stays drained, lb2
      serves untouched; a good deploy then brings lb1 back.
+The lab is left serving, with the changed maxconn of step 4.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import pytest
 from pyroute2 import IPRoute
 
 from lbappliance.lab.podman import PodmanLab, wait
-from tests.deploy.conftest import ClientStream, run_deploy
+from tests.deploy.conftest import ClientStream, DeployedLab, run_deploy
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman]
 
@@ -43,14 +46,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def deployed(podman_lab: PodmanLab, source_snapshot: Path, workdir: Path) -> PodmanLab:
-    """The lab after a first, full deploy (measured)."""
-    result = run_deploy(podman_lab, source_snapshot, workdir / "render")
-    assert result.ok, "first deploy failed"
-    assert result.changed > 0
-    print(f"MEASURE first deploy: {result.seconds:.1f} s, {result.changed} changed")
-    wait(lambda: announced_by_both(podman_lab), 60, "ECMP via both, IPv4 and IPv6")
-    return podman_lab
+def deployed(deployed_lab: DeployedLab) -> PodmanLab:
+    """The lab after its first, full deploy (measured in conftest.py), both nodes serving."""
+    wait(lambda: serving(deployed_lab.lab), 90, "both nodes serving")
+    return deployed_lab.lab
 
 
 def announced_by_both(lab: PodmanLab) -> bool:

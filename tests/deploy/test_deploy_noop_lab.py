@@ -1,7 +1,8 @@
 """A deploy with nothing to do is quick, and still finds drift (container lab).
 
-One lab for the module, in this order:
-  1. a first deploy provisions the bare pair;
+On the session's deployed lab (conftest.py `deployed_lab`), first of the modules
+sharing it, in this order:
+  1. a first deploy has provisioned the bare pair;
   2. the next deploy changes nothing, converges neither node (each one's plan
      finds nothing different and ends its play) and is quick; with
      lb_deploy_converge=always both are converged (and nothing changes);
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from lbappliance.lab.podman import PodmanLab
-from tests.deploy.conftest import DeployResult, run_deploy
+from tests.deploy.conftest import DeployedLab, DeployResult, run_deploy
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman]
 
@@ -39,11 +40,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lab(podman_lab: PodmanLab, source_snapshot: Path, workdir: Path) -> PodmanLab:
-    result = run_deploy(podman_lab, source_snapshot, workdir / "render")
-    assert result.ok, "first deploy failed"
-    print(f"MEASURE first deploy: {result.seconds:.1f} s, {result.changed} changed")
-    return podman_lab
+def lab(deployed_lab: DeployedLab) -> PodmanLab:
+    """The lab just after its first deploy: this module runs first on it."""
+    return deployed_lab.lab
 
 
 def deploy(lab: PodmanLab, source: Path, workdir: Path) -> DeployResult:

@@ -1,7 +1,8 @@
 """The node's own network on the container lab: rendered, deployed, flap-proof.
 
-One lab for the module, deployed once (LB nodes boot with only their management
-address: everything else comes from the rendered networkd files), then:
+On the session's deployed lab (conftest.py `deployed_lab`; LB nodes boot with only
+their management address: everything else comes from the rendered networkd files),
+last of the modules sharing it (step 4 leaves lb1 an extra address), then:
   1. lb1's addresses and routes are the inventory's, installed by networkd;
   2. an uplink flap on lb1 under a client stream: lb1 leaves the router's FIB
      within BFD time and comes back by itself (IPv4 and IPv6), and no request
@@ -28,7 +29,7 @@ import pytest
 import yaml
 
 from lbappliance.lab.podman import PodmanLab, wait
-from tests.deploy.conftest import ClientStream, run_deploy
+from tests.deploy.conftest import ClientStream, DeployedLab, run_deploy
 from tests.security.hostile import UnsafeLoader
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman]
@@ -45,14 +46,16 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def deployed(podman_lab: PodmanLab, source_snapshot: Path, workdir: Path) -> PodmanLab:
-    before = podman_lab.addresses("lb1")
-    assert "10.10.0.11" not in " ".join(before), "the lab itself configured lb1's uplink"
-    result = run_deploy(podman_lab, source_snapshot, workdir / "render")
-    assert result.ok, "first deploy failed"
-    print(f"MEASURE first deploy: {result.seconds:.1f} s, {result.changed} changed")
-    wait(lambda: both(podman_lab), 90, "ECMP via both nodes, IPv4 and IPv6")
-    return podman_lab
+def deployed(deployed_lab: DeployedLab) -> PodmanLab:
+    """The lab after its first deploy (conftest.py), both nodes announcing."""
+    wait(lambda: both(deployed_lab.lab), 90, "ECMP via both nodes, IPv4 and IPv6")
+    return deployed_lab.lab
+
+
+@pytest.fixture(scope="module")
+def first_render(deployed_lab: DeployedLab) -> Path:
+    """What the first deploy rendered (and lb1 runs until step 4)."""
+    return deployed_lab.render
 
 
 def nexthop(lab: PodmanLab, node: str, version: int = 4) -> str:
@@ -71,15 +74,15 @@ def ip_json(lab: PodmanLab, node: str, *args: str) -> list[dict]:
     return json.loads(lab.exec(node, "ip", "-j", *args).stdout or "[]")
 
 
-def network_matches(lab: PodmanLab, node: str, workdir: Path) -> subprocess.CompletedProcess:
+def network_matches(lab: PodmanLab, node: str, render: Path) -> subprocess.CompletedProcess:
     """The deploy's own check (playbooks/files/network_matches.py) run on the node."""
-    host_vars = (workdir / "render" / "inventory" / "host_vars" / f"{node}.yml").read_text()
+    host_vars = (render / "inventory" / "host_vars" / f"{node}.yml").read_text()
     expected = json.dumps(yaml.load(host_vars, UnsafeLoader)["lb_network_expected"])
     script = (ROOT / "playbooks" / "files" / "network_matches.py").read_text()
     return lab.exec(node, "python3", "-c", script, expected, check=False)
 
 
-def test_lb1_network_comes_from_the_rendered_files(deployed: PodmanLab, workdir: Path) -> None:
+def test_lb1_network_comes_from_the_rendered_files(deployed: PodmanLab, first_render: Path) -> None:
     lab = deployed
     files = lab.exec("lb1", "sh", "-c", "ls /etc/systemd/network").stdout.split()
     assert files == [f"10-lbappliance-eth{i}.network" for i in range(3)]
@@ -88,7 +91,7 @@ def test_lb1_network_comes_from_the_rendered_files(deployed: PodmanLab, workdir:
     assert [(r["gateway"], r["dev"], r["protocol"], r.get("metric")) for r in routes] == [
         ("10.10.0.1", "eth1", "static", 100)
     ]
-    check = network_matches(lab, "lb1", workdir)
+    check = network_matches(lab, "lb1", first_render)
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -102,7 +105,7 @@ def _watch_fib(lab: PodmanLab, stop: threading.Event, seen: list[tuple[float, bo
 
 
 def test_uplink_flap_on_lb1_recovers_by_itself_without_black_holes(
-    deployed: PodmanLab, workdir: Path
+    deployed: PodmanLab, first_render: Path
 ) -> None:
     lab = deployed
     wait(lambda: both(lab), 60, "both nodes serving before the flap")
@@ -139,7 +142,7 @@ def test_uplink_flap_on_lb1_recovers_by_itself_without_black_holes(
     assert left - t_down < BFD_DETECT + 1.0, seen
     assert t_back - t_up < 30, seen
     assert after_back == [], after_back
-    check = network_matches(lab, "lb1", workdir)
+    check = network_matches(lab, "lb1", first_render)
     assert check.returncode == 0, check.stdout + check.stderr
     assert report.sent > 100 and set(report.answers) == {"backend1", "backend2"}
 

@@ -1,17 +1,22 @@
-"""Scratch containers from the lab image for role tests (Molecule's lb_haproxy scenario)."""
+"""Scratch containers from the lab image for role tests (the Molecule scenarios)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from lbappliance.lab.image import ensure_image
 from lbappliance.lab.podmancli import CAPS, LABEL, Podman, state_dir, wait
+from lbappliance.lab.units import LB_MOUNTS
 
 
-def scratch_container(name: str, state: Path | None = None) -> str:
+def scratch_container(name: str, state: Path | None = None, interfaces: Sequence[str] = ()) -> str:
     """A lone systemd container from the lab image, without network (role tests).
 
-    Returns its name (``lbamol-<name>``); removed by ``remove_scratch_container``.
+    ``interfaces`` become two-queue veths inside it (their peers stay inside too), and
+    the container then gets what an LB node needs from the lab (``LB_MOUNTS``: writable
+    per-namespace sysctls, bpffs). Returns its name (``lbamol-<name>``); removed by
+    ``remove_scratch_container``.
     """
     podman = Podman(state or state_dir())
     podman.preflight()
@@ -28,6 +33,14 @@ def scratch_container(name: str, state: Path | None = None) -> str:
         return out.stdout.strip() in ("running", "degraded")
 
     wait(booted, 60, f"systemd in {container}")
+    if interfaces:
+        links = [
+            f"ip link add {i} numrxqueues 2 numtxqueues 2 type veth peer name {i}-peer"
+            f" numrxqueues 2 numtxqueues 2 && ip link set {i}-peer up"
+            for i in interfaces
+        ]
+        script = "\n".join(["set -e", *LB_MOUNTS, *links])
+        podman.run("exec", container, "sh", "-c", script)
     return container
 
 
