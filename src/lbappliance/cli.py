@@ -127,3 +127,7 @@ from .lab.podman import lab  # noqa: E402
 
 main.add_command(deploy)
 main.add_command(lab)
+
+from .lab.vm import vm  # noqa: E402
+
+lab.add_command(vm)
