@@ -21,7 +21,7 @@ def test_qemu_runs_tcg_with_multiqueue_virtio_and_the_vm_identity(tmp_path: Path
     lab.key.with_suffix(".pub").write_text("ssh-ed25519 AAAAC3Nza lbappliance-vm-lab\n")
     cmd = lab.qemu_command(lab.topology.host("lb1"), VmImage(tmp_path / "img"))
     assert cmd[cmd.index("-accel") + 1] == "tcg,thread=multi,tb-size=256"
-    assert cmd[cmd.index("-cpu") + 1] == "max"
+    assert cmd[cmd.index("-cpu") + 1] == "qemu64"
     append = cmd[cmd.index("-append") + 1].split()
     assert "systemd.hostname=lb1" in append
     assert "lbavm.addr=eth0,10.99.0.11/24" in append

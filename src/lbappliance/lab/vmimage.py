@@ -4,7 +4,8 @@ The LB VMs boot a Debian bookworm image made from the same ``debootstrap``
 root filesystem as the container lab (``image.py``: systemd, SSH, Python and
 every package the roles install), with what a machine of its own needs on top:
 ``linux-image-amd64`` and an initramfs built with ``MODULES=most`` (virtio
-block and network drivers), udev, ``ipvsadm`` and ``irqbalance``, an fstab
+block and network drivers), udev, ``ipvsadm`` and ``irqbalance`` (running, as
+Debian installs it: the nic profile's ``irqbalance`` decides), an fstab
 for ``/dev/vda`` and ``lab-vm-identity.service``, which takes the VM's
 identity from the kernel command line at every boot (``lbavm.addr=IF,ADDR``:
 the management address; ``lbavm.key=TYPE:BASE64``: root's authorized SSH key;
@@ -82,8 +83,7 @@ mkdir -p /etc/initramfs-tools/conf.d
 echo MODULES=most > /etc/initramfs-tools/conf.d/lbappliance-vm.conf
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends {" ".join(VM_PACKAGES)}
-# The roles decide about irqbalance (nic profile); keepalived and the rest stay off too.
-systemctl disable irqbalance.service >/dev/null 2>&1 || true
+# irqbalance stays enabled, as Debian installs it: the nic profile says what to do with it.
 systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
     e2scrub_reap.service fstrim.timer >/dev/null 2>&1 || true
 echo '/dev/vda / ext4 defaults,noatime,errors=remount-ro 0 1' > /etc/fstab
