@@ -1,4 +1,10 @@
-"""The VM lab for the tests: one booted pair for the whole session (boots cost minutes)."""
+"""The VM lab for the tests: one booted pair for the whole session (boots cost minutes).
+
+The VMs are deployed with the lab site plus what only a VM can run (``VM_SITE``):
+NIC tuning on (the containers share the host's kernel, so the lab site has it off),
+every CPU usable for NIC queues (a VM has two), irqbalance stopped by the profile, and
+a second L4 service on IPVS (Maglev, DR) with its own anycast VIP.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,32 @@ from lbappliance.lab.vm import QEMU, VmLab
 
 from ..deploy.conftest import source_snapshot  # noqa: F401  (a fixture, shared)
 
+ROOT = Path(__file__).resolve().parents[2]
+IPVS_VIP = "198.51.100.30"
+# (text of inventory/sites/lab.yml, what the VM lab's copy has instead)
+VM_SITE = [
+    ("    nic_tuning: false   # lab nodes share the host's kernel\n", "    nic_tuning: true\n"),
+    ("    nic_tuning: false\n", "    nic_tuning: true\n"),
+    ("    queues: auto\n    irqbalance: leave\n",
+     "    queues: auto\n    housekeeping_cpus: []\n    irqbalance: stop\n"),
+    ('  - prefix: "2001:db8:100::10/128"\n',
+     f'  - prefix: {IPVS_VIP}/32\n    communities: ["65100:30"]\n'
+     '  - prefix: "2001:db8:100::10/128"\n'),
+    ("    health_check: {type: http, path: /health}\n",
+     "    health_check: {type: http, path: /health}\n"
+     "  - name: echo-ipvs\n"
+     f"    vip: {IPVS_VIP}\n"
+     "    port: 8080\n"
+     "    dataplane: ipvs\n"
+     "    forwarding: l2dsr\n"
+     "    backends:\n"
+     "      - {address: 10.30.0.21}\n"
+     "      - {address: 10.30.0.22}\n"
+     "      - {address: 10.30.0.23}\n"
+     "    health_check: {type: http, path: /health, interval: 2s, timeout: 1s,"
+     " fall: 2, rise: 2}\n"),
+]  # fmt: skip
+
 
 def vm_lab_available() -> str | None:
     if os.geteuid() != 0:
@@ -26,7 +58,21 @@ def vm_lab_available() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def vm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmLab]:
+def vm_inventory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project's inventory whose lab site is ``VM_SITE``'s."""
+    inventory = tmp_path_factory.mktemp("vminventory") / "inventory"
+    shutil.copytree(ROOT / "inventory", inventory)
+    site = inventory / "sites" / "lab.yml"
+    text = site.read_text()
+    for old, new in VM_SITE:
+        assert text.count(old) == 1, f"inventory/sites/lab.yml changed: {old!r}"
+        text = text.replace(old, new)
+    site.write_text(text)
+    return inventory
+
+
+@pytest.fixture(scope="session")
+def vm_lab(tmp_path_factory: pytest.TempPathFactory, vm_inventory: Path) -> Iterator[VmLab]:
     """The lab site with lb1 and lb2 as VMs, booted once, removed at the end.
 
     A name of its own (namespaces ``lbv<hex>-*``), so it runs next to the other labs
@@ -34,7 +80,11 @@ def vm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmLab]:
     """
     if reason := vm_lab_available():
         pytest.skip(reason)
-    lab = VmLab.load(name=f"lbv{uuid.uuid4().hex[:4]}", state=tmp_path_factory.mktemp("vmlab"))
+    lab = VmLab.load(
+        inventory=vm_inventory,
+        name=f"lbv{uuid.uuid4().hex[:4]}",
+        state=tmp_path_factory.mktemp("vmlab"),
+    )
     try:
         t = time.monotonic()
         timings = lab.up(progress=print)

@@ -1,20 +1,34 @@
 """The VM lab: a pair deployed over SSH to two qemu VMs with their own kernel.
 
-One booted pair for the session (``conftest.vm_lab``), in this order:
+One booted pair for the session (``conftest.vm_lab``; the lab site with NIC tuning
+and an IPVS service, ``conftest.VM_SITE``), in this order:
   1. the VMs run their own kernel (not the host's) with multi-queue virtio NICs;
   2. `lbappliance deploy --site lab` provisions the bare VMs over SSH; the next run
      changes nothing;
   3. the client's requests to the anycast VIP are answered by both backends;
-  4. lb1's qemu is killed: the VRRP VIP moves to lb2, the router's FIB drops lb1's
-     route within BFD time (100 ms x 3), and lb1, booted again, rejoins by itself.
+  4. IPVS: client connections to the IPVS service (Maglev, DR) reach every backend
+     through the VMs; a backend failing its check leaves the table (keepalived) and
+     `lbappliance status` shows it; it comes back when healthy;
+  5. NIC tuning: what the role applied (queues, IRQ affinity, RPS/XPS, irqbalance)
+     is what `nic plan` makes of `nic capture` on the VM;
+  6. lb1's qemu is killed: the VRRP VIP moves to lb2, the router's FIB drops lb1's
+     route within BFD time (100 ms x 3), and lb1, booted again, rejoins by itself
+     with its NIC tuning in force.
 Timings are printed as ``MEASURE`` lines (the README's VM lab figures).
 """
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import socket
+import subprocess
+import sys
+import tarfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -23,6 +37,7 @@ from pyroute2 import IPRoute
 from lbappliance.lab.vm import VmLab, wait
 
 from ..deploy.conftest import ClientStream, run_deploy
+from .conftest import IPVS_VIP
 
 pytestmark = [pytest.mark.slow, pytest.mark.vm]
 
@@ -31,12 +46,14 @@ ANYCAST_VIP = "198.51.100.10"
 # Generous bounds: the router and BFD run at host speed, the VMs ~17x slower (TCG).
 VRRP_BUDGET = 2.0  # VRRPv3 at 100 ms: 3 adverts + skew; measured 0.32-0.34 s quiet
 BFD_BUDGET = 1.5  # BFD 100 ms x 3 = 0.3 s detection, then BIRD and the kernel
+BACKENDS = {"backend1", "backend2", "backend-23"}
+LB_VENV = "/opt/lbappliance/venv/bin/lbappliance"
 
 
 @pytest.fixture(scope="session")
-def deployed(vm_lab: VmLab, source_snapshot: Path, vm_workdir: Path) -> VmLab:
+def deployed(vm_lab: VmLab, source_snapshot: Path, vm_workdir: Path, vm_inventory: Path) -> VmLab:
     """The VMs after a first, full deploy (measured)."""
-    result = run_deploy(vm_lab, source_snapshot, vm_workdir / "render")
+    result = run_deploy(vm_lab, source_snapshot, vm_workdir / "render", inventory=vm_inventory)
     print(f"MEASURE VM first deploy: {result.seconds:.1f} s, {result.changed} changed")
     assert result.ok, "first deploy to the VMs failed"
     assert result.changed > 0
@@ -75,9 +92,9 @@ def test_first_deploy_converges_both_vms(deployed: VmLab) -> None:
 
 
 def test_second_deploy_changes_nothing(
-    deployed: VmLab, source_snapshot: Path, vm_workdir: Path
+    deployed: VmLab, source_snapshot: Path, vm_workdir: Path, vm_inventory: Path
 ) -> None:
-    again = run_deploy(deployed, source_snapshot, vm_workdir / "render")
+    again = run_deploy(deployed, source_snapshot, vm_workdir / "render", inventory=vm_inventory)
     print(f"MEASURE VM second deploy: {again.seconds:.1f} s, {again.changed} changed")
     assert again.ok
     assert again.changed == 0
@@ -89,6 +106,135 @@ def test_client_requests_are_answered_by_both_backends(deployed: VmLab) -> None:
     report = stream.stop()
     assert not report.failures, report.failures
     assert set(report.answers) == {"backend1", "backend2"}, report.answers
+
+
+def ipvs_answers(lab: VmLab, count: int) -> Counter:
+    """``count`` HTTP requests from the client to the IPVS service, one connection each."""
+    answers: Counter = Counter()
+    with ClientStream(lab, IPVS_VIP, port=8080, rate=20, max_requests=count, max_seconds=60) as s:
+        wait(lambda: s.report.sent >= count, 90, f"{count} requests to {IPVS_VIP}")
+    report = s.stop()
+    assert not report.failures, report.failures
+    answers.update(report.answers)
+    return answers
+
+
+def real_servers(lab: VmLab, node: str) -> list[str]:
+    out = lab.exec(node, "ipvsadm", "-Ln", "-t", f"{IPVS_VIP}:8080").stdout
+    return sorted(line.split()[1] for line in out.splitlines() if line.strip().startswith("->")
+                  and line.split()[1][0].isdigit())  # fmt: skip
+
+
+def lab_status(lab: VmLab, vm_inventory: Path) -> str:
+    """`lbappliance status --site lab` from the controller, over SSH as deploy goes."""
+    cmd = [sys.executable, "-c", "from lbappliance.cli import main; main()", "status"]
+    proc = subprocess.run(
+        [*cmd, "--site", "lab", "--inventory", str(vm_inventory)],
+        env={**os.environ, **lab.deploy_env()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    print(proc.stdout + proc.stderr)
+    return proc.stdout
+
+
+def test_ipvs_forwards_client_connections_to_every_backend(deployed: VmLab) -> None:
+    for lb in deployed.topology.lbs:
+        table = deployed.exec(lb.name, "ipvsadm", "-Ln", "-t", f"{IPVS_VIP}:8080").stdout
+        assert " mh" in table and "Route" in table, table
+        assert real_servers(deployed, lb.name) == [f"10.30.0.{n}:8080" for n in (21, 22, 23)]
+    t = time.monotonic()
+    answers = ipvs_answers(deployed, 60)
+    print(f"MEASURE VM IPVS: 60 connections (one request each) in {time.monotonic() - t:.1f} s, "
+          f"answers {dict(answers)}")  # fmt: skip
+    assert set(answers) == BACKENDS, answers
+
+
+def test_ipvs_check_takes_a_dead_real_server_out_and_status_shows_it(
+    deployed: VmLab, vm_inventory: Path
+) -> None:
+    lab = deployed
+    dead = "10.30.0.23:8080"
+    lab.set_backend("backend-23", health_status=503)
+    try:
+        t = time.monotonic()
+        for lb in lab.topology.lbs:
+            wait(lambda n=lb.name: dead not in real_servers(lab, n), 60, f"{dead} out on {lb.name}")
+        print(f"MEASURE VM IPVS check: dead real server out on both VMs after "
+              f"{time.monotonic() - t:.1f} s (HTTP check every 2 s, fall 2)")  # fmt: skip
+        answers = ipvs_answers(lab, 30)
+        assert set(answers) == {"backend1", "backend2"}, answers
+        status = lab_status(lab, vm_inventory)
+        line = f"  IPVS     {IPVS_VIP}:8080/tcp mh: "
+        shown = [ln for ln in status.splitlines() if ln.startswith(line)]
+        assert len(shown) == 2, status  # one per node
+        assert all("10.30.0.21:8080" in ln and dead not in ln for ln in shown), shown
+    finally:
+        lab.set_backend("backend-23", health_status=200)
+    for lb in lab.topology.lbs:
+        wait(lambda n=lb.name: dead in real_servers(lab, n), 60, f"{dead} back on {lb.name}")
+
+
+def nic_plan_from_capture(lab: VmLab, node: str, vm_inventory: Path, tmp: Path) -> dict:
+    """`nic capture` on the VM, copied here, fed to `nic plan` on the controller."""
+    lab.exec(node, "rm", "-rf", "/tmp/nic-facts")
+    lab.exec(node, LB_VENV, "nic", "capture", "--out", "/tmp/nic-facts")
+    tarball = subprocess.run(
+        [*lab.ssh_command(node), "tar -C /tmp/nic-facts -c ."], capture_output=True, timeout=120,
+        check=True,
+    ).stdout  # fmt: skip
+    facts = tmp / f"{node}-facts"
+    with tarfile.open(fileobj=io.BytesIO(tarball)) as tar:
+        tar.extractall(facts, filter="data")
+    out = subprocess.run(
+        [sys.executable, "-c", "from lbappliance.cli import main; main()", "nic", "plan",
+         "--site", "lab", "--inventory", str(vm_inventory), "--node", node,
+         "--facts-root", str(facts), "--format", "json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def assert_nic_state_is_the_plan(lab: VmLab, node: str, plan: dict) -> None:
+    """The VM's live queues, IRQ affinity, RPS/XPS masks and irqbalance are the plan's."""
+    assert plan["nics"], plan
+    for nic in plan["nics"]:
+        name = nic["name"]
+        channels = lab.exec(node, "ethtool", "-l", name).stdout
+        current = channels.split("Current hardware settings:")[1]
+        assert f"Combined:\t{nic['channels']['combined']}" in current, channels
+        script = (
+            f"for i in {' '.join(nic['irq_affinity'])}; do "
+            'echo "$i $(cat /proc/irq/$i/smp_affinity_list)"; done; '
+            f"for f in /sys/class/net/{name}/queues/*/[rx]ps_cpus; do "
+            'echo "$f $(cat $f)"; done'
+        )
+        live = dict(
+            line.rsplit(" ", 1) for line in lab.exec(node, "sh", "-c", script).stdout.splitlines()
+        )
+        for irq, cpu in nic["irq_affinity"].items():
+            assert live[irq] == str(cpu), (name, irq, live[irq], cpu)
+        for kind, masks in (("rps", nic["rps_cpus"]), ("xps", nic["xps_cpus"])):
+            for queue, mask in masks.items():
+                path = f"/sys/class/net/{name}/queues/{queue}/{kind}_cpus"
+                assert int(live[path], 16) == int(mask, 16), (path, live[path], mask)
+    assert plan["irqbalance"]["mode"] == "stop"
+    active = lab.exec(node, "systemctl", "is-active", "irqbalance", check=False).stdout.strip()
+    assert active != "active", "irqbalance runs although the profile stops it"
+
+
+def test_nic_tuning_applied_is_what_nic_plan_makes_of_the_vm(
+    deployed: VmLab, vm_inventory: Path, vm_workdir: Path
+) -> None:
+    for lb in deployed.topology.lbs:
+        plan = nic_plan_from_capture(deployed, lb.name, vm_inventory, vm_workdir)
+        print(json.dumps(plan["nics"][0], indent=1))
+        assert {n["name"] for n in plan["nics"]} == {"eth1", "eth2"}
+        # Two vCPUs, none reserved (housekeeping_cpus: []): two queues of the four.
+        assert all(n["channels"] == {"combined": 2} for n in plan["nics"]), plan["nics"]
+        assert_nic_state_is_the_plan(deployed, lb.name, plan)
 
 
 def _router_watch(lab: VmLab, lb2_mac: str, lb1_hop: str, armed: threading.Event, out: dict):
@@ -147,3 +293,13 @@ def test_qemu_killed_vip_moves_route_goes_and_the_vm_rejoins(deployed: VmLab) ->
         f"MEASURE VM lb1 rejoin: SSH {booted:.0f} s after qemu started, serving "
         f"(BGP + VRRP) after {time.monotonic() - t1:.0f} s"
     )
+
+
+def test_nic_tuning_still_in_force_after_the_reboot(
+    deployed: VmLab, vm_inventory: Path, vm_workdir: Path
+) -> None:
+    """lb1 was killed and booted again above: the boot-time unit put its tuning back."""
+    uptime = float(deployed.exec("lb1", "cat", "/proc/uptime").stdout.split()[0])
+    assert uptime < 1200, "lb1 did not reboot in this session"
+    plan = nic_plan_from_capture(deployed, "lb1", vm_inventory, vm_workdir / "rebooted")
+    assert_nic_state_is_the_plan(deployed, "lb1", plan)
