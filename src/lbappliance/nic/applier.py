@@ -84,11 +84,26 @@ class Applier:
     def facts(self, interfaces: Sequence[str]) -> HostFacts:
         return gather_facts(self.root, interfaces, self.ethtool)
 
+    def _why(self, argv: Sequence[str]) -> str:
+        """What a refused queue change means when an XDP program holds the NIC."""
+        if tuple(argv[:2]) != ("ethtool", "-L") or self.runner is refuse_command:
+            return ""
+        rc, out = self.runner(("ip", "-j", "link", "show", "dev", argv[2]))
+        if rc != 0 or '"xdp"' not in out:
+            return ""
+        return (
+            f"; an XDP program is attached to {argv[2]} and its driver refuses queue changes "
+            "while one is (virtio-net does): `lbappliance dataplane detach`, tune the NIC, "
+            "then `lbappliance dataplane apply`"
+        )
+
     def execute(self, change: Change) -> str | None:
         """Make one change; the error text if it failed."""
         if change.argv:
             rc, out = self.runner(change.argv)
-            return None if rc == 0 else f"exit {rc}: {out}"
+            if rc == 0:
+                return None
+            return f"exit {rc}: {out}" + self._why(change.argv)
         path = self.root / change.path.lstrip("/")
         try:
             if change.content is None:
