@@ -133,6 +133,11 @@ class VmLab:
         return self.state / "ssh" / "id_ed25519"
 
     @property
+    def control_dir(self) -> Path:
+        """SSH control sockets (ours and Ansible's): short, as socket paths must be."""
+        return Path("/run/lbappliance-vm") / self.name
+
+    @property
     def state_file(self) -> Path:
         return self.state / "lab.json"
 
@@ -228,6 +233,7 @@ class VmLab:
         self._save(record)
 
     def _ssh_key(self) -> None:
+        self.control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         for path in (self.key, self.key.with_suffix(".pub")):
             path.unlink(missing_ok=True)
@@ -443,16 +449,25 @@ class VmLab:
                 )
             if not self._tcp_open(host, addr, 22):
                 return False
-            return self.exec(host, "true", check=False, timeout=60).returncode == 0
+            proc = self.exec(host, "true", check=False, timeout=60)
+            last[0] = proc.stderr.strip()
+            return proc.returncode == 0
 
-        wait(ready, timeout, f"SSH on {host} ({addr})", interval=2)
+        last = ["port 22 closed"]
+        try:
+            wait(ready, timeout, f"SSH on {host} ({addr})", interval=2)
+        except TimeoutError:
+            raise VmLabError(
+                f"no SSH on {host} ({addr}) after {timeout:.0f} s: {last[0]}; "
+                f"see {self.console(host)}"
+            ) from None
 
     def ssh_command(self, host: str) -> list[str]:
         addr = self.topology.host(host).address_on("mgmt")
         return [
             "ssh", "-i", str(self.key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=60",
             *self._ssh_options(), "-o", "ControlMaster=auto", "-o", "ControlPersist=60s",
-            "-o", f"ControlPath={self.key.parent}/exec-%C", f"root@{addr}",
+            "-o", f"ControlPath={self.control_dir}/exec-%C", f"root@{addr}",
         ]  # fmt: skip
 
     def _ssh_options(self) -> list[str]:
@@ -492,7 +507,7 @@ class VmLab:
         """What ``lbappliance deploy --site lab`` needs to reach the VMs over SSH."""
         return {
             "ANSIBLE_PRIVATE_KEY_FILE": str(self.key),
-            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.key.parent / "cp"),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_dir / "cp"),
             "ANSIBLE_SSH_COMMON_ARGS": shlex.join(self._ssh_options()),
             "ANSIBLE_TIMEOUT": "60",
         }
@@ -585,7 +600,7 @@ class VmLab:
 
     def _close_ssh_masters(self) -> None:
         """End persistent SSH connections: one to a dead VM would hang the next command."""
-        ssh = self.key.parent
+        ssh = self.control_dir
         socks = [*ssh.glob("exec-*"), *((ssh / "cp").iterdir() if (ssh / "cp").is_dir() else [])]
         for sock in socks:
             subprocess.run(
@@ -616,16 +631,17 @@ class VmLab:
             self._reap(key)
         with contextlib.suppress(TimeoutError):
             wait(lambda: not any(_alive(p) for p in pids), 30, "lab processes gone", interval=0.1)
-        vms = sum(1 for ns in namespaces if ns == self.switch)
         if pids:
             removed.append(f"{len(pids)} processes")
         for ns in namespaces:
             _ip("netns", "del", ns, check=False)
         if namespaces:
-            removed.append(f"{len(namespaces)} namespaces" + (" (taps, bridges)" if vms else ""))
+            taps = " (taps, bridges)" if self.switch in namespaces else ""
+            removed.append(f"{len(namespaces)} namespaces{taps}")
+        if self.control_dir.is_dir():
+            self._close_ssh_masters()
+            shutil.rmtree(self.control_dir, ignore_errors=True)
         if self.state.is_dir():
-            if self.key.parent.is_dir():
-                self._close_ssh_masters()
             overlays = list(self.state.glob("*.qcow2"))
             if overlays:
                 removed.append(f"{len(overlays)} overlays")
