@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -93,6 +94,9 @@ def vm_lab(tmp_path_factory: pytest.TempPathFactory, vm_inventory: Path) -> Iter
     finally:
         if not os.environ.get("LBAPPLIANCE_KEEP_LAB"):
             print(f"VM lab down: {lab.down()}")
+            left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+            assert f"{lab.name}-" not in left, f"namespaces left behind: {left}"
+            assert not lab.control_dir.exists() and not lab.state.exists()
 
 
 @pytest.fixture(scope="session")
