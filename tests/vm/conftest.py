@@ -19,10 +19,14 @@ from pathlib import Path
 import pytest
 
 from lbappliance.lab.vm import QEMU, VmLab
+from lbappliance.paths import project_dir
 
-from ..deploy.conftest import source_snapshot  # noqa: F401  (a fixture, shared)
+from ..deploy.conftest import WHEEL_INPUTS
 
 ROOT = Path(__file__).resolve().parents[2]
+# A deploy to the VMs takes tens of minutes on a busy 2-core machine (every Ansible
+# task runs Python in a TCG guest).
+DEPLOY_TIMEOUT = 3600
 IPVS_VIP = "198.51.100.30"
 # (text of inventory/sites/lab.yml, what the VM lab's copy has instead)
 VM_SITE = [
@@ -59,9 +63,37 @@ def vm_lab_available() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def vm_inventory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def vm_session() -> Iterator[Path]:
+    """This session's files (inventory, source, renders), in the checkout's .lab/.
+
+    Not pytest's tmp_path: the session runs for tens of minutes, and pytest runs of
+    other checkouts on the machine prune older base temp directories meanwhile.
+    """
+    base = project_dir() / ".lab" / "vm-tests" / f"lbv{uuid.uuid4().hex[:4]}"
+    base.mkdir(parents=True)
+    yield base
+    if not os.environ.get("LBAPPLIANCE_KEEP_LAB"):
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def vm_source(vm_session: Path) -> Path:
+    """The tree the node wheel is built from, frozen for the session."""
+    snap = vm_session / "source"
+    for name in WHEEL_INPUTS:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, snap / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.is_file():
+            snap.mkdir(exist_ok=True)
+            shutil.copy2(src, snap / name)
+    return snap
+
+
+@pytest.fixture(scope="session")
+def vm_inventory(vm_session: Path) -> Path:
     """A copy of the project's inventory whose lab site is ``VM_SITE``'s."""
-    inventory = tmp_path_factory.mktemp("vminventory") / "inventory"
+    inventory = vm_session / "inventory"
     shutil.copytree(ROOT / "inventory", inventory)
     site = inventory / "sites" / "lab.yml"
     text = site.read_text()
@@ -73,7 +105,7 @@ def vm_inventory(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vm_lab(tmp_path_factory: pytest.TempPathFactory, vm_inventory: Path) -> Iterator[VmLab]:
+def vm_lab(vm_session: Path, vm_inventory: Path) -> Iterator[VmLab]:
     """The lab site with lb1 and lb2 as VMs, booted once, removed at the end.
 
     A name of its own (namespaces ``lbv<hex>-*``), so it runs next to the other labs
@@ -81,11 +113,7 @@ def vm_lab(tmp_path_factory: pytest.TempPathFactory, vm_inventory: Path) -> Iter
     """
     if reason := vm_lab_available():
         pytest.skip(reason)
-    lab = VmLab.load(
-        inventory=vm_inventory,
-        name=f"lbv{uuid.uuid4().hex[:4]}",
-        state=tmp_path_factory.mktemp("vmlab"),
-    )
+    lab = VmLab.load(inventory=vm_inventory, name=vm_session.name)
     try:
         t = time.monotonic()
         timings = lab.up(progress=print)
@@ -100,5 +128,5 @@ def vm_lab(tmp_path_factory: pytest.TempPathFactory, vm_inventory: Path) -> Iter
 
 
 @pytest.fixture(scope="session")
-def vm_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("vmdeploy")
+def vm_workdir(vm_session: Path) -> Path:
+    return vm_session

@@ -37,7 +37,7 @@ from pyroute2 import IPRoute
 from lbappliance.lab.vm import VmLab, wait
 
 from ..deploy.conftest import ClientStream, run_deploy
-from .conftest import IPVS_VIP
+from .conftest import DEPLOY_TIMEOUT, IPVS_VIP
 
 pytestmark = [pytest.mark.slow, pytest.mark.vm]
 
@@ -51,9 +51,11 @@ LB_VENV = "/opt/lbappliance/venv/bin/lbappliance"
 
 
 @pytest.fixture(scope="session")
-def deployed(vm_lab: VmLab, source_snapshot: Path, vm_workdir: Path, vm_inventory: Path) -> VmLab:
+def deployed(vm_lab: VmLab, vm_source: Path, vm_workdir: Path, vm_inventory: Path) -> VmLab:
     """The VMs after a first, full deploy (measured)."""
-    result = run_deploy(vm_lab, source_snapshot, vm_workdir / "render", inventory=vm_inventory)
+    result = run_deploy(
+        vm_lab, vm_source, vm_workdir / "render", inventory=vm_inventory, timeout=DEPLOY_TIMEOUT
+    )
     print(f"MEASURE VM first deploy: {result.seconds:.1f} s, {result.changed} changed")
     assert result.ok, "first deploy to the VMs failed"
     assert result.changed > 0
@@ -92,9 +94,11 @@ def test_first_deploy_converges_both_vms(deployed: VmLab) -> None:
 
 
 def test_second_deploy_changes_nothing(
-    deployed: VmLab, source_snapshot: Path, vm_workdir: Path, vm_inventory: Path
+    deployed: VmLab, vm_source: Path, vm_workdir: Path, vm_inventory: Path
 ) -> None:
-    again = run_deploy(deployed, source_snapshot, vm_workdir / "render", inventory=vm_inventory)
+    again = run_deploy(
+        deployed, vm_source, vm_workdir / "render", inventory=vm_inventory, timeout=DEPLOY_TIMEOUT
+    )
     print(f"MEASURE VM second deploy: {again.seconds:.1f} s, {again.changed} changed")
     assert again.ok
     assert again.changed == 0
