@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from lbappliance.cli import main
-from lbappliance.lab.vm import VmLab
+from lbappliance.lab import vm as vmlab
+from lbappliance.lab.vm import VmLab, VmLabError
 from lbappliance.lab.vmimage import VmImage
 
 
@@ -47,3 +48,12 @@ def test_status_without_a_lab_says_how_to_build_one(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert lines == ["error: lab vm: no VM lab: `lbappliance lab vm up` builds it"], lines
     assert "Traceback" not in result.output
+
+
+def test_no_third_vm_on_the_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two VMs at most machine-wide, whichever lab runs them: the boot refuses first."""
+    monkeypatch.setattr(vmlab, "_qemu_processes", lambda: [4101, 4102])
+    lab = VmLab.load(name="lbvtest", state=tmp_path)
+    with pytest.raises(VmLabError, match=r"2 qemu VMs already run .*pids 4101, 4102.*at most 2"):
+        lab._boot(lab.topology.host("lb1"), VmImage(tmp_path / "img"))
+    assert not lab.overlay("lb1").exists()

@@ -71,6 +71,7 @@ MEMORY_MB = 1024
 CPU_MODEL = "qemu64"
 QUEUES = 4  # per non-management NIC: native XDP on virtio needs spare queue pairs
 BOOT_TIMEOUT = 300.0
+MAX_VMS = 2  # machine-wide: ~0.7 GB and a good share of a core each under TCG
 QEMU = "qemu-system-x86_64"
 INSTALL_HINT = "run ./scripts/install-deps.sh as root"
 
@@ -398,6 +399,13 @@ class VmLab:
         return cmd
 
     def _boot(self, host: LabHost, img: VmImage) -> None:
+        running = _qemu_processes()
+        if len(running) >= MAX_VMS:
+            raise VmLabError(
+                f"{len(running)} qemu VMs already run on this machine (pids "
+                f"{', '.join(map(str, running))}): at most {MAX_VMS} at once; stop the other "
+                "VM lab first (`lbappliance lab vm down` in its checkout)"
+            )
         overlay = self.overlay(host.name)
         if not overlay.is_file():
             subprocess.run(
@@ -649,6 +657,17 @@ class VmLab:
         return removed
 
 
+def _qemu_processes() -> list[int]:
+    """Live qemu system emulators on this machine, any lab's."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (proc / "comm").read_text().startswith("qemu-system") and _alive(int(proc.name)):
+                    pids.append(int(proc.name))
+    return sorted(pids)
+
+
 def _alive(pid: int) -> bool:
     """The process exists and is not a zombie (PID 1 here may never reap it)."""
     try:
@@ -682,6 +701,11 @@ def _vm_errors(command: Callable[..., None]) -> Callable[..., None]:
             command(*args, **kw)
         except (VmLabError, TimeoutError) as exc:
             click.secho(f"error: lab vm: {exc}", fg="red", err=True)
+            sys.exit(1)
+        except subprocess.TimeoutExpired as exc:
+            cmd = " ".join(map(str, exc.cmd[:3]))
+            click.secho(f"error: lab vm: `{cmd}…` timed out after {exc.timeout:.0f} s",
+                        fg="red", err=True)  # fmt: skip
             sys.exit(1)
         except subprocess.CalledProcessError as exc:
             cmd = " ".join(map(str, exc.cmd[:3]))
