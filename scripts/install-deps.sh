@@ -14,6 +14,7 @@ APT_PACKAGES=(
   clang llvm libbpf-dev bpftool xdp-tools
   podman runc netavark aardvark-dns debootstrap zstd openssh-server
   wrk valgrind
+  qemu-system-x86 qemu-utils e2fsprogs
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,6 +1,6 @@
 """`lbappliance status`: per node — BGP sessions, VIPs announced or withdrawn and why,
-VRRP state, HAProxy backends up/total, maintenance. Read on the nodes over Ansible
-(``python -m lbappliance.health.node report``)."""
+VRRP state, HAProxy backends up/total, IPVS real servers in service, maintenance.
+Read on the nodes over Ansible (``python -m lbappliance.health.node report``)."""
 
 from __future__ import annotations
 
@@ -68,6 +68,18 @@ def format_node(name: str, r: dict[str, Any]) -> list[str]:
     else:
         backends = ", ".join(f"{b} {s['up']}/{s['total']} UP" for b, s in h["backends"].items())
         lines.append(f"  HAProxy  {backends or 'no backend'}; {h['sessions']} sessions in flight")
+    ipvs = r.get("ipvs") or {}
+    if "error" in ipvs:
+        lines.append(f"  IPVS     {ipvs['error']}")
+    for service, vs in (ipvs.get("services") or {}).items():
+        if vs.get("missing"):
+            lines.append(f"  IPVS     {service} NOT IN THE KERNEL TABLE (keepalived not running?)")
+            continue
+        servers = (
+            ", ".join(f"{rs['address']} w{rs['weight']}" for rs in vs["real_servers"])
+            or "no real server (every check failing)"
+        )
+        lines.append(f"  IPVS     {service} {vs['scheduler']}: {servers}")
     for prefix, v in (agent.get("vips") or {}).items():
         announced = "announced" if v.get("announced") else "withdrawn"
         lines.append(

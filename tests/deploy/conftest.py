@@ -182,7 +182,12 @@ class DeployResult:
 
 
 def run_deploy(
-    lab: PodmanLab, source: Path, out: Path, *args: str, inventory: Path | None = None
+    lab: PodmanLab,
+    source: Path,
+    out: Path,
+    *args: str,
+    inventory: Path | None = None,
+    timeout: float = 900,
 ) -> DeployResult:
     """`lbappliance deploy --site lab` over SSH, as an operator runs it (no terminal)."""
     cmd = [sys.executable, "-c", "from lbappliance.cli import main; main()", "deploy"]
@@ -192,7 +197,7 @@ def run_deploy(
     env = {**os.environ, **lab.deploy_env(), "LBAPPLIANCE_SOURCE": str(source)}
     t = time.monotonic()
     proc = subprocess.run(
-        cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900
+        cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
     )
     seconds = time.monotonic() - t
     output = proc.stdout + proc.stderr

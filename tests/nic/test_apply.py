@@ -87,9 +87,10 @@ def test_ixgbe_apply_reports_each_change(tmp_path: Path) -> None:
         ("enp1s0f0 combined queues", "8", "7"),
         ("enp1s0f0 rings", "rx 512", "rx 4096"),
         ("enp1s0f0 offloads", "lro on", "lro off"),
+        # before the IRQ facts are read again: a running irqbalance moves IRQs
+        ("irqbalance", "active, enabled", "stopped, disabled"),
         ("enp1s0f0 rx-flow-hash udp4", "sd", "sdfn"),
         ("enp1s0f0 rx-flow-hash udp6", "sd", "sdfn"),
-        ("irqbalance", "active, enabled", "stopped, disabled"),
         ("enp1s0f0 irq 40 (enp1s0f0-TxRx-0) affinity", "0-7", "1"),
     ]
     assert "ethtool -N enp1s0f0 rx-flow-hash udp4 sdfn" in driver.ethtool_commands()

@@ -11,7 +11,8 @@ Run on an LB node (over Ansible) with the node's agent configuration::
 
 Every command prints one JSON report on stdout: the agent's state file (VIPs,
 BGP sessions as ExaBGP reported them), HAProxy frontends/backends, VRRP state
-(a group is MASTER here when its VIPs are on the interface) and maintenance.
+(a group is MASTER here when its VIPs are on the interface), the IPVS virtual
+servers of ``ipvs`` L4 services with their live real servers, and maintenance.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import click
 from lbappliance.haproxy import AdminSocket, HaproxyError
 from lbappliance.health.agent import write_json_atomic
 from lbappliance.health.config import AgentConfig, ConfigError, config_option, load
-from lbappliance.health.sensors import maintenance_state
+from lbappliance.health.sensors import _ipvs_endpoint, maintenance_state
 from lbappliance.paths import WEIGHTS_CONFIG
 
 TIMEOUT = 2.0
@@ -115,6 +116,45 @@ def vrrp_report(cfg: AgentConfig) -> list[dict[str, Any]]:
     ]
 
 
+def parse_ipvs_servers(text: str) -> dict[str, dict[str, Any]]:
+    """``/proc/net/ip_vs`` -> {"vip:port/proto": {scheduler, real_servers: [...]}}, each
+    real server {address, forward, weight, active, inactive}."""
+    services: dict[str, dict[str, Any]] = {}
+    current: list[dict[str, Any]] | None = None
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0] in ("TCP", "UDP", "SCTP"):
+            current = []
+            key = f"{_ipvs_endpoint(words[1])}/{words[0].lower()}"
+            services[key] = {"scheduler": words[2], "real_servers": current}
+        elif current is not None and len(words) >= 6 and words[0] == "->":
+            address, forward, weight, active, inactive = words[1:6]
+            current.append(
+                {
+                    "address": _ipvs_endpoint(address),
+                    "forward": forward,
+                    "weight": int(weight),
+                    "active": int(active),
+                    "inactive": int(inactive),
+                }
+            )
+    return services
+
+
+def ipvs_report(cfg: AgentConfig) -> dict[str, Any]:
+    """The IPVS virtual servers this node's L4 services use (keepalived keeps them: a
+    real server failing its check leaves the table). Empty without IPVS services."""
+    wanted = [s for v in cfg.vips if v.dataplane for s in v.dataplane.ipvs_services]
+    if not wanted:
+        return {}
+    try:
+        table = parse_ipvs_servers(Path(cfg.ipvs_table).read_text())
+    except OSError as exc:
+        return {"error": f"cannot read {cfg.ipvs_table}: {exc.strerror or exc}"}
+    missing = {"scheduler": None, "real_servers": [], "missing": True}
+    return {"services": {s: table.get(s, missing) for s in dict.fromkeys(wanted)}}
+
+
 def report(cfg: AgentConfig) -> dict[str, Any]:
     on, note = maintenance_state(cfg.maintenance_file)
     return {
@@ -125,6 +165,7 @@ def report(cfg: AgentConfig) -> dict[str, Any]:
         "agent": agent_report(cfg),
         "haproxy": haproxy_report(cfg),
         "vrrp": vrrp_report(cfg),
+        "ipvs": ipvs_report(cfg),
     }
 
 

@@ -69,6 +69,10 @@ class ApplyResult:
         return "\n".join(lines) + "\n"
 
 
+def _stops_irqbalance(change: Change) -> bool:
+    return change.argv[:3] == ("systemctl", "disable", "--now")
+
+
 class Applier:
     def __init__(
         self,
@@ -84,11 +88,26 @@ class Applier:
     def facts(self, interfaces: Sequence[str]) -> HostFacts:
         return gather_facts(self.root, interfaces, self.ethtool)
 
+    def _why(self, argv: Sequence[str]) -> str:
+        """What a refused queue change means when an XDP program holds the NIC."""
+        if tuple(argv[:2]) != ("ethtool", "-L") or self.runner is refuse_command:
+            return ""
+        rc, out = self.runner(("ip", "-j", "link", "show", "dev", argv[2]))
+        if rc != 0 or '"xdp"' not in out:
+            return ""
+        return (
+            f"; an XDP program is attached to {argv[2]} and its driver refuses queue changes "
+            "while one is (virtio-net does): `lbappliance dataplane detach`, tune the NIC, "
+            "then `lbappliance dataplane apply`"
+        )
+
     def execute(self, change: Change) -> str | None:
         """Make one change; the error text if it failed."""
         if change.argv:
             rc, out = self.runner(change.argv)
-            return None if rc == 0 else f"exit {rc}: {out}"
+            if rc == 0:
+                return None
+            return f"exit {rc}: {out}" + self._why(change.argv)
         path = self.root / change.path.lstrip("/")
         try:
             if change.content is None:
@@ -127,7 +146,9 @@ class Applier:
             if any(c.phase == RESETS_DEVICE for c in changes):
                 result.notes.append("queues and IRQs are read again after the device changes")
             return result
-        first = [c for c in changes if c.phase == RESETS_DEVICE]
+        # Also first: stopping irqbalance. Running, it may move an IRQ between the read
+        # of the IRQ facts below and the verify (seen on virtio-net in the VM lab).
+        first = [c for c in changes if c.phase == RESETS_DEVICE or _stops_irqbalance(c)]
         if first:
             self._run(first, result)
             facts = self.facts(interfaces)
