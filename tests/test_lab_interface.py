@@ -12,6 +12,7 @@ from lbappliance.lab import hostsetup, interface
 from lbappliance.lab.netns import NetnsLab
 from lbappliance.lab.podman import HostStatus, PodmanLab
 from lbappliance.lab.topology import lab_topology
+from lbappliance.lab.vm import VmLab
 from tests.conftest import INVENTORY
 
 
@@ -31,13 +32,17 @@ def _conforms(cls: type, protocol: type) -> None:
                 assert param.name in got.parameters, f"{cls.__name__}.{name} lacks {param.name}"
 
 
-@pytest.mark.parametrize("cls", [NetnsLab, PodmanLab])
+@pytest.mark.parametrize("cls", [NetnsLab, PodmanLab, VmLab])
 def test_labs_implement_the_lab_interface(cls: type) -> None:
     _conforms(cls, interface.Lab)
 
 
-def test_container_lab_is_a_machine_lab() -> None:
-    _conforms(PodmanLab, interface.MachineLab)
+@pytest.mark.parametrize("cls", [PodmanLab, VmLab])
+def test_machine_labs_are_machine_labs(cls: type) -> None:
+    _conforms(cls, interface.MachineLab)
+
+
+def test_container_lab_status_has_the_host_state() -> None:
     assert set(interface.HostState.__annotations__) <= set(HostStatus.__annotations__)
 
 

@@ -566,6 +566,18 @@ class VmLab:
         """Change a running backend: latency_ms, error_rate, health_status (see backend.py)."""
         set_control(self.control_file(backend), **values)
 
+    def cut_links(self, host: str) -> float:
+        """Pull every cable of ``host`` at the switch side, the uplink's first (see
+        ``interface.Lab.cut_links``): a VM's taps, a namespace's veth ends at the switch.
+        Returns the monotonic time just before the first went down."""
+        lab_host = self.topology.host(host)
+        end = self.tap if lab_host.kind == "lb" else self.veth
+        order = sorted(lab_host.attachments, key=lambda a: a.segment != "uplink")
+        t0 = time.monotonic()
+        for att in order:
+            _ip("-n", self.switch, "link", "set", end(lab_host, att.ifname), "down")
+        return t0
+
     def kill(self, host: str) -> float:
         """Kill a VM's qemu outright (SIGKILL: the node dies with no goodbye).
 
