@@ -633,6 +633,21 @@ static __always_inline __u8 is_syn(__u8 proto, const __be16 *ports, void *data_e
 	return (*flags & 0x12) == 0x02; /* SYN, not ACK */
 }
 
+/* A 16-bit length field (IPv4 total length, IPv6 payload length) in host
+ * order, bounded to 0..65535 where the verifier can see it. Kernels up to at
+ * least 6.1 (Debian 12) lose every bound of a byte swap (BPF_END makes the
+ * register unknown), so adding the length to a packet pointer was refused
+ * ("math between pkt pointer and register with unbounded min value"); clang
+ * drops a plain "& 0xffff" after the swap as redundant: the empty asm hides
+ * what it knows, so the mask is emitted. */
+static __always_inline __u32 len16(__be16 v)
+{
+	__u32 n = bpf_ntohs(v);
+
+	asm volatile("" : "+r"(n)); /* clang knows no bounds of n past this */
+	return n & 0xffff;
+}
+
 static __always_inline int handle_v4(struct xdp_md *ctx, void *l3, void *data_end)
 {
 	struct iphdr *iph = l3;
@@ -648,7 +663,7 @@ static __always_inline int handle_v4(struct xdp_md *ctx, void *l3, void *data_en
 	if (!need)
 		return XDP_PASS;
 	__u32 hlen = iph->ihl * 4;
-	__u32 tot = bpf_ntohs(iph->tot_len);
+	__u32 tot = len16(iph->tot_len);
 	if (tot < hlen + need || l3 + tot > data_end)
 		return XDP_PASS;
 	__be16 *ports = l3 + hlen;
@@ -694,7 +709,7 @@ static __always_inline int handle_v6(struct xdp_md *ctx, void *l3, void *data_en
 	__u32 need = l4_min(proto);
 	if (!need)
 		return XDP_PASS;
-	__u32 plen = bpf_ntohs(ip6->payload_len);
+	__u32 plen = len16(ip6->payload_len);
 	if (plen < need || (void *)(ip6 + 1) + plen > data_end)
 		return XDP_PASS;
 	__be16 *ports = (void *)(ip6 + 1);

@@ -2,7 +2,8 @@
 
 One booted pair for the session (``conftest.vm_lab``; the lab site with NIC tuning
 and an IPVS service, ``conftest.VM_SITE``), in this order:
-  1. the VMs run their own kernel (not the host's) with multi-queue virtio NICs;
+  1. the VMs run their own kernel (not the host's) with multi-queue virtio NICs, whose
+     verifier accepts the XDP programs (generic and native XDP);
   2. `lbappliance deploy --site lab` provisions the bare VMs over SSH; the next run
      changes nothing;
   3. the client's requests to the anycast VIP are answered by both backends;
@@ -19,6 +20,7 @@ Timings are printed as ``MEASURE`` lines (the README's VM lab figures).
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -34,6 +36,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
+from lbappliance.dataplane.loader import bpf_source_dir, compile_object
 from lbappliance.lab.vm import VmLab, wait
 from lbappliance.paths import NODE_CLI
 from tests.deploy.conftest import ClientStream, run_deploy
@@ -41,8 +44,7 @@ from tests.vm.conftest import DEPLOY_TIMEOUT, IPVS_VIP
 
 pytestmark = [pytest.mark.slow, pytest.mark.vm]
 # The tests on the deployed VMs (vm_deploy) are not in the default run: one deploy to a
-# TCG VM takes 12+ minutes here, and on Debian 12's kernel (6.1) the verifier refuses
-# the XDP forwarder, so the first deploy stops at lb_dataplane. `-m vm` runs them.
+# TCG VM takes 12+ minutes here. `-m vm` runs them.
 
 VRRP_VIP = "203.0.113.10"
 ANYCAST_VIP = "198.51.100.10"
@@ -85,6 +87,43 @@ def test_each_vm_runs_its_own_kernel_with_multiqueue_nics(vm_lab: VmLab) -> None
         assert "Combined:\t4" in channels, channels
         # IPVS and its Maglev scheduler exist in this kernel (the host's has no IPVS).
         vm_lab.exec(lb.name, "modprobe", "-a", "ip_vs", "ip_vs_mh")
+
+
+# ``ip -d -j link``'s XDP attach modes (linux/if_link.h XDP_ATTACHED_*).
+XDP_MODES = {"xdpdrv": 1, "xdpgeneric": 2}
+
+
+def test_xdp_programs_pass_the_vm_kernels_verifier_and_attach(
+    vm_lab: VmLab, tmp_path: Path
+) -> None:
+    """Debian 12's 6.1 verifier is stricter than the host's: both objects, compiled as
+    the node compiles them, load and attach there, generic and native (virtio-net)."""
+    lb = vm_lab.topology.lbs[0].name
+    remote = "/tmp/lbappliance-xdp-check"
+    vm_lab.exec(lb, "mkdir", "-p", remote)
+    try:
+        for name in ("xdp_lb", "xdp_decap"):
+            obj = compile_object(bpf_source_dir() / f"{name}.c", tmp_path / f"{name}.o")
+            vm_lab.exec(
+                lb, "sh", "-c", f"base64 -d > {remote}/{name}.o",
+                stdin=base64.b64encode(obj.read_bytes()).decode(),
+            )  # fmt: skip
+            for mode, code in XDP_MODES.items():
+                # iproute2 loads the object through libbpf: the guest kernel verifies it.
+                load = vm_lab.exec(
+                    lb, "ip", "link", "set", "dev", "eth1", mode, "obj", f"{remote}/{name}.o",
+                    "sec", "xdp", check=False,
+                )  # fmt: skip
+                assert load.returncode == 0, f"{name}.o {mode}: {load.stderr[-3000:]}"
+                try:
+                    link = vm_lab.exec(lb, "ip", "-d", "-j", "link", "show", "dev", "eth1")
+                    xdp = json.loads(link.stdout)[0].get("xdp", {})
+                    assert xdp.get("mode") == code, (name, mode, xdp)
+                    assert xdp.get("prog", {}).get("name") == name, (name, mode, xdp)
+                finally:
+                    vm_lab.exec(lb, "ip", "link", "set", "dev", "eth1", mode, "off")
+    finally:
+        vm_lab.exec(lb, "rm", "-rf", remote)
 
 
 @pytest.mark.vm_deploy
