@@ -57,6 +57,9 @@ def lab() -> None:
       lbappliance deploy --site lab            converge lb1, then lb2
       lbappliance lab status                   containers, addresses, daemons
       lbappliance lab down                     remove everything the lab created
+
+    `lbappliance lab vm ...` is the VM lab: lb1 and lb2 as qemu VMs with their own
+    kernel (IPVS, NIC tuning, native XDP).
     """
 
 
