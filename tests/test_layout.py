@@ -28,3 +28,13 @@ def test_node_side_imports_no_controller_code(module: str) -> None:
     loaded = json.loads(out.stdout)
     assert [m for m in loaded if m.startswith(CONTROLLER)] == []
     assert "lbappliance.inventory" not in loaded
+
+
+def test_nic_command_loads_without_the_controllers_libraries() -> None:
+    """`python -m lbappliance.nic apply` runs on a node (and in the role tests' bare
+    containers) with no YAML or Jinja: only `nic plan --site` reads an inventory."""
+    code = "import lbappliance.nic.cli, json, sys; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = json.loads(out.stdout)
+    heavy = ("yaml", "jinja2", "lbappliance.inventory", "lbappliance.render")
+    assert [m for m in loaded if m.split(".")[0] in heavy or m.startswith(heavy)] == []

@@ -1,28 +1,25 @@
 """Options and helpers every `lbappliance` command shares.
 
 Kept apart from cli.py, which imports the command modules: they import these
-without a circular import.
+without a circular import. The inventory and render modules are imported where
+used: node-side commands (`nic apply`) take options from here and run on a node
+whose Python need not load the controller's side (YAML, Jinja).
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from lbappliance.inventory import SITE_NAME, InventoryError, InventoryInvalid, Site, load_site
 from lbappliance.paths import project_dir
-from lbappliance.render import (
-    OutputRefused,
-    Render,
-    WriteReport,
-    check_output_dir,
-    render_site,
-    write_render,
-)
-from lbappliance.render.checks import check_render
-from lbappliance.secrets import Secrets, SecretUnavailable
+
+if TYPE_CHECKING:
+    from lbappliance.inventory import Site
+    from lbappliance.render import Render, WriteReport
+    from lbappliance.secrets import Secrets
 
 EXIT_INVALID = 2
 
@@ -44,6 +41,8 @@ inventory_option = click.option(
 
 def _site_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """A site is named, never a path: ``--site ../x`` or ``--site /tmp/x`` is refused."""
+    from lbappliance.inventory import SITE_NAME
+
     if value is not None and not SITE_NAME.fullmatch(value):
         raise click.BadParameter(
             f"{value!r} is not a site name (lower-case letters, digits, - and _, "
@@ -71,6 +70,8 @@ vault_option = click.option(
 
 def out_or_exit(out: Path | None, site: str, inventory_dir: Path) -> Path:
     """The output directory, once it is known that replacing it destroys nothing."""
+    from lbappliance.render import OutputRefused, check_output_dir
+
     out = out or Path("build") / site
     try:
         check_output_dir(
@@ -86,6 +87,8 @@ def out_or_exit(out: Path | None, site: str, inventory_dir: Path) -> Path:
 
 def write_or_exit(rendered: Render, out: Path) -> WriteReport:
     """Write the render; a directory that cannot be written is an error, not a traceback."""
+    from lbappliance.render import OutputRefused, write_render
+
     try:
         return write_render(rendered, out)
     except (OutputRefused, OSError) as exc:
@@ -96,6 +99,8 @@ def write_or_exit(rendered: Render, out: Path) -> WriteReport:
 
 def load_or_exit(inventory_dir: Path, site: str) -> Site:
     """Load a site; on errors print every one (file:line:col) and exit 2."""
+    from lbappliance.inventory import InventoryInvalid, load_site
+
     try:
         return load_site(inventory_dir, site)
     except InventoryInvalid as exc:
@@ -107,10 +112,16 @@ def load_or_exit(inventory_dir: Path, site: str) -> Site:
 
 
 def secrets_for(site: Site, vault_password_file: Path | None) -> Secrets:
+    from lbappliance.secrets import Secrets
+
     return Secrets(site.inventory_dir / "sites" / f"{site.name}.vault.yml", vault_password_file)
 
 
 def render_or_exit(loaded: Site, vault_password_file: Path | None):
+    from lbappliance.inventory import InventoryError
+    from lbappliance.render import render_site
+    from lbappliance.secrets import SecretUnavailable
+
     try:
         return render_site(loaded, secrets_for(loaded, vault_password_file))
     except SecretUnavailable as exc:
@@ -120,6 +131,8 @@ def render_or_exit(loaded: Site, vault_password_file: Path | None):
 
 
 def check_or_exit(rendered, strict: bool) -> None:
+    from lbappliance.render.checks import check_render
+
     failed = False
     for result in check_render(rendered, strict=strict):
         if result.status == "ok":
