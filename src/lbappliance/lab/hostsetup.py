@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -103,3 +104,13 @@ def vrrp_holders(
         if vip in local:
             holders.append(lb.name)
     return holders
+
+
+def new_ssh_key(key: Path, comment: str) -> None:
+    """A fresh passphrase-less ed25519 key pair at ``key`` (+ ``.pub``) for the lab's SSH."""
+    key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for path in (key, key.with_suffix(".pub")):
+        path.unlink(missing_ok=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)], check=True
+    )

@@ -144,7 +144,7 @@ class PodmanLab:
         t = time.monotonic()
         state = {"image": image, **{k: read_sysctl(s) for k, s in HOST_SYSCTLS.items()}}
         self.state_file.write_text(json.dumps(state, indent=2))
-        self._ssh_key()
+        hostsetup.new_ssh_key(self.key, "lbappliance-lab")
         shutil.rmtree(self.state / "bpf", ignore_errors=True)  # compiled afresh per lab
         try:
             for seg in self.topology.segments:
@@ -168,16 +168,6 @@ class PodmanLab:
         if not (self.state_file.is_file() and self.key.is_file()):
             return False
         return json.loads(self.state_file.read_text()).get("image") == image
-
-    def _ssh_key(self) -> None:
-        self.key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for path in (self.key, self.key.with_suffix(".pub")):
-            path.unlink(missing_ok=True)
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lbappliance-lab",
-             "-f", str(self.key)],
-            check=True,
-        )  # fmt: skip
 
     def _create_network(self, segment: str, subnets: tuple) -> None:
         args = ["network", "create", "--internal", "--disable-dns", "--label", f"{LABEL}={PREFIX}"]

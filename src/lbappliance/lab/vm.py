@@ -234,14 +234,7 @@ class VmLab:
 
     def _ssh_key(self) -> None:
         self.control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for path in (self.key, self.key.with_suffix(".pub")):
-            path.unlink(missing_ok=True)
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lbappliance-vm-lab",
-             "-f", str(self.key)],
-            check=True,
-        )  # fmt: skip
+        hostsetup.new_ssh_key(self.key, "lbappliance-vm-lab")
 
     def _sysctl(self, ns: str, *settings: str) -> None:
         subprocess.run(
