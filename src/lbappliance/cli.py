@@ -127,7 +127,3 @@ from lbappliance.lab.cli import lab  # noqa: E402
 
 main.add_command(deploy)
 main.add_command(lab)
-
-from lbappliance.lab.vm import vm  # noqa: E402
-
-lab.add_command(vm)

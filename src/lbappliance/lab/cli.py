@@ -14,8 +14,12 @@ from typing import Any
 import click
 
 from lbappliance.cliopts import inventory_option
+from lbappliance.lab import vm as vmlab_module
+from lbappliance.lab.interface import MachineLab
 from lbappliance.lab.podman import PodmanLab
 from lbappliance.lab.podmancli import PodmanError, state_dir
+from lbappliance.lab.vm import VmLab, VmLabError
+from lbappliance.lab.vmimage import cache_dir
 
 _site = click.option("--site", default="lab", show_default=True, help="Site the lab is built from.")
 
@@ -92,11 +96,7 @@ def status(site: str, inventory_dir: Path) -> None:
     podlab = PodmanLab.load(site, inventory_dir)
     _print_status(podlab)
     if podlab.container_state("router") == "running":
-        for g in podlab.site.model.vrrp:
-            for vip in g.vips:
-                holders = podlab.vrrp_holders(str(vip.ip))
-                click.echo(f"VRRP {g.name} {vip.ip}: {', '.join(holders) or 'nobody'}")
-        click.echo(podlab.birdc("show", "protocols").rstrip())
+        _print_routing(podlab)
 
 
 @_lab_command
@@ -106,9 +106,111 @@ def env(site: str, inventory_dir: Path) -> None:
         click.echo(f"export {key}={shlex.quote(value)}")
 
 
-def _print_status(podlab: PodmanLab) -> None:
-    for h in podlab.status():
+def _print_status(machines: MachineLab) -> None:
+    for h in machines.status():
         services = " ".join(f"{k}={v}" for k, v in h.services.items())
         click.echo(f"  {h.name:<9} {h.kind:<8} {h.state:<8} {', '.join(h.addresses)}")
         if services:
             click.echo(f"  {'':<9} {'':<8} {'':<8} {services}")
+
+
+def _print_routing(machines: MachineLab) -> None:
+    """Who holds each VRRP VIP, and the router's BGP/BFD sessions."""
+    for g in machines.site.model.vrrp:
+        for vip in g.vips:
+            holders = machines.vrrp_holders(str(vip.ip))
+            click.echo(f"VRRP {g.name} {vip.ip}: {', '.join(holders) or 'nobody'}")
+    click.echo(machines.birdc("show", "protocols").rstrip())
+
+
+# --- `lbappliance lab vm` ----------------------------------------------------------------
+
+
+def _vm_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """One line and exit 1 for what a user can hit (never a traceback)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kw: Any) -> None:
+        try:
+            command(*args, **kw)
+        except (VmLabError, TimeoutError) as exc:
+            click.secho(f"error: lab vm: {exc}", fg="red", err=True)
+            sys.exit(1)
+        except subprocess.TimeoutExpired as exc:
+            cmd = " ".join(map(str, exc.cmd[:3]))
+            click.secho(f"error: lab vm: `{cmd}…` timed out after {exc.timeout:.0f} s",
+                        fg="red", err=True)  # fmt: skip
+            sys.exit(1)
+        except subprocess.CalledProcessError as exc:
+            cmd = " ".join(map(str, exc.cmd[:3]))
+            click.secho(
+                f"error: lab vm: `{cmd}…` failed with exit status {exc.returncode}; "
+                f"see {vmlab_module.state_dir() / vmlab_module.PREFIX / 'logs'} and "
+                f"{cache_dir() / 'build.log'}",
+                fg="red",
+                err=True,
+            )
+            sys.exit(1)
+
+    return run
+
+
+@lab.group()
+def vm() -> None:
+    """The VM lab: lb1 and lb2 as qemu VMs with their own kernel (IPVS, NIC tuning,
+    native XDP), the router, backends and client as network namespaces.
+
+    \b
+      lbappliance lab vm up                    image (cached), namespaces, boot the VMs
+      eval "$(lbappliance lab vm env)"         SSH to the VMs for Ansible
+      lbappliance deploy --site lab            converge lb1, then lb2
+      lbappliance lab vm status                VMs, addresses, daemons
+      lbappliance lab vm down                  remove everything (the base image stays)
+    """
+
+
+@vm.command("up")
+@_site
+@inventory_option
+@_vm_errors
+def vm_up(site: str, inventory_dir: Path) -> None:
+    """Build the VM lab (or boot what is stopped); 2-4 min once the image is cached."""
+    vmlab = VmLab.load(site, inventory_dir)
+    t = time.monotonic()
+    vmlab.up(progress=click.echo)
+    click.echo(f"VM lab up in {time.monotonic() - t:.1f} s")
+    _print_status(vmlab)
+    click.echo('next: eval "$(lbappliance lab vm env)" && lbappliance deploy --site ' + site)
+
+
+@vm.command("down")
+@_site
+@inventory_option
+@_vm_errors
+def vm_down(site: str, inventory_dir: Path) -> None:
+    """Remove the VMs, taps, namespaces and overlays (the cached base image stays)."""
+    removed = VmLab.load(site, inventory_dir).down()
+    click.echo(f"VM lab down: removed {', '.join(removed) if removed else 'nothing (no lab)'}")
+
+
+@vm.command("status")
+@_site
+@inventory_option
+@_vm_errors
+def vm_status(site: str, inventory_dir: Path) -> None:
+    """VMs and namespace hosts, their addresses and daemons; VRRP holder, BGP sessions."""
+    vmlab = VmLab.load(site, inventory_dir)
+    if not vmlab.exists():
+        raise VmLabError("no VM lab: `lbappliance lab vm up` builds it")
+    _print_status(vmlab)
+    _print_routing(vmlab)
+
+
+@vm.command("env")
+@_site
+@inventory_option
+@_vm_errors
+def vm_env(site: str, inventory_dir: Path) -> None:
+    """Print the environment `lbappliance deploy --site lab` needs (for eval)."""
+    for key, value in VmLab.load(site, inventory_dir).deploy_env().items():
+        click.echo(f"export {key}={shlex.quote(value)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lbappliance.inventory import Site
@@ -64,6 +65,17 @@ class Lab(Protocol):
 
 class HostState(Protocol):
     """One host as ``MachineLab.status`` reports it."""
+
+    name: str
+    kind: str
+    state: str
+    addresses: list[str]
+    services: dict[str, str]
+
+
+@dataclass
+class HostStatus:
+    """The ``HostState`` the container and VM labs both report."""
 
     name: str
     kind: str

@@ -43,7 +43,6 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,7 @@ from lbappliance.inventory import Site, load_site
 from lbappliance.lab import hostsetup, units
 from lbappliance.lab.hostsetup import tcp_open
 from lbappliance.lab.image import ensure_image
+from lbappliance.lab.interface import HostStatus
 from lbappliance.lab.podmancli import (
     CAPS,
     HOST_SYSCTLS,
@@ -71,15 +71,6 @@ from lbappliance.lab.topology import LabHost, Topology, lab_topology
 from lbappliance.paths import project_dir
 from lbappliance.render import render_site
 from lbappliance.secrets import Secrets
-
-
-@dataclass
-class HostStatus:
-    name: str
-    kind: str
-    state: str
-    addresses: list[str]
-    services: dict[str, str]
 
 
 class PodmanLab:

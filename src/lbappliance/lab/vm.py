@@ -44,20 +44,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import click
 
 from lbappliance.dataplane.loader import bpf_source_dir, compile_object
 from lbappliance.inventory import Site, load_site
 from lbappliance.lab import hostsetup, poll
 from lbappliance.lab.backend import set_control
+from lbappliance.lab.interface import HostStatus
 from lbappliance.lab.router import nexthops, route_show, router_bird_conf
 from lbappliance.lab.setns import entered
 from lbappliance.lab.topology import LabHost, Topology, lab_topology
-from lbappliance.lab.vmimage import VmImage, cache_dir, ensure_vm_image
+from lbappliance.lab.vmimage import VmImage, ensure_vm_image
 from lbappliance.paths import project_dir
 from lbappliance.render import render_site
 from lbappliance.secrets import Secrets
@@ -90,15 +88,6 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and proc.returncode:
         raise VmLabError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
     return proc
-
-
-@dataclass
-class HostStatus:
-    name: str
-    kind: str
-    state: str
-    addresses: list[str]
-    services: dict[str, str]
 
 
 class VmLab:
@@ -673,115 +662,3 @@ def _alive(pid: int) -> bool:
 
 # VM probes go over SSH: poll less often than namespace ones.
 wait = functools.partial(poll.wait, interval=0.2)
-
-
-# --- `lbappliance lab vm` ----------------------------------------------------------------
-
-_site = click.option("--site", default="lab", show_default=True, help="Site the lab is built from.")
-_inventory = click.option(
-    "--inventory",
-    "inventory_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Inventory directory (default: the project's).",
-)
-
-
-def _vm_errors(command: Callable[..., None]) -> Callable[..., None]:
-    """One line and exit 1 for what a user can hit (never a traceback)."""
-
-    @functools.wraps(command)
-    def run(*args: Any, **kw: Any) -> None:
-        try:
-            command(*args, **kw)
-        except (VmLabError, TimeoutError) as exc:
-            click.secho(f"error: lab vm: {exc}", fg="red", err=True)
-            sys.exit(1)
-        except subprocess.TimeoutExpired as exc:
-            cmd = " ".join(map(str, exc.cmd[:3]))
-            click.secho(f"error: lab vm: `{cmd}…` timed out after {exc.timeout:.0f} s",
-                        fg="red", err=True)  # fmt: skip
-            sys.exit(1)
-        except subprocess.CalledProcessError as exc:
-            cmd = " ".join(map(str, exc.cmd[:3]))
-            click.secho(
-                f"error: lab vm: `{cmd}…` failed with exit status {exc.returncode}; "
-                f"see {state_dir() / PREFIX / 'logs'} and {cache_dir() / 'build.log'}",
-                fg="red",
-                err=True,
-            )
-            sys.exit(1)
-
-    return run
-
-
-@click.group()
-def vm() -> None:
-    """The VM lab: lb1 and lb2 as qemu VMs with their own kernel (IPVS, NIC tuning,
-    native XDP), the router, backends and client as network namespaces.
-
-    \b
-      lbappliance lab vm up                    image (cached), namespaces, boot the VMs
-      eval "$(lbappliance lab vm env)"         SSH to the VMs for Ansible
-      lbappliance deploy --site lab            converge lb1, then lb2
-      lbappliance lab vm status                VMs, addresses, daemons
-      lbappliance lab vm down                  remove everything (the base image stays)
-    """
-
-
-@vm.command("up")
-@_site
-@_inventory
-@_vm_errors
-def vm_up(site: str, inventory_dir: Path | None) -> None:
-    """Build the VM lab (or boot what is stopped); 2-4 min once the image is cached."""
-    vmlab = VmLab.load(site, inventory_dir)
-    t = time.monotonic()
-    vmlab.up(progress=click.echo)
-    click.echo(f"VM lab up in {time.monotonic() - t:.1f} s")
-    _print_status(vmlab)
-    click.echo('next: eval "$(lbappliance lab vm env)" && lbappliance deploy --site ' + site)
-
-
-@vm.command("down")
-@_site
-@_inventory
-@_vm_errors
-def vm_down(site: str, inventory_dir: Path | None) -> None:
-    """Remove the VMs, taps, namespaces and overlays (the cached base image stays)."""
-    removed = VmLab.load(site, inventory_dir).down()
-    click.echo(f"VM lab down: removed {', '.join(removed) if removed else 'nothing (no lab)'}")
-
-
-@vm.command("status")
-@_site
-@_inventory
-@_vm_errors
-def vm_status(site: str, inventory_dir: Path | None) -> None:
-    """VMs and namespace hosts, their addresses and daemons; VRRP holder, BGP sessions."""
-    vmlab = VmLab.load(site, inventory_dir)
-    if not vmlab.exists():
-        raise VmLabError("no VM lab: `lbappliance lab vm up` builds it")
-    _print_status(vmlab)
-    for g in vmlab.site.model.vrrp:
-        for vip in g.vips:
-            holders = vmlab.vrrp_holders(str(vip.ip))
-            click.echo(f"VRRP {g.name} {vip.ip}: {', '.join(holders) or 'nobody'}")
-    click.echo(vmlab.birdc("show", "protocols").rstrip())
-
-
-@vm.command("env")
-@_site
-@_inventory
-@_vm_errors
-def vm_env(site: str, inventory_dir: Path | None) -> None:
-    """Print the environment `lbappliance deploy --site lab` needs (for eval)."""
-    for key, value in VmLab.load(site, inventory_dir).deploy_env().items():
-        click.echo(f"export {key}={shlex.quote(value)}")
-
-
-def _print_status(vmlab: VmLab) -> None:
-    for h in vmlab.status():
-        services = " ".join(f"{k}={v}" for k, v in h.services.items())
-        click.echo(f"  {h.name:<9} {h.kind:<8} {h.state:<8} {', '.join(h.addresses)}")
-        if services:
-            click.echo(f"  {'':<9} {'':<8} {'':<8} {services}")
