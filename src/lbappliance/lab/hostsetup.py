@@ -114,3 +114,13 @@ def new_ssh_key(key: Path, comment: str) -> None:
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)], check=True
     )
+
+
+def global_addresses(ip_json: str) -> list[str]:
+    """``ifname address/prefix`` of each global address in ``ip -j address show`` output."""
+    return sorted(
+        f"{link['ifname']} {a['local']}/{a['prefixlen']}"
+        for link in json.loads(ip_json or "[]")
+        for a in link.get("addr_info", [])
+        if a.get("scope") == "global"
+    )

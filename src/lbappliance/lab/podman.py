@@ -375,12 +375,7 @@ class PodmanLab:
 
     def addresses(self, host: str) -> list[str]:
         out = self.exec(host, "ip", "-j", "address", "show", check=False).stdout
-        return sorted(
-            f"{link['ifname']} {a['local']}/{a['prefixlen']}"
-            for link in json.loads(out or "[]")
-            for a in link.get("addr_info", [])
-            if a.get("scope") == "global"
-        )
+        return hostsetup.global_addresses(out)
 
     def vrrp_holders(self, vip: str) -> list[str]:
         """LB nodes that hold ``vip`` now (exactly one when VRRP is healthy)."""

@@ -495,12 +495,7 @@ class VmLab:
 
     def addresses(self, host: str) -> list[str]:
         out = self.exec(host, "ip", "-j", "address", "show", check=False).stdout
-        return sorted(
-            f"{link['ifname']} {a['local']}/{a['prefixlen']}"
-            for link in json.loads(out or "[]")
-            for a in link.get("addr_info", [])
-            if a.get("scope") == "global"
-        )
+        return hostsetup.global_addresses(out)
 
     def host_state(self, host: LabHost) -> str:
         if host.kind == "lb":
