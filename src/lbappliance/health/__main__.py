@@ -16,11 +16,12 @@ from typing import Any
 
 import click
 
-from lbappliance.health.agent import Agent, Watchdog, json_log
+from lbappliance.health.agent import AGENT, Agent, Watchdog
 from lbappliance.health.config import ConfigError, config_option, load
 from lbappliance.health.exabgp import ExabgpChannel
 from lbappliance.health.metrics import MetricsServer
 from lbappliance.health.sensors import Sensors
+from lbappliance.jsonlog import json_log
 
 EXIT_CONFIG = 2
 
@@ -49,7 +50,7 @@ def main(config_path: str, check: bool) -> None:
 
 def run(config_path: str, check: bool) -> int:
     """The agent's life; the exit status."""
-    log = json_log()
+    log = json_log(AGENT)
     try:
         cfg = load(config_path)
     except ConfigError as exc:

@@ -15,11 +15,9 @@ from __future__ import annotations
 import gc
 import json
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +26,13 @@ from lbappliance.health.config import AgentConfig
 from lbappliance.health.exabgp import ExabgpChannel, withdraw_line
 from lbappliance.health.machine import Decision, Policy, State, VipMachine
 from lbappliance.health.signals import Health, Observation, Verdict, evaluate
-
-Log = Callable[[dict[str, Any]], None]
+from lbappliance.jsonlog import Log, json_log
 
 # Enum .name/.value are slow properties; the state file reads them for every VIP.
 _STATE_TEXT = {s: s.value for s in State}
 _HEALTH_TEXT = {h: h.name.lower() for h in Health}
 _VIPS = "\x00vips\x00"  # where the state file's cached VIP entries go
-
-
-def json_log(stream: Any = None) -> Log:
-    """One JSON object per line on stderr (stdout belongs to ExaBGP)."""
-    lock = threading.Lock()
-
-    def log(record: dict[str, Any]) -> None:
-        ts = datetime.now().astimezone().isoformat(timespec="milliseconds")
-        line = json.dumps({"ts": ts, "agent": "lbappliance-health", **record})
-        with lock:
-            out = stream or sys.stderr
-            out.write(line + "\n")
-            out.flush()
-
-    return log
+AGENT = "lbappliance-health"  # the "agent" field of its log lines
 
 
 def write_json_atomic(path: str, data: dict[str, Any]) -> None:
@@ -90,7 +73,7 @@ class Agent:
         self.observe = observe
         self.clock = clock
         self.wall = wall
-        self.log = log or json_log()
+        self.log = log or json_log(AGENT)
         self.state_interval = state_interval
         now = clock()
         policy = Policy.of(cfg)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 
 import click
 
+from lbappliance import jsonlog
 from lbappliance.weights.config import config_option, load
 from lbappliance.weights.controller import Controller
 from lbappliance.weights.history import HistoryRecorder
@@ -25,11 +24,7 @@ from lbappliance.weights.probe import Prober
 @click.option("--no-metrics", is_flag=True, help="Do not serve /metrics.")
 @click.option("--log-level", default="INFO", show_default=True)
 def main(config_path: Path, no_metrics: bool, log_level: str) -> None:
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,  # as the health agent: stdout carries no logs
-        format="%(asctime)s %(levelname)s %(message)s",
-    )
+    jsonlog.configure("lbappliance-weights", log_level)
     config = load(config_path)
     recorder = HistoryRecorder(Path(config.history_file)) if config.history_file else None
     controller = Controller(config, recorder=recorder.record if recorder else None, prober=Prober())
