@@ -4,8 +4,9 @@ from a script, so the playbooks' drain logic runs without a node's daemons.
 ``python helperstub.py SCRIPT ACTION [ARGS...]``: SCRIPT is a JSON list of answers,
 one per call in call order (the last one answers every later call). An answer is a
 report (printed with the current ``time``, as the helper prints it) or
-``{"exit": N, "stderr": "..."}`` for a helper that fails. Each call appends its
-action to ``SCRIPT.log``.
+``{"exit": N, "stderr": "..."}`` for a helper that fails; ``"delay": S`` in an
+answer makes the call take S seconds more. Each call appends its action to
+``SCRIPT.log``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main() -> int:
         f.write(action + "\n")
     answers = json.loads(script.read_text())
     answer = answers[min(len(calls), len(answers) - 1)]
+    time.sleep(answer.pop("delay", 0))
     if "exit" in answer:
         print(answer.get("stderr", ""), file=sys.stderr)
         return answer["exit"]
