@@ -1,5 +1,5 @@
 """Node-side helper behind ``lbappliance status``, ``lbappliance maintenance`` and the
-deploy playbooks' drain and undrain (playbooks/tasks/drain.yml, undrain.yml).
+deploy playbooks' plan, drain and undrain (playbooks/tasks/plan.yml, drain.yml, undrain.yml).
 
 Run on an LB node (over Ansible) with the node's agent configuration::
 
