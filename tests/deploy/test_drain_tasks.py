@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.health.helpers import WEB, node_report
 
@@ -177,3 +178,26 @@ def test_a_helper_without_verdicts_stops_the_play_before_any_change(tmp_path: Pa
     assert "lb1: the node helper's report does not say what the node serves" in out
     assert "(the lbappliance installed there is older than this one)" in out
     assert calls == ["report"]
+
+
+def probe(tmp_path: Path, options: dict) -> dict:
+    """playbooks/vars/deploy.yml's node probe, run as the plan runs it (the node's python3)."""
+    code = yaml.safe_load((ROOT / "playbooks" / "vars" / "deploy.yml").read_text())
+    argv = ["python3", "-c", code["lb_deploy_node_probe"], str(tmp_path / "deployed.json")]
+    argv += [str(tmp_path / "maintenance"), "{}", json.dumps(options)]
+    return json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+
+
+def test_the_probe_carries_the_helpers_report_once_it_is_installed(tmp_path: Path) -> None:
+    script = tmp_path / "answers.json"
+    script.write_text(json.dumps([UP]))
+    config = tmp_path / "health-agent.json"
+    helper = {"helper": [sys.executable, str(STUB), str(script)], "config": str(config)}
+    assert probe(tmp_path, helper)["report"] is None  # never converged: no configuration
+    config.write_text("{}")
+    assert probe(tmp_path, helper)["report"]["serving"] == [WEB]
+    script.write_text(json.dumps([{"exit": 2, "stderr": "No module named lbappliance"}]))
+    assert probe(tmp_path, helper)["report"] == {
+        "error": "the node helper failed (rc=2): No module named lbappliance"
+    }
+    assert "report" not in probe(tmp_path, {})
