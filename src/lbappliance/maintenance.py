@@ -9,7 +9,14 @@ enter: refuses to take the last serving node out (as the deploy's drain does;
        (or reports what is still pending at the timeout).
 exit:  returns those servers to READY, which starts HAProxy's slow start, clears
        the maintenance file and the VRRP demotion; the agent re-announces after
-       ``rise`` good rounds. ``--wait`` returns once every VIP is announced again.
+       ``rise`` good rounds. ``--wait`` returns once every healthy VIP is
+       announced again.
+
+What "serving", "drained" and "returned" mean is decided on the node: the node
+helper's report carries the verdicts of ``health/drain.py`` (``serving``,
+``drain_pending``, ``return_pending``, ``unhealthy``), which this command polls,
+as the deploy playbooks do. The waits' defaults are the deploy's too
+(``inventory.derived.drain_wait``, ``return_wait``).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 import click
 
 from lbappliance.cliopts import inventory_option, site_option
-from lbappliance.health.machine import SERVING
+from lbappliance.inventory.derived import drain_wait, return_wait
 from lbappliance.inventory.derived import node as find_node
 from lbappliance.inventory.schema import Inventory
 from lbappliance.remote import NodeError, lab_options, load_inventory, runner_for
@@ -33,99 +40,58 @@ EXIT_TIMEOUT = 1
 EXIT_ERROR = 3
 EXIT_REFUSED = 4
 
-
-def _gated(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return report.get("agent", {}).get("vips") or {}
+Runner = Callable[[str, list[str]], dict[str, Any]]
 
 
-def serving(report: dict[str, Any]) -> list[str]:
-    """The VIPs a node's health agent announces as a full path."""
-    return [prefix for prefix, v in _gated(report).items() if v.get("state") in SERVING]
+def verdict(node: str, report: dict[str, Any], name: str) -> list[str]:
+    """One of the verdicts the node helper adds to its report (``health/drain.py``)."""
+    if name in report:
+        return report[name]
+    why = report.get("error") or "its node helper is older than this lbappliance (deploy it)"
+    raise NodeError(f"{node}: the report has no {name}: {why}")
 
 
-def last_serving(
-    runner: Callable[[str, list[str]], dict[str, Any]], inv: Inventory, node: str
-) -> list[str]:
+def last_serving(runner: Runner, inv: Inventory, node: str) -> list[str]:
     """The VIPs ``node`` serves while no other node serves any (an unreachable one does not)."""
-    here = serving(runner(node, ["report"]))
+    here = verdict(node, runner(node, ["report"]), "serving")
     if not here:
         return []
     for peer in (n.name for n in inv.nodes if n.name != node):
         try:
-            if serving(runner(peer, ["report"])):
+            if verdict(peer, runner(peer, ["report"]), "serving"):
                 return []
         except NodeError:
             continue
     return here
 
 
-def drain_pending(report: dict[str, Any]) -> list[str]:
-    """What still sends or holds traffic on a node entering maintenance."""
-    pending = []
-    agent = report.get("agent", {})
-    if not agent.get("running"):
-        pending.append(f"health agent not running ({agent.get('error') or 'stale state'})")
-    for prefix, v in _gated(report).items():
-        if v.get("announced"):
-            pending.append(f"{prefix} still announced ({v['state']}: {v['reason']})")
-    for g in report.get("vrrp") or []:
-        if g["state"] == "MASTER":
-            pending.append(f"VRRP {g['name']} still MASTER here ({', '.join(g['vips'])})")
-    h = report.get("haproxy", {})
-    if "error" not in h and h.get("sessions"):
-        pending.append(f"{h['sessions']} client sessions in flight")
-    return pending
-
-
-def return_pending(report: dict[str, Any]) -> list[str]:
-    """What is healthy but not serving yet on a node leaving maintenance."""
-    agent = report.get("agent", {})
-    if not agent.get("running"):
-        return [f"health agent not running ({agent.get('error') or 'stale state'})"]
-    return [
-        f"{prefix} not announced yet ({v['state']}: {v['reason']})"
-        for prefix, v in _gated(report).items()
-        if not v.get("announced")
-        and (v["state"] in ("withdrawn", "draining") or v.get("health") != "fail")
-    ]
-
-
-def unhealthy(report: dict[str, Any]) -> list[str]:
-    """VIPs that stay withdrawn for a health reason (nothing to wait for)."""
-    out = []
-    for prefix, v in _gated(report).items():
-        if not v.get("announced") and v.get("health") == "fail":
-            why = "; ".join(c["reason"] for c in v["signals"].values() if c["health"] == "fail")
-            out.append(f"{prefix} stays withdrawn, unhealthy: {why}")
-    return out
-
-
 def wait_until(
-    runner: Callable[[str, list[str]], dict[str, Any]],
+    runner: Runner,
     node: str,
-    pending_of: Callable[[dict[str, Any]], list[str]],
+    pending: str,
     timeout: float,
     echo: Callable[[str], None],
     poll: float = POLL,
 ) -> tuple[bool, dict[str, Any], list[str]]:
-    """Poll the node's report until nothing is pending; False and what is left on timeout."""
+    """Poll the node's report until its ``pending`` verdict is empty; False and what is
+    left on timeout."""
     deadline = time.monotonic() + timeout
     last: list[str] | None = None
     while True:
         report = runner(node, ["report"])
-        pending = pending_of(report)
-        if not pending:
+        left = verdict(node, report, pending)
+        if not left:
             return True, report, []
-        if pending != last:
-            echo(f"  waiting: {'; '.join(pending)}")
-            last = pending
+        if left != last:
+            echo(f"  waiting: {'; '.join(left)}")
+            last = left
         if time.monotonic() + poll > deadline:
-            return False, report, pending
+            return False, report, left
         time.sleep(poll)
 
 
 def enter(
-    runner: Callable[[str, list[str]], dict[str, Any]],
+    runner: Runner,
     inv: Inventory,
     node: str,
     note: str,
@@ -149,9 +115,9 @@ def enter(
     )
     if not wait:
         return 0
-    limit = timeout if timeout is not None else drain + float(inv.l7.policy.drain_timeout) + 30
+    limit = timeout if timeout is not None else drain_wait(inv)
     started = time.monotonic()
-    ok, _report, pending = wait_until(runner, node, drain_pending, limit, echo, poll)
+    ok, _report, pending = wait_until(runner, node, "drain_pending", limit, echo, poll)
     if not ok:
         echo(f"{node}: TIMEOUT after {limit:g} s; still pending: {'; '.join(pending)}")
         return EXIT_TIMEOUT
@@ -164,7 +130,7 @@ def enter(
 
 
 def leave(
-    runner: Callable[[str, list[str]], dict[str, Any]],
+    runner: Runner,
     inv: Inventory,
     node: str,
     wait: bool,
@@ -187,14 +153,14 @@ def leave(
     )
     if not wait:
         return 0
-    limit = timeout if timeout is not None else 30 + agent.rise * float(agent.interval)
+    limit = timeout if timeout is not None else return_wait(inv)
     started = time.monotonic()
-    ok, report, pending = wait_until(runner, node, return_pending, limit, echo, poll)
+    ok, report, pending = wait_until(runner, node, "return_pending", limit, echo, poll)
     if not ok:
         echo(f"{node}: TIMEOUT after {limit:g} s; still pending: {'; '.join(pending)}")
         return EXIT_TIMEOUT
     echo(f"{node}: serving again after {time.monotonic() - started:.1f} s.")
-    for line in unhealthy(report):
+    for line in verdict(node, report, "unhealthy"):
         echo(f"{node}: warning: {line}")
     return 0
 

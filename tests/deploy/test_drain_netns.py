@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lbappliance.health.machine import SERVING
+from lbappliance.inventory import load_site
+from lbappliance.inventory.derived import drain_wait, return_wait
 from lbappliance.lab.netns import NetnsLab
 from tests.health.labtools import uplink
 
@@ -31,6 +32,7 @@ WEB = "198.51.100.10/32"
 def test_drain_moves_lb1_out_then_undrain_brings_it_back(inventory_copy: Path) -> None:
     site = inventory_copy / "sites" / "lab.yml"
     site.write_text(site.read_text() + "\nhealth_agent:\n  maintenance_drain: 3s\n")
+    model = load_site(inventory_copy, "lab").model
     with NetnsLab.create(inventory=inventory_copy) as lab:
         lab.start_all()
         lb1, lb2 = uplink(lab, "lb1"), uplink(lab, "lb2")
@@ -50,8 +52,9 @@ def test_drain_moves_lb1_out_then_undrain_brings_it_back(inventory_copy: Path) -
             "lb_render_host_dir": "",
             "lb_maintenance_file": agent["maintenance_file"],
             "lb_vrrp_demote_file": agent["vrrp_demote_file"],
-            "lb_drain_timeout": 10,
-            "lb_serving_states": [str(s) for s in SERVING],
+            # As rendered into group_vars (and as `lbappliance maintenance --wait` waits).
+            "lb_drain_wait": drain_wait(model),
+            "lb_return_wait": return_wait(model),
             "lb_deploy_serving": True,
             "lb_deploy_served_before": [WEB],
             "ansible_python_interpreter": sys.executable,

@@ -1,4 +1,4 @@
-"""Fakes for the agent's unit tests: a clock, an acknowledging ExaBGP, signals."""
+"""Fakes for the agent's unit tests: a clock, an acknowledging ExaBGP, signals, node reports."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from lbappliance.health.agent import Agent
 from lbappliance.health.config import AgentConfig, Probe, parse
+from lbappliance.health.drain import verdicts
 from lbappliance.health.exabgp import ExabgpChannel
 from lbappliance.health.signals import (
     HaproxyView,
@@ -208,3 +209,42 @@ class Harness:
         self.agent.start()
         self.lines()
         self.rounds(3)
+
+
+def node_report(
+    announced: bool = True,
+    state: str = "up",
+    health: str = "ok",
+    vrrp: str = "BACKUP",
+    sessions: int = 0,
+) -> dict:
+    """A node helper's report: these fields, and its verdicts on them."""
+    raw = {
+        "node": "lb1",
+        "time": 1000.0,
+        "maintenance": {"file": False, "note": "", "inventory": False},
+        "agent": {
+            "running": True,
+            "pid": 42,
+            "age": 0.3,
+            "neighbors": {"10.10.0.1": {"state": "up", "reason": "", "since": 900.0}},
+            "vips": {
+                WEB: {
+                    "state": state,
+                    "announced": "announce route ..." if announced else None,
+                    "reason": "3 consecutive good rounds",
+                    "health": health,
+                    "since": 990.0,
+                    "signals": {"probe": {"health": health, "reason": "probe: timeout"}},
+                }
+            },
+        },
+        "haproxy": {
+            "frontends": {"web": {"status": "OPEN", "sessions": sessions}},
+            "backends": {"web": {"up": 2, "total": 2, "servers": []}},
+            "sessions": sessions,
+            "streams": sessions,
+        },
+        "vrrp": [{"name": "public", "state": vrrp, "vips": ["203.0.113.10"], "demoted": False}],
+    }
+    return {**raw, **verdicts(raw)}

@@ -9,61 +9,19 @@ from dataclasses import replace
 import pytest
 
 from lbappliance.inventory import load_site
-from lbappliance.maintenance import (
-    EXIT_ERROR,
-    EXIT_REFUSED,
-    EXIT_TIMEOUT,
-    drain_pending,
-    enter,
-    leave,
-)
+from lbappliance.inventory.derived import drain_wait, return_wait
+from lbappliance.maintenance import EXIT_ERROR, EXIT_REFUSED, EXIT_TIMEOUT, enter, leave
+from lbappliance.paths import RuntimePaths
 from lbappliance.remote import NodeError, NodeRunner, parse_adhoc
+from lbappliance.render.ansible import site_vars
 from lbappliance.status import format_imbalance, format_node
 from tests.conftest import INVENTORY
-
-WEB = "198.51.100.10/32"
+from tests.health.helpers import node_report as report
 
 
 @pytest.fixture(scope="module")
 def inv():
     return load_site(INVENTORY, "lab").model
-
-
-def report(
-    announced: bool = True,
-    state: str = "up",
-    health: str = "ok",
-    vrrp: str = "BACKUP",
-    sessions: int = 0,
-) -> dict:
-    return {
-        "node": "lb1",
-        "time": 1000.0,
-        "maintenance": {"file": False, "note": "", "inventory": False},
-        "agent": {
-            "running": True,
-            "pid": 42,
-            "age": 0.3,
-            "neighbors": {"10.10.0.1": {"state": "up", "reason": "", "since": 900.0}},
-            "vips": {
-                WEB: {
-                    "state": state,
-                    "announced": "announce route ..." if announced else None,
-                    "reason": "3 consecutive good rounds",
-                    "health": health,
-                    "since": 990.0,
-                    "signals": {"probe": {"health": health, "reason": "probe: timeout"}},
-                }
-            },
-        },
-        "haproxy": {
-            "frontends": {"web": {"status": "OPEN", "sessions": sessions}},
-            "backends": {"web": {"up": 2, "total": 2, "servers": []}},
-            "sessions": sessions,
-            "streams": sessions,
-        },
-        "vrrp": [{"name": "public", "state": vrrp, "vips": ["203.0.113.10"], "demoted": False}],
-    }
 
 
 def test_parse_adhoc_outputs():
@@ -189,10 +147,23 @@ def test_enter_on_a_node_that_serves_nothing_needs_no_peer(inv):
     assert enter(runner, inv, "lb1", "test", False, None, lambda _: None) == 0
 
 
-def test_drain_pending_needs_a_live_agent():
-    dead = report(announced=False, state="withdrawn")
-    dead["agent"] = {"running": False, "error": "no state file"}
-    assert drain_pending(dead) == ["health agent not running (no state file)"]
+def test_a_report_without_verdicts_is_an_error_not_a_guess(inv):
+    verdicts = ("serving", "drain_pending", "return_pending", "unhealthy")
+    older = {k: v for k, v in report().items() if k not in verdicts}
+    runner = FakeRunner([older])
+    with pytest.raises(NodeError, match="lb1: the report has no serving: its node helper is older"):
+        enter(runner, inv, "lb1", "test", False, None, lambda _: None)
+    assert [c[0] for c in runner.calls] == ["report"]  # nothing changed on the node
+    broken = FakeRunner([{"error": "configuration error in /etc/x.json: rise"}])
+    with pytest.raises(NodeError, match=r"no serving: configuration error in /etc/x\.json"):
+        enter(broken, inv, "lb1", "test", False, None, lambda _: None)
+
+
+def test_the_cli_and_the_deploy_wait_as_long(inv):
+    """maintenance_drain 30 s + drain_timeout 30 s, and rise 3 x 0.5 s, each + 60 s."""
+    facts = site_vars(inv, RuntimePaths())
+    assert facts["lb_drain_wait"] == drain_wait(inv) == 120
+    assert facts["lb_return_wait"] == return_wait(inv) == 61.5
 
 
 def test_leave_waits_only_for_healthy_vips(inv):

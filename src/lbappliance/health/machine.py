@@ -38,8 +38,9 @@ class State(StrEnum):
 ANNOUNCED = (State.UP, State.DEGRADED, State.DRAINING)
 # Announced as a full path (DRAINING is announced too, but with GRACEFUL_SHUTDOWN:
 # routers use it only when nothing else is left). A node serves while a VIP is in
-# one of these; the drain waits until none is, and refuses to take the last
-# serving node out. The deploy playbooks get the list rendered (lb_serving_states).
+# one of these (health/drain.py `serving`, which the node helper reports to
+# `lbappliance maintenance` and the deploy playbooks): the last serving node is not
+# taken out of service.
 SERVING = (State.UP, State.DEGRADED)
 
 

@@ -1,5 +1,5 @@
 """Node-side helper behind ``lbappliance status``, ``lbappliance maintenance`` and the
-deploy playbooks' drain and undrain (playbooks/tasks/drain.yml, undrain.yml).
+deploy playbooks' plan, drain and undrain (playbooks/tasks/plan.yml, drain.yml, undrain.yml).
 
 Run on an LB node (over Ansible) with the node's agent configuration::
 
@@ -12,7 +12,9 @@ Run on an LB node (over Ansible) with the node's agent configuration::
 Every command prints one JSON report on stdout: the agent's state file (VIPs,
 BGP sessions as ExaBGP reported them), HAProxy frontends/backends, VRRP state
 (a group is MASTER here when its VIPs are on the interface), the IPVS virtual
-servers of ``ipvs`` L4 services with their live real servers, and maintenance.
+servers of ``ipvs`` L4 services with their live real servers, maintenance, and
+the verdicts of ``health/drain.py`` on all of it (``serving``, ``drain_pending``,
+``return_pending``, ``unhealthy``): what ``maintenance`` and the playbooks poll.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import click
 from lbappliance.haproxy import AdminSocket, HaproxyError
 from lbappliance.health.agent import write_json_atomic
 from lbappliance.health.config import AgentConfig, ConfigError, config_option, load
+from lbappliance.health.drain import verdicts
 from lbappliance.health.sensors import _ipvs_endpoint, maintenance_state
 from lbappliance.paths import WEIGHTS_CONFIG
 
@@ -157,7 +160,7 @@ def ipvs_report(cfg: AgentConfig) -> dict[str, Any]:
 
 def report(cfg: AgentConfig) -> dict[str, Any]:
     on, note = maintenance_state(cfg.maintenance_file)
-    return {
+    state = {
         "node": cfg.node,
         "site": cfg.site,
         "time": round(time.time(), 3),
@@ -167,6 +170,7 @@ def report(cfg: AgentConfig) -> dict[str, Any]:
         "vrrp": vrrp_report(cfg),
         "ipvs": ipvs_report(cfg),
     }
+    return {**state, **verdicts(state)}
 
 
 def maintenance_on(cfg: AgentConfig, note: str) -> None:

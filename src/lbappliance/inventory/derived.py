@@ -111,3 +111,24 @@ def node(inv: Inventory, name: str) -> Node:
         if n.name == name:
             return n
     raise LookupError(f"no node {name!r}; nodes: {', '.join(n.name for n in inv.nodes)}")
+
+
+# What a drain or a return may take beyond the site's own times: the node helper's
+# round trips (an Ansible run each, seconds on a busy controller) and, after a
+# deploy's converge, restarted daemons coming up and the health agent starting over.
+WAIT_SLACK = 60.0
+
+
+def drain_wait(inv: Inventory) -> float:
+    """How long a drain may take (``maintenance enter --wait`` and the deploy's drain):
+    GRACEFUL_SHUTDOWN for ``maintenance_drain``, the withdrawal, then the in-flight
+    sessions for up to the L7 ``drain_timeout``, plus ``WAIT_SLACK``."""
+    drain = float(inv.health_agent.maintenance_drain)
+    return drain + float(inv.l7.policy.drain_timeout) + WAIT_SLACK
+
+
+def return_wait(inv: Inventory) -> float:
+    """How long a return to service may take (``maintenance exit --wait`` and the
+    deploy's undrain): ``rise`` good rounds of the agent, plus ``WAIT_SLACK``."""
+    agent = inv.health_agent
+    return agent.rise * float(agent.interval) + WAIT_SLACK

@@ -12,8 +12,12 @@ from typing import Any
 
 import yaml
 
-from lbappliance.health.machine import SERVING
-from lbappliance.inventory.derived import effective_controller, frontend_vips
+from lbappliance.inventory.derived import (
+    drain_wait,
+    effective_controller,
+    frontend_vips,
+    return_wait,
+)
 from lbappliance.inventory.schema import Inventory, Node
 from lbappliance.paths import RuntimePaths, project_dir
 from lbappliance.render import haproxy, network
@@ -50,10 +54,11 @@ def site_vars(inv: Inventory, paths: RuntimePaths) -> dict[str, Any]:
 
 
 def _site_facts(inv: Inventory, paths: RuntimePaths) -> dict[str, Any]:
-    policy = inv.l7.policy
     return {
         "lb_site": inv.site.name,
-        "lb_drain_timeout": int(policy.drain_timeout),
+        # The deploy's drain and undrain wait as long as `lbappliance maintenance --wait`.
+        "lb_drain_wait": drain_wait(inv),
+        "lb_return_wait": return_wait(inv),
         "lb_haproxy_socket": paths.haproxy_socket,
         "lb_haproxy_stats_port": haproxy.STATS_PORT,
         "lb_haproxy_certificates": [
@@ -62,7 +67,6 @@ def _site_facts(inv: Inventory, paths: RuntimePaths) -> dict[str, Any]:
             if fe.tls
         ],
         "lb_maintenance_file": paths.maintenance_file,
-        "lb_serving_states": [str(state) for state in SERVING],
         "lb_vrrp_demote_file": paths.vrrp_demote_file,
         "lb_dataplane_enabled": any(s.dataplane == "xdp" for s in inv.l4_services),
         "lb_ipvs_enabled": any(s.dataplane == "ipvs" for s in inv.l4_services),
