@@ -252,7 +252,8 @@ def controller_ticks(cfg: weights_config.Config, ticks: int) -> dict[str, Any]:
         "pools": len(cfg.pools),
         "servers": len(sock.servers),
         "interval": cfg.tick,
-        "history": len(controller.history),
+        "history": controller.windows.depth,
+        "kept": controller.kept_decisions,
         "cpu": min(t[0] for t in last),
         "cpu_max": max(t[0] for t in last),
         "wall": min(t[1] for t in last),
@@ -288,7 +289,7 @@ def main() -> None:
     )
     print(
         f"weight controller tick: {c['pools']} pools, {c['servers']} servers, history of "
-        f"{c['history']}: {c['cpu']:.3f} s CPU (worst {c['cpu_max']:.3f}, wall {c['wall']:.3f}) "
+        f"{c['history']} ({c['kept']} decisions kept in the last tick): {c['cpu']:.3f} s CPU (worst {c['cpu_max']:.3f}, wall {c['wall']:.3f}) "
         f"every {c['interval']:g} s: {c['cpu'] / c['interval']:.0%} of a core (budget 25%)"
     )
 
