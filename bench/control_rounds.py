@@ -50,7 +50,7 @@ from lbappliance.haproxy import ServerStat, parse_stat
 from lbappliance.health import config as agent_config
 from lbappliance.health.agent import Agent
 from lbappliance.health.exabgp import ExabgpChannel
-from lbappliance.health.sensors import Sensors, read_haproxy
+from lbappliance.health.sensors import PROBES_PER_ROUND, Sensors, read_haproxy
 from lbappliance.health.signals import Observation, ProbeResult
 from lbappliance.inventory import load_site
 from lbappliance.paths import RuntimePaths, project_dir
@@ -236,7 +236,9 @@ def loopback_listener() -> Iterator[int]:
         server.wait()
 
 
-def probe_rounds(cfg: agent_config.AgentConfig, rounds: int) -> dict[str, Any]:
+def probe_rounds(
+    cfg: agent_config.AgentConfig, rounds: int, per_round: int = PROBES_PER_ROUND
+) -> dict[str, Any]:
     """The agent's own probing (``Sensors.observe``, its rotation and thread pool), every
     probe pointed at a loopback listener (each kept distinct by its path), per round."""
     with loopback_listener() as port:
@@ -262,7 +264,7 @@ def probe_rounds(cfg: agent_config.AgentConfig, rounds: int) -> dict[str, Any]:
             for v in cfg.vips
             if v.probes or v.pools
         )
-        sensors = Sensors(dataclasses.replace(cfg, vips=vips))
+        sensors = Sensors(dataclasses.replace(cfg, vips=vips), probes_per_round=per_round)
         rotation = sensors.rotation
         try:
             warm = 1  # until every probe has run and none runs every round for its novelty
@@ -341,6 +343,9 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="smoke run: 200 services")
+    parser.add_argument(
+        "--probes-per-round", type=int, default=PROBES_PER_ROUND, help="the agent's probe budget"
+    )
     args = parser.parse_args()
     if args.quick:
         args.services, args.rounds = 200, 2
@@ -348,7 +353,7 @@ def main() -> None:
         work = Path(tmp)
         agent_cfg, weights_cfg = configs(args.services, work)
         a = agent_rounds(agent_cfg, args.rounds, work)
-        p = probe_rounds(agent_cfg, args.rounds)
+        p = probe_rounds(agent_cfg, args.rounds, args.probes_per_round)
         c = controller_ticks(weights_cfg, args.rounds)
     load = os.getloadavg()[0]
     print(f"{args.services} services, load average {load:.1f} on {os.cpu_count()} CPUs")

@@ -220,7 +220,9 @@ def maintenance_state(path: str) -> tuple[bool, str]:
 class Sensors:
     """Reads everything one round needs, in parallel, within the timeout."""
 
-    def __init__(self, cfg: AgentConfig, workers: int = 16):
+    def __init__(
+        self, cfg: AgentConfig, workers: int = 16, probes_per_round: int = PROBES_PER_ROUND
+    ):
         self.cfg = cfg
         self.pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="signal")
         self.probes = list(
@@ -228,7 +230,7 @@ class Sensors:
                 p for v in cfg.vips for p in (*v.probes, *(t for pl in v.pools for t in pl.targets))
             )
         )
-        self.rotation = ProbeRotation(self.probes, max(cfg.rise, cfg.fall))
+        self.rotation = ProbeRotation(self.probes, max(cfg.rise, cfg.fall), probes_per_round)
         self.xdp_interfaces = sorted(
             {
                 v.dataplane.xdp_interface
