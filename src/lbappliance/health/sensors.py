@@ -9,14 +9,15 @@ as failed for this round.
 
 Probes: at most ``PROBES_PER_ROUND`` a round. A node with more distinct probes
 than that (a site of thousands of services: 20,000 at 10,000) cannot run them all
-within one round's timeout, nor within a quarter of a core (~50 us of CPU each,
-most of it the kernel's connect and close). It then probes in rotation: every
-probe that failed, or whose result changed, within the last ``max(rise, fall)``
-rounds runs every round (so each bad or good round the state machine counts is a
-fresh result, as with every probe run each round); the others, all passing, share
-the remaining slots in turn and keep their last result in between. What it costs:
-a passing probe that starts failing is seen up to ``ceil(passing / slots)`` rounds
-later instead of at the next round (``rotation_rounds``).
+within one round's timeout, nor within a quarter of a core (50-140 us of CPU each,
+most of it the kernel's connect and close and the thread pool's hand-off). It then
+probes in rotation: every probe that failed, or whose result changed, within the
+last ``max(rise, fall)`` rounds runs every round (so each bad or good round the
+state machine counts is a fresh result, as with every probe run each round); the
+others, all passing, share the remaining slots in turn and keep their last result
+in between. What it costs: a passing probe that starts failing is seen up to
+``ceil(probes / PROBES_PER_ROUND)`` rounds later instead of at the next round
+(``ProbeRotation.rotation_rounds``; docs/health-agent.md).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ from lbappliance.health.signals import (
 )
 from lbappliance.health.statview import stat_view
 
-PROBES_PER_ROUND = 1000  # ~55 ms of CPU a round at ~55 us each (thread pool included)
+# ~0.11 s of CPU a round (thread pool included) measured on a busy 2-core machine; up to
+# this many, every probe runs every round, as the README's withdraw times were measured.
+PROBES_PER_ROUND = 1000
 
 
 def _ms(seconds: float) -> str:

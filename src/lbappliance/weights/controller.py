@@ -11,7 +11,6 @@ inventory's again, which also ends every park).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -176,7 +175,7 @@ class Controller:
                 decisions.append(kept.again(signals))
                 self.kept_decisions += 1
                 continue
-            previous = {n: copy.copy(st) for n, st in state.servers.items()}
+            previous = {n: ServerState(**vars(st)) for n, st in state.servers.items()}
             panic = state.panic
             decision = decide(pool, signals, state, probes, now)
             decisions.append(decision)
