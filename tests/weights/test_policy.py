@@ -534,3 +534,20 @@ def test_probes_judged_by_their_mean_not_one_hiccup() -> None:
     fast = lambda now: {**healthy("s1", "s2", "s3"), "s4": sig("s4", 0.09 if now < 1 else 0.002)}  # noqa: E731
     s4 = [h["s4"] for h in probed(pool(), state, fast, intermittent, 60)]
     assert s4[0] == 0 and all(w == 0 for w in s4)  # never 20 probes with a calm mean
+
+
+def test_readmitted_server_without_users_latency_is_parked_again_on_slow_probes() -> None:
+    # Found by tests/weights/test_windows.py: a re-admitted server whose own signals
+    # measured nothing yet (no latency: "hold") and whose probes turn slow was parked
+    # with a reason looked up where none had been written (KeyError: the tick failed).
+    state = PoolState()
+    d = decide(pool(), healthy(*SERVERS), state)
+    st = state.servers["s4"]
+    st.readmitting, st.since, st.applied, st.smoothed = True, 99.0, 1, 1.0
+    probes = {"s4": Probes(98.0, tuple((99.0 + i * PROBE_INTERVAL, 0.9) for i in range(4)))}
+    signals = {**healthy("s1", "s2", "s3"), "s4": sig("s4", None, uweight=1)}
+    d = decide(pool(), signals, state, probes, 100.0)
+    (change,) = d.changes
+    assert (change.server, change.old, change.new) == ("s4", 1, 0)
+    assert change.reason.startswith("re-admission stopped: probes: mean 900.0 ms")
+    assert state.servers["s4"].parked

@@ -16,7 +16,6 @@ import json
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,11 +31,74 @@ from lbappliance.weights.policy import (
     decide,
 )
 from lbappliance.weights.probe import Prober
-from lbappliance.weights.signals import Snapshot, server_signals
+from lbappliance.weights.signals import Signals, Snapshot, Windows
 
 log = logging.getLogger("lbappliance.weights")
 
 Recorder = Callable[[float, Snapshot], None]
+
+
+Inputs = tuple[bool, tuple[tuple[object, ...] | None, ...]]
+
+
+def _inputs(signals: dict[str, Signals | None], probes: dict[str, Probes | None] | None) -> Inputs:
+    """Everything ``decide`` reads from a pool's signals, besides the pool's state.
+
+    ``decide`` reads a server's ``stat`` only for its weight, status and queue, and its
+    window only for being there; the rest of ``Signals`` it reads whole.
+    """
+    return probes is None, tuple(
+        None
+        if s is None
+        else (
+            s.stat.uweight,
+            s.stat.status,
+            s.stat.qcur,
+            bool(s.window),
+            s.responses,
+            s.rate,
+            s.latency,
+            s.error_ratio,
+            s.missing,
+            s.latency_long,
+        )
+        for s in signals.values()
+    )
+
+
+@dataclasses.dataclass
+class _Kept:
+    """A pool's last decision, kept while its inputs and its state stay as they were.
+
+    ``decide`` is a function of the pool's config, ``_inputs``, its state, the probes
+    and ``now``. The decision is kept only when it left the state as it found it and
+    there were no probes (no server parked or re-admitted: then ``now`` is not read
+    either), so deciding again on equal inputs and state would give the same decision
+    and leave the state alone again (``tests/weights/test_windows.py`` checks it against
+    deciding every time).
+    """
+
+    inputs: Inputs
+    servers: dict[str, ServerState]  # the pool's server states, before and after
+    panic: bool
+    decision: Decision
+
+    @staticmethod
+    def keeps(
+        inputs: Inputs, before: dict[str, ServerState], panic: bool, state: PoolState
+    ) -> bool:
+        """Whether a decision just made on ``inputs`` may be kept."""
+        watched = any(s.parked or s.readmitting for s in state.servers.values())
+        return not watched and panic == state.panic and before == state.servers
+
+    def holds(self, inputs: Inputs, state: PoolState) -> bool:
+        return inputs == self.inputs and state.panic == self.panic and state.servers == self.servers
+
+    def again(self, signals: dict[str, Signals | None]) -> Decision:
+        """The kept decision, showing this tick's signals (values ``decide`` did not read)."""
+        d = self.decision
+        assessments = [dataclasses.replace(a, signals=signals.get(a.server)) for a in d.assessments]
+        return Decision(d.pool, assessments, [], d.healthy_fraction, d.panic, d.idle)
 
 
 class Controller:
@@ -58,7 +120,11 @@ class Controller:
         self.recorder = recorder
         self.clock = clock
         self.wall = wall
-        self.history: deque[Snapshot] = deque()
+        # Each server's recent readings, as far back as the longest signal window reaches.
+        self.windows = Windows([(p.name, s) for p in config.pools for s in p.servers])
+        self.horizon = max((p.max_span for p in config.pools), default=30.0) + 2 * config.tick
+        self._kept: dict[str, _Kept] = {}  # decisions a pool keeps while its inputs hold
+        self.kept_decisions = 0  # pools whose decision was kept in the last tick
         self.states = {p.name: PoolState() for p in config.pools}
         self._socket_down = False
         self._panic: dict[str, bool] = {}
@@ -76,14 +142,12 @@ class Controller:
             return []
         now = self.clock()
         snap = Snapshot(now, {(s.pool, s.server): s for s in stats})
-        self.history.append(snap)
-        horizon = max((p.max_span for p in self.config.pools), default=30.0) + 2 * self.config.tick
-        while self.history and now - self.history[0].time > horizon:
-            self.history.popleft()
+        self.windows.add(snap, self.horizon)
         if self.recorder:
             self.recorder(self.wall(), snap)
         decisions = []
         before: dict[str, dict[str, ServerState]] = {}
+        self.kept_decisions = 0
         for pool in self.config.pools:
             state = self.states[pool.name]
             if now - state.last_decision < pool.interval * 0.95:
@@ -95,12 +159,8 @@ class Controller:
                 st = state.servers.get(name)
                 if st is not None and st.readmitting:  # not what it answered before its park
                     span = min(span, max(now - st.since, pool.min_span))
-                signals[name] = server_signals(
-                    self.history,
-                    (pool.name, name),
-                    pool.min_span,
-                    span,
-                    LATENCY_RESOLUTION * pool.target_latency,
+                signals[name] = self.windows[(pool.name, name)].signals(
+                    pool.min_span, span, LATENCY_RESOLUTION * pool.target_latency
                 )
             probes: dict[str, Probes | None] | None = None
             if self.prober is not None:
@@ -109,8 +169,21 @@ class Controller:
                     for n, st in state.servers.items()
                     if st.parked or st.readmitting
                 }
-            before[pool.name] = {n: dataclasses.replace(st) for n, st in state.servers.items()}
-            decisions.append(decide(pool, signals, state, probes, now))
+            inputs = _inputs(signals, probes)
+            kept = self._kept.get(pool.name)
+            if kept is not None and kept.holds(inputs, state):
+                decisions.append(kept.again(signals))
+                self.kept_decisions += 1
+                continue
+            previous = {n: ServerState(**vars(st)) for n, st in state.servers.items()}
+            panic = state.panic
+            decision = decide(pool, signals, state, probes, now)
+            decisions.append(decision)
+            before[pool.name] = previous
+            if _Kept.keeps(inputs, previous, panic, state):
+                self._kept[pool.name] = _Kept(inputs, previous, panic, decision)
+            else:
+                self._kept.pop(pool.name, None)
         changes = {(c.pool, c.server): c.new for d in decisions for c in d.changes}
         try:
             self.sock.set_weights(changes)

@@ -447,6 +447,10 @@ def _judge(p: Probes | None, st: ServerState, slow: float, now: float) -> tuple[
     return enough and not failed and mean <= slow, verdict
 
 
+def _also(reason: str, more: str) -> str:
+    return f"{reason}; {more}" if reason else more
+
+
 def _park_and_readmit(r: _Round) -> set[str]:
     """Park outliers at weight 0 and re-admit parked servers; the servers parked after it."""
     cfg, state, why = r.cfg, r.state, r.why
@@ -481,11 +485,17 @@ def _park_and_readmit(r: _Round) -> set[str]:
     need = max(1, math.ceil(cfg.panic_threshold * len(r.counted)))
     if len(serving) < need:
         for n in candidates:
-            why[n] += f"; not parked: only {len(serving)} servers healthy and serving"
+            why[n] = _also(
+                why.get(n, ""), f"not parked: only {len(serving)} servers healthy and serving"
+            )
         return parked
     for n in sorted(candidates, key=lambda n: -r.latencies.get(n, math.inf)):
         st = state.servers[n]
-        reason = why[n] if n in r.outliers else f"{why[n]}; re-admission stopped: {r.probe_why[n]}"
+        reason = (
+            why[n]
+            if n in r.outliers
+            else _also(why.get(n, ""), f"re-admission stopped: {r.probe_why[n]}")
+        )  # a re-admitted server may have no users' latency yet, nor a reason
         reason += "; parked at weight 0, probing it directly"
         r.changes.append(Change(cfg.name, n, st.applied, 0, reason))
         st.parked, st.readmitting, st.since = True, False, r.now
