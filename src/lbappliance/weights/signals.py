@@ -105,8 +105,21 @@ class Window:
     (``tests/weights/test_windows.py`` keeps it as the definition and compares).
     """
 
-    __slots__ = ("_cut_resp", "_cut_stot", "base", "cut", "err", "new", "req", "resp", "rtime")
-    __slots__ += ("scur", "steady", "stot", "t")
+    __slots__ = (
+        "_cut_resp",
+        "_cut_stot",
+        "base",
+        "cut",
+        "err",
+        "new",
+        "req",
+        "resp",
+        "rtime",
+        "scur",
+        "steady",
+        "stot",
+        "t",
+    )
 
     def __init__(self) -> None:
         self.new: ServerStat | None = None  # the newest reading, complete or not
@@ -186,34 +199,32 @@ class Window:
         r_new, s_new, q_new, rt_new = resp[last], stot[last], req[last], rtime[last]
         tolerance = 250 * resolution
         sum_new, n_new = _sum(rt_new, q_new), min(q_new, HAPROXY_SAMPLES)
-        # Readings at least min_span old: oldest..start (spans shrink toward the newest).
-        start = last - 1
-        while start >= oldest and now - t[start] < min_span:
-            start -= 1
-        if start < oldest:
+        first = None  # index of the short window's oldest reading
+        for i in range(last - 1, oldest - 1, -1):
+            span = now - t[i]
+            if span < min_span:
+                continue
+            k = r_new - resp[i]
+            if first is None:
+                sent = s_new - stot[i]
+                if k == 0 and new.scur and (sent or self.scur[i]):
+                    stuck = f"no response for {span:.1f} s with {new.scur} requests in flight"
+                    return Signals(new, span, 0, 0.0, None, 0.0, stuck)
+            first = i
+            if k >= MIN_RESPONSES:
+                # rounding_error and recent_mean, inlined (the same operations, in order)
+                q_old = req[i]
+                dynamic = max(0, min(HAPROXY_SAMPLES - q_old, k))
+                decay = _KEPT ** (k - dynamic)
+                gain = dynamic * decay + (1 - decay) * HAPROXY_SAMPLES
+                error = 0.5 * (n_new + min(q_old, HAPROXY_SAMPLES) * decay) / gain
+                if error <= tolerance:
+                    break
+                ms = max(0.0, (sum_new - _sum(rtime[i], q_old) * decay) / gain)
+                if error <= max(RELATIVE_ERROR * ms, tolerance):
+                    break
+        if first is None:
             return Signals(new, 0.0, 0, 0.0, None, 0.0, None)
-        span = now - t[start]
-        if new.scur and r_new == resp[start] and (s_new - stot[start] or self.scur[start]):
-            stuck = f"no response for {span:.1f} s with {new.scur} requests in flight"
-            return Signals(new, span, 0, 0.0, None, 0.0, stuck)
-        first = oldest  # the longest, unless a shorter one is precise enough
-        if r_new - min(resp[oldest : start + 1]) >= MIN_RESPONSES:  # else none has the responses
-            for i in range(start, oldest - 1, -1):
-                k = r_new - resp[i]
-                if k >= MIN_RESPONSES:
-                    # rounding_error and recent_mean, inlined (the same operations, in order)
-                    q_old = req[i]
-                    dynamic = max(0, min(HAPROXY_SAMPLES - q_old, k))
-                    decay = _KEPT ** (k - dynamic)
-                    gain = dynamic * decay + (1 - decay) * HAPROXY_SAMPLES
-                    error = 0.5 * (n_new + min(q_old, HAPROXY_SAMPLES) * decay) / gain
-                    if error <= tolerance:
-                        first = i
-                        break
-                    ms = max(0.0, (sum_new - _sum(rtime[i], q_old) * decay) / gain)
-                    if error <= max(RELATIVE_ERROR * ms, tolerance):
-                        first = i
-                        break
         span = now - t[first]
         k = r_new - resp[first]
         sent = s_new - stot[first]
