@@ -317,24 +317,34 @@ class _ReplayedSocket:
 
 
 def controller_ticks(cfg: weights_config.Config, ticks: int) -> dict[str, Any]:
-    """Replay the whole recording (its history grows to ~30 s deep); time the last ticks."""
+    """Replay the whole recording (its history grows to ~30 s deep); time the last ticks.
+    Then as many more on its last sample again, and time the last: every server idle
+    (counters still) for longer than its longest window."""
     clock = [1000.0]
     sock = _ReplayedSocket(cfg)
     controller = Controller(cfg, sock=sock, clock=lambda: clock[0], wall=lambda: clock[0])  # type: ignore[arg-type]
-    times = []
-    for _ in sock.tails:
-        clock[0] += cfg.tick
-        times.append(_timed(controller.tick))
-    last = times[-ticks:]
+
+    def timed(count: int) -> list[tuple[float, float]]:
+        times = []
+        for _ in range(count):
+            clock[0] += cfg.tick
+            times.append(_timed(controller.tick))
+        return times[-ticks:]
+
+    last = timed(len(sock.tails))
+    history, kept = controller.windows.depth, controller.kept_decisions
+    idle = timed(len(sock.tails) + ticks)
     return {
         "pools": len(cfg.pools),
         "servers": len(sock.servers),
         "interval": cfg.tick,
-        "history": controller.windows.depth,
-        "kept": controller.kept_decisions,
+        "history": history,
+        "kept": kept,
         "cpu": min(t[0] for t in last),
         "cpu_max": max(t[0] for t in last),
         "wall": min(t[1] for t in last),
+        "idle_cpu": min(t[0] for t in idle),
+        "idle_kept": controller.kept_decisions,
     }
 
 
@@ -376,6 +386,10 @@ def main() -> None:
         f"{c['history']} ({c['kept']} decisions kept in the last tick): {c['cpu']:.3f} s CPU "
         f"(worst {c['cpu_max']:.3f}, wall {c['wall']:.3f}) every {c['interval']:g} s: "
         f"{c['cpu'] / c['interval']:.0%} of a core (budget 25%)"
+    )
+    print(
+        f"  every server idle (the last sample again): {c['idle_cpu']:.3f} s CPU "
+        f"({c['idle_cpu'] / c['interval']:.0%} of a core), {c['idle_kept']} decisions kept"
     )
 
 

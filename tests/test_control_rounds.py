@@ -54,7 +54,7 @@ def test_controller_tick_is_linear_in_servers(scaled) -> None:
     )
     assert result["servers"] == POOLS * 3
     assert result["history"] >= 25  # timed at (near) the history's steady depth
-    assert result["cpu"] / result["servers"] < 500e-6, result  # measured ~100-120 us
+    assert result["cpu"] / result["servers"] < 500e-6, result  # measured ~57-62 us at 10,000
 
 
 @pytest.mark.slow  # starts an interpreter and renders a site

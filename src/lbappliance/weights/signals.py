@@ -105,8 +105,21 @@ class Window:
     (``tests/weights/test_windows.py`` keeps it as the definition and compares).
     """
 
-    __slots__ = ("_cut_resp", "_cut_stot", "base", "cut", "err", "new", "req", "resp", "rtime")
-    __slots__ += ("scur", "steady", "stot", "t")
+    __slots__ = (
+        "_cut_resp",
+        "_cut_stot",
+        "base",
+        "cut",
+        "err",
+        "new",
+        "req",
+        "resp",
+        "rtime",
+        "scur",
+        "steady",
+        "stot",
+        "t",
+    )
 
     def __init__(self) -> None:
         self.new: ServerStat | None = None  # the newest reading, complete or not
