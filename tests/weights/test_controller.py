@@ -13,8 +13,7 @@ from lbappliance.haproxy import HaproxyError, ServerStat
 from lbappliance.weights.config import Config, PoolConfig, parse
 from lbappliance.weights.controller import Controller
 from lbappliance.weights.metrics import Metrics, serve
-from lbappliance.weights.policy import PROBE_INTERVAL, Probes
-from tests.weights.fixtures import recording
+from tests.weights.fixtures import FakeProber, recording
 
 POOL = PoolConfig(name="web", servers={"backend1": 100, "backend2": 100})
 CONFIG = Config(node="lb1", site="lab", haproxy_socket="/nonexistent", pools=[POOL])
@@ -170,36 +169,6 @@ def test_config_parse_leaves_backups_out() -> None:
     (p,) = cfg.pools
     assert p.servers == {"a": 100} and p.interval == 0.5 and p.alpha == 0.3
     assert cfg.tick == 0.5 and cfg.metrics_port == 9172 and p.min_span == 2.0
-
-
-class FakeProber:
-    """Stands in for ``probe.Prober`` (no traffic leaves the test): slow, then fast."""
-
-    def __init__(self, clock, latency: float = 0.9):
-        self.clock = clock
-        self.latency = latency
-        self.started: dict[tuple[str, str], float] = {}
-        self.addresses: dict[tuple[str, str], str] = {}
-
-    def watch(self, key, address: str, path: str) -> None:
-        self.started.setdefault(key, self.clock())
-        self.addresses[key] = address
-
-    def unwatch(self, key) -> None:
-        self.started.pop(key, None)
-
-    def watched(self) -> set:
-        return set(self.started)
-
-    def stop(self) -> None:
-        self.started.clear()
-
-    def probes(self, key):
-        if key not in self.started:
-            return None
-        now, start = self.clock(), self.started[key]
-        n = int((now - start) / PROBE_INTERVAL)
-        return Probes(start, tuple((start + i * PROBE_INTERVAL, self.latency) for i in range(n)))
 
 
 def test_parks_through_the_prober_records_and_releases(tmp_path) -> None:

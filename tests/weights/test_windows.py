@@ -26,7 +26,6 @@ from lbappliance.weights.config import Config, PoolConfig
 from lbappliance.weights.controller import Controller
 from lbappliance.weights.policy import (
     LATENCY_RESOLUTION,
-    PROBE_INTERVAL,
     Decision,
     Probes,
     decide,
@@ -44,6 +43,7 @@ from lbappliance.weights.signals import (
     rounding_error,
     server_signals,
 )
+from tests.weights.fixtures import FakeProber
 
 Key = tuple[str, str]
 
@@ -328,31 +328,9 @@ class Socket:
         self.weights.update(weights)
 
 
-class Prober:
-    """Probes that answer fast or slow by the clock (the same for both controllers)."""
-
-    def __init__(self, clock):
-        self.clock = clock
-        self.started: dict[Key, float] = {}
-
-    def watch(self, key, address, path) -> None:
-        self.started.setdefault(key, self.clock())
-
-    def unwatch(self, key) -> None:
-        self.started.pop(key, None)
-
-    def watched(self) -> set:
-        return set(self.started)
-
-    def stop(self) -> None:
-        self.started.clear()
-
-    def probes(self, key):
-        if key not in self.started:
-            return None
-        start, now = self.started[key], self.clock()
-        times = [start + i * PROBE_INTERVAL for i in range(int((now - start) / PROBE_INTERVAL))]
-        return Probes(start, tuple((t, 0.9 if int(t / 7) % 2 else 0.004) for t in times))
+def _slow_in_odd_sevens(t: float) -> float:
+    """Probes answer slow or fast by the clock (the same for both controllers)."""
+    return 0.9 if int(t / 7) % 2 else 0.004
 
 
 def _history(seed: int, ticks: int) -> list[Snapshot]:
@@ -396,7 +374,11 @@ def _run(seed: int, ticks: int, controller: type[Controller], rows, times, cfg, 
     sock = Socket(rows)
     clock = lambda: times[max(sock.i - 1, 0)]  # noqa: E731
     ctl = controller(
-        cfg, sock=sock, clock=clock, wall=clock, prober=Prober(clock) if prober else None
+        cfg,
+        sock=sock,
+        clock=clock,
+        wall=clock,
+        prober=FakeProber(clock, _slow_in_odd_sevens) if prober else None,
     )  # type: ignore[arg-type]
     out = []
     for _ in range(ticks):
