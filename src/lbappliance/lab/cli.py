@@ -67,6 +67,20 @@ def lab() -> None:
     """
 
 
+def _up(the_lab: MachineLab, label: str, env_command: str, site: str) -> None:
+    """Bring a lab up with progress, print its hosts and what to run next."""
+    t = time.monotonic()
+    the_lab.up(progress=click.echo)
+    click.echo(f"{label} up in {time.monotonic() - t:.1f} s")
+    _print_status(the_lab)
+    click.echo(f'next: eval "$(lbappliance {env_command})" && lbappliance deploy --site {site}')
+
+
+def _down(the_lab: MachineLab, label: str) -> None:
+    removed = the_lab.down()
+    click.echo(f"{label} down: removed {', '.join(removed) if removed else 'nothing (no lab)'}")
+
+
 def _lab_command(command: Callable[..., None]) -> click.Command:
     """A `lbappliance lab` subcommand taking --site and --inventory, errors as one line."""
     return lab.command()(_site(inventory_option(_lab_errors(command))))
@@ -75,19 +89,13 @@ def _lab_command(command: Callable[..., None]) -> click.Command:
 @_lab_command
 def up(site: str, inventory_dir: Path) -> None:
     """Build the lab (or start what is stopped); seconds once the image is cached."""
-    podlab = PodmanLab.load(site, inventory_dir)
-    t = time.monotonic()
-    podlab.up(progress=click.echo)
-    click.echo(f"lab up in {time.monotonic() - t:.1f} s")
-    _print_status(podlab)
-    click.echo('next: eval "$(lbappliance lab env)" && lbappliance deploy --site ' + site)
+    _up(PodmanLab.load(site, inventory_dir), "lab", "lab env", site)
 
 
 @_lab_command
 def down(site: str, inventory_dir: Path) -> None:
     """Remove the lab's containers and networks (and what netavark left behind)."""
-    removed = PodmanLab.load(site, inventory_dir).down()
-    click.echo(f"lab down: removed {', '.join(removed) if removed else 'nothing (no lab)'}")
+    _down(PodmanLab.load(site, inventory_dir), "lab")
 
 
 @_lab_command
@@ -175,12 +183,7 @@ def vm() -> None:
 @_vm_errors
 def vm_up(site: str, inventory_dir: Path) -> None:
     """Build the VM lab (or boot what is stopped); 2-4 min once the image is cached."""
-    vmlab = VmLab.load(site, inventory_dir)
-    t = time.monotonic()
-    vmlab.up(progress=click.echo)
-    click.echo(f"VM lab up in {time.monotonic() - t:.1f} s")
-    _print_status(vmlab)
-    click.echo('next: eval "$(lbappliance lab vm env)" && lbappliance deploy --site ' + site)
+    _up(VmLab.load(site, inventory_dir), "VM lab", "lab vm env", site)
 
 
 @vm.command("down")
@@ -189,8 +192,7 @@ def vm_up(site: str, inventory_dir: Path) -> None:
 @_vm_errors
 def vm_down(site: str, inventory_dir: Path) -> None:
     """Remove the VMs, taps, namespaces and overlays (the cached base image stays)."""
-    removed = VmLab.load(site, inventory_dir).down()
-    click.echo(f"VM lab down: removed {', '.join(removed) if removed else 'nothing (no lab)'}")
+    _down(VmLab.load(site, inventory_dir), "VM lab")
 
 
 @vm.command("status")

@@ -84,9 +84,7 @@ class _Kept:
     decision: Decision
 
     @staticmethod
-    def keeps(
-        inputs: Inputs, before: dict[str, ServerState], panic: bool, state: PoolState
-    ) -> bool:
+    def keeps(before: dict[str, ServerState], panic: bool, state: PoolState) -> bool:
         """Whether a decision just made on ``inputs`` may be kept."""
         watched = any(s.parked or s.readmitting for s in state.servers.values())
         return not watched and panic == state.panic and before == state.servers
@@ -180,7 +178,7 @@ class Controller:
             decision = decide(pool, signals, state, probes, now)
             decisions.append(decision)
             before[pool.name] = previous
-            if _Kept.keeps(inputs, previous, panic, state):
+            if _Kept.keeps(previous, panic, state):
                 self._kept[pool.name] = _Kept(inputs, previous, panic, decision)
             else:
                 self._kept.pop(pool.name, None)
