@@ -245,6 +245,12 @@ class ClientStream:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def wait_sent(self, count: int, timeout: float) -> None:
+        """Wait until ``count`` requests were sent, or one failed (the caller's assertion
+        on ``failures`` then says which, instead of a timeout that says nothing)."""
+        wait(lambda: self.report.sent >= count or self.report.failures, timeout,
+             f"{count} requests to {self.address}")  # fmt: skip
+
     def stop(self) -> StreamReport:
         self._stop.set()
         self._thread.join(self.timeout + 5)

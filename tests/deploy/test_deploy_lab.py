@@ -77,7 +77,7 @@ def test_first_deploy_converges_both_nodes(deployed: PodmanLab) -> None:
 @pytest.mark.parametrize("vip", [ANYCAST_VIP, ANYCAST_VIP6, VRRP_VIP])
 def test_client_requests_are_answered_by_both_backends(deployed: PodmanLab, vip: str) -> None:
     with ClientStream(deployed, vip, rate=50, max_requests=60, max_seconds=20) as stream:
-        wait(lambda: stream.report.sent >= 60, 30, "60 requests")
+        stream.wait_sent(60, 30)
     report = stream.stop()
     assert not report.failures, report.failures
     assert set(report.answers) == {"backend1", "backend2"}, report.answers
@@ -201,7 +201,7 @@ def test_failed_verify_stops_the_roll_and_leaves_the_peer_serving(
     ]
     assert lab.vrrp_holders(VRRP_VIP) == ["lb2"]
     with ClientStream(lab, ANYCAST_VIP, rate=50, max_requests=40, max_seconds=20) as stream:
-        wait(lambda: stream.report.sent >= 40, 30, "40 requests")
+        stream.wait_sent(40, 30)
     assert stream.stop().failures == []
     restored = run_deploy(lab, source_snapshot, workdir / "render", inventory=good)
     print(f"MEASURE recovery deploy after the failed one: {restored.seconds:.1f} s")

@@ -151,8 +151,7 @@ def test_second_deploy_changes_nothing(
 @pytest.mark.vm_deploy
 def test_client_requests_are_answered_by_both_backends(deployed: VmLab) -> None:
     with ClientStream(deployed, ANYCAST_VIP, rate=20, max_requests=40, max_seconds=30) as stream:
-        # A failed request ends the wait at once: the assertion below then says which.
-        wait(lambda: stream.report.sent >= 40 or stream.report.failures, 60, "40 requests")
+        stream.wait_sent(40, 60)
     report = stream.stop()
     assert not report.failures, report.failures
     assert set(report.answers) == {"backend1", "backend2"}, report.answers
@@ -162,7 +161,7 @@ def ipvs_answers(lab: VmLab, count: int) -> Counter:
     """``count`` HTTP requests from the client to the IPVS service, one connection each."""
     answers: Counter = Counter()
     with ClientStream(lab, IPVS_VIP, port=8080, rate=20, max_requests=count, max_seconds=60) as s:
-        wait(lambda: s.report.sent >= count, 90, f"{count} requests to {IPVS_VIP}")
+        s.wait_sent(count, 90)
     report = s.stop()
     assert not report.failures, report.failures
     answers.update(report.answers)
