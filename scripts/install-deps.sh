@@ -12,7 +12,7 @@ APT_PACKAGES=(
   "${CONTROLLER_PACKAGES[@]}"
   socat curl openssl iputils-ping ethtool nftables
   clang llvm libbpf-dev bpftool xdp-tools
-  podman runc netavark aardvark-dns debootstrap zstd openssh-server
+  podman runc netavark aardvark-dns iptables debootstrap zstd openssh-server
   wrk valgrind
   qemu-system-x86 qemu-utils e2fsprogs
 )
