@@ -8,6 +8,7 @@ whose Python need not load the controller's side (YAML, Jinja).
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,20 @@ if TYPE_CHECKING:
     from lbappliance.secrets import Secrets
 
 EXIT_INVALID = 2
+EXIT_FAILED = 1
+
+
+def ansible_or_exit(tool: str) -> None:
+    """deploy, status and maintenance drive Ansible, which LB nodes do not install:
+    a controller without it is told what to install before anything runs."""
+    if shutil.which(tool) is None:
+        click.secho(
+            f"error: {tool} is not on PATH; the controller needs Ansible: "
+            "pip install 'lbappliance[controller]' (or run from its virtualenv)",
+            fg="red",
+            err=True,
+        )
+        sys.exit(EXIT_FAILED)
 
 
 def default_inventory() -> Path:

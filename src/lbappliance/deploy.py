@@ -25,6 +25,8 @@ from pathlib import Path
 import click
 
 from lbappliance.cliopts import (
+    EXIT_FAILED,
+    ansible_or_exit,
     check_or_exit,
     inventory_option,
     load_or_exit,
@@ -35,8 +37,6 @@ from lbappliance.cliopts import (
     vault_option,
     write_or_exit,
 )
-
-EXIT_FAILED = 1
 
 _PLAY = re.compile(r"^PLAY \[(?P<name>.*)\] \*+")
 _TASK = re.compile(r"^(?P<kind>TASK|RUNNING HANDLER) \[(?P<name>.*)\] \*+")
@@ -257,6 +257,7 @@ def deploy(
     failure, 2 when the site does not validate or render.
     """
     started = time.monotonic()
+    ansible_or_exit("ansible-playbook")
     out = out_or_exit(out, site, inventory_dir)
     loaded = load_or_exit(inventory_dir, site)
     rendered = render_or_exit(loaded, vault_password_file)

@@ -28,7 +28,7 @@ from typing import Any
 import click
 import yaml
 
-from lbappliance.cliopts import load_or_exit
+from lbappliance.cliopts import ansible_or_exit, load_or_exit
 from lbappliance.inventory.schema import Inventory
 from lbappliance.paths import NODE_PYTHON, RuntimePaths
 from lbappliance.render.ansible import Dumper, host_vars, inert
@@ -198,6 +198,7 @@ def lab_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def runner_for(inv: Inventory, node_exec: str | None, node_root: str | None) -> NodeRunner:
     """Over SSH with the inventory's addresses, or locally under the lab's prefix."""
+    ansible_or_exit("ansible")
     if not node_exec:
         return NodeRunner(inv)
     return NodeRunner(

@@ -56,7 +56,8 @@ def test_metadata_matches_the_project() -> None:
     galaxy = yaml.safe_load((ROOT / "galaxy.yml").read_text())
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert galaxy["version"] == project["version"]
-    core = next(d for d in project["dependencies"] if d.startswith("ansible-core"))
+    controller = project["optional-dependencies"]["controller"]
+    core = next(d for d in controller if d.startswith("ansible-core"))
     runtime = yaml.safe_load((ROOT / "meta" / "runtime.yml").read_text())
     lower, upper = core.removeprefix("ansible-core").split(",")
     assert runtime["requires_ansible"] == f"{lower}.0,{upper}.0"

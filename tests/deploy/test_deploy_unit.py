@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -104,6 +105,20 @@ def test_deploy_refuses_an_invalid_site_before_running_ansible(
     assert not out.exists()
 
 
+def test_deploy_without_ansible_says_what_to_install_and_renders_nothing(
+    inventory_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no ansible-playbook there
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["deploy", "--site", "lab", "--inventory", str(inventory_copy), "--out", str(out)]
+    )
+    assert result.exit_code == 1, result.output
+    assert "ansible-playbook is not on PATH" in result.output
+    assert "lbappliance[controller]" in result.output
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def rendered_sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     env = {"LBA_TOKYO_R1_MD5": "test-md5-one", "LBA_TOKYO_R2_MD5": "test-md5-two"}
@@ -176,6 +191,17 @@ def test_wheelhouse_key_follows_the_wheel_inputs_only(tmp_path: Path) -> None:
     assert wheelhouse.tree_hash(tmp_path) == first
     module.write_text("a = 2\n")
     assert wheelhouse.tree_hash(tmp_path) != first
+
+
+def test_nodes_get_the_base_requirements_without_the_controllers(tmp_path: Path) -> None:
+    """The node venv installs what the project wheel requires, extras left out: no
+    ansible-core, paramiko or cryptography on an LB node."""
+    wheelhouse = _load(ROLES / "lb_base" / "files" / "wheelhouse.py")
+    wheel = wheelhouse.project_wheel(ROOT, tmp_path)
+    names = {
+        re.split(r"[<>=\[; ]", r, maxsplit=1)[0].lower() for r in wheelhouse.requirements(wheel)
+    }
+    assert names == {"click", "jinja2", "pyyaml", "pyroute2", "exabgp"}
 
 
 def test_apply_sysctl_changes_only_what_differs(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from lbappliance.cliopts import inventory_option
+from lbappliance.cliopts import EXIT_FAILED, inventory_option
 from lbappliance.nic.applier import Applier
 from lbappliance.nic.capture import capture as capture_tree
 from lbappliance.nic.changes import diff
@@ -20,7 +20,6 @@ from lbappliance.nic.reader import gather_facts
 from lbappliance.paths import NODE
 
 DEFAULT_CONFIG = NODE.nic_config
-EXIT_FAILED = 1
 EXIT_PLAN_ERROR = 2
 
 
