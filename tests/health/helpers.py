@@ -217,8 +217,10 @@ def node_report(
     health: str = "ok",
     vrrp: str = "BACKUP",
     sessions: int = 0,
+    stale: str | None = None,
 ) -> dict:
-    """A node helper's report: these fields, and its verdicts on them."""
+    """A node helper's report: these fields, and its verdicts on them. ``stale``: the
+    agent's state file is stale, for this reason (its VIPs as it left them)."""
     raw = {
         "node": "lb1",
         "time": 1000.0,
@@ -247,4 +249,6 @@ def node_report(
         },
         "vrrp": [{"name": "public", "state": vrrp, "vips": ["203.0.113.10"], "demoted": False}],
     }
+    if stale is not None:
+        raw["agent"] = {**raw["agent"], "running": False, "error": stale}
     return {**raw, **verdicts(raw)}
