@@ -70,7 +70,7 @@ def last_serving(runner: Runner, inv: Inventory, node: str) -> tuple[list[str], 
                 return [], []
         except NodeError:
             continue
-        stale += [f"{peer} {v}" for v in peer_report.get("serving_unconfirmed", [])]
+        stale += peer_report.get("serving_unconfirmed", [])
     return here, stale
 
 

@@ -33,6 +33,7 @@ WITHDRAWN = node_report(announced=False, state="withdrawn")
 RISING = node_report(announced=False, state="down")
 NOTHING = node_report(announced=False, state="down", health="fail")
 STALE = node_report(stale="stale state file: its agent (pid 42) is gone")
+STALE_PEER = node_report(stale="stale state file: its agent (pid 42) is gone", node="lb2")
 
 
 def run(
@@ -124,11 +125,11 @@ def test_drain_refuses_when_no_peer_serves(tmp_path: Path, peer: dict | None) ->
 
 def test_drain_does_not_count_a_peer_whose_agent_stopped(tmp_path: Path) -> None:
     """lb2's state file says UP, but its agent is gone: lb1 is the last serving node."""
-    proc, calls = run(tmp_path, [STALE, UP], ["drain.yml"])
+    proc, calls = run(tmp_path, [STALE_PEER, UP], ["drain.yml"])
     out = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode != 0, out[-3000:]
     assert (
-        f"lb1 is serving and no other node is (not counted: {WEB} (up in the state file; "
+        f"lb1 is serving and no other node is (not counted: {WEB} (up in lb2's state file; "
         "health agent not running (stale state file: its agent (pid 42) is gone))): draining"
     ) in out
     assert "maintenance-on" not in calls

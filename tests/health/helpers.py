@@ -218,11 +218,12 @@ def node_report(
     vrrp: str = "BACKUP",
     sessions: int = 0,
     stale: str | None = None,
+    node: str = "lb1",
 ) -> dict:
     """A node helper's report: these fields, and its verdicts on them. ``stale``: the
     agent's state file is stale, for this reason (its VIPs as it left them)."""
     raw = {
-        "node": "lb1",
+        "node": node,
         "time": 1000.0,
         "maintenance": {"file": False, "note": "", "inventory": False},
         "agent": {

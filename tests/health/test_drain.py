@@ -50,7 +50,7 @@ def test_serving_lists_each_vip_of_a_running_agent_only() -> None:
     stale = agent_stopped(both, error="stale state file: its agent (pid 42) is gone")
     assert serving(stale) == []
     assert serving_unconfirmed(stale) == [
-        f"{WEB} (up in the state file; health agent not running "
+        f"{WEB} (up in lb1's state file; health agent not running "
         "(stale state file: its agent (pid 42) is gone))"
     ]
     assert serving({"agent": {"running": False, "error": "no state file"}}) == []

@@ -59,7 +59,7 @@ def test_a_state_not_written_for_a_few_rounds_serves_nothing(cfg: AgentConfig) -
     assert report["agent"]["error"] == "stale state file: last written 10 s ago, over 5 s"
     assert serving(report) == []
     assert serving_unconfirmed(report) == [
-        f"{WEB} (up in the state file; health agent not running "
+        f"{WEB} (up in this node's state file; health agent not running "
         "(stale state file: last written 10 s ago, over 5 s))"
     ]
     # What people read in `lbappliance status`.
@@ -83,4 +83,4 @@ def test_a_fresh_state_whose_agent_is_gone_serves_nothing(cfg: AgentConfig) -> N
     report = {"agent": agent_report(cfg, now=lambda: NOW)}
     assert report["agent"]["error"] == f"stale state file: its agent (pid {pid}) is gone"
     assert serving(report) == []
-    assert serving_unconfirmed(report)[0].startswith(f"{WEB} (up in the state file;")
+    assert serving_unconfirmed(report)[0].startswith(f"{WEB} (up in this node's state file;")

@@ -63,9 +63,9 @@ def serving_unconfirmed(report: Report) -> list[str]:
     """The VIPs a stale state file lists as serving, each with why it is not believed."""
     if not (down := _agent_down(report)):
         return []
-    vips = _vips(report)
+    vips, node = _vips(report), report.get("node") or "this node"
     return [
-        f"{prefix} ({vips[prefix]['state']} in the state file; {down[0]})"
+        f"{prefix} ({vips[prefix]['state']} in {node}'s state file; {down[0]})"
         for prefix in _claimed(report)
     ]
 
