@@ -155,16 +155,17 @@ BLOCKS: dict[str, tuple[Var, ...]] = {
 }
 
 
-class StaleFile(ValueError):
-    """A file this module cannot regenerate (its block or an option is missing)."""
+class RoleFileError(ValueError):
+    """A file this module cannot regenerate (missing, or its block or an option is)."""
 
 
 def scalar(value: str) -> str:
     """``value`` as a YAML scalar: plain unless it would not read back as itself."""
-    plain = not value.startswith(("{", "~", "*", "&", "!", "'", '"')) and ": " not in value
-    if plain and yaml.safe_load(value) == value:
-        return value
-    return json.dumps(value)
+    try:
+        plain = yaml.safe_load(value) == value
+    except yaml.YAMLError:
+        plain = False
+    return value if plain else json.dumps(value)
 
 
 def block(variables: tuple[Var, ...]) -> str:
@@ -179,7 +180,7 @@ def with_block(text: str, path: str, variables: tuple[Var, ...]) -> str:
     """``text`` with its generated block replaced by the one of ``variables``."""
     pattern = re.compile(f"^{re.escape(BEGIN)}$.*?^{re.escape(END)}$", re.M | re.S)
     if len(pattern.findall(text)) != 1:
-        raise StaleFile(f"{path}: needs exactly one block from {BEGIN!r} to {END!r}")
+        raise RoleFileError(f"{path}: needs exactly one block from {BEGIN!r} to {END!r}")
     return pattern.sub(lambda _: block(variables), text)
 
 
@@ -190,17 +191,16 @@ def with_spec_defaults(text: str, path: str, variables: tuple[Var, ...]) -> str:
     at least, with a ``default:`` line.
     """
     for v in variables:
+        # The option's line, its deeper-indented lines up to its own `default:`.
         option = re.compile(
-            rf"^(?P<indent> +){re.escape(v.name)}:\n(?P<body>(?:(?P=indent) +.*\n)*?)"
-            r"(?P<key>(?P=indent) +default: ).*\n",
+            rf"^(?P<head>(?P<indent> +){re.escape(v.name)}:\n(?:(?P=indent) +.*\n)*?"
+            r"(?P=indent) +default: ).*\n",
             re.M,
         )
         value = scalar(v.value if v.spec is None else v.spec)
-        text, found = option.subn(
-            lambda m, value=value: f"{m[0][: m.end('key') - m.start()]}{value}\n", text
-        )
+        text, found = option.subn(lambda m, value=value: f"{m['head']}{value}\n", text)
         if not found:
-            raise StaleFile(f"{path}: option {v.name} with a default: line")
+            raise RoleFileError(f"{path}: needs option {v.name} with a default: line")
     return text
 
 
@@ -208,13 +208,18 @@ def rendered(root: Path) -> dict[Path, str]:
     """Every generated file under ``root``, as it must read."""
     out: dict[Path, str] = {}
     for rel, variables in BLOCKS.items():
-        path = root / rel
-        out[path] = with_block(path.read_text(), rel, variables)
-        specs = path.parent.parent / "meta/argument_specs.yml"
+        out[root / rel] = with_block(_read(root, rel), rel, variables)
         if rel.startswith("roles/"):
-            spec_rel = str(specs.relative_to(root))
-            out[specs] = with_spec_defaults(specs.read_text(), spec_rel, variables)
+            specs = str(Path(rel).parent.parent / "meta/argument_specs.yml")
+            out[root / specs] = with_spec_defaults(_read(root, specs), specs, variables)
     return out
+
+
+def _read(root: Path, rel: str) -> str:
+    try:
+        return (root / rel).read_text()
+    except OSError as exc:
+        raise RoleFileError(f"{rel}: {exc.strerror or exc}") from exc
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -229,7 +234,7 @@ def main(root: Path, check: bool) -> None:
     """Write the roles' node paths (defaults, argument specs) from lbappliance.paths."""
     try:
         files = rendered(root)
-    except StaleFile as exc:
+    except RoleFileError as exc:
         click.secho(str(exc), fg="red", err=True)
         sys.exit(2)
     changed = [path for path, text in files.items() if path.read_text() != text]
