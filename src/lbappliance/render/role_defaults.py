@@ -170,7 +170,9 @@ def scalar(value: str) -> str:
 
 def block(variables: tuple[Var, ...]) -> str:
     lines = [BEGIN]
-    for v in variables:
+    for i, v in enumerate(variables):
+        if v.doc and i:  # a documented variable starts a paragraph
+            lines.append("")
         lines += [f"# {line}" for line in v.doc.splitlines()]
         lines.append(f"{v.name}: {scalar(v.value)}")
     return "\n".join([*lines, END])
