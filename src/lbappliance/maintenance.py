@@ -51,18 +51,27 @@ def verdict(node: str, report: dict[str, Any], name: str) -> list[str]:
     raise NodeError(f"{node}: the report has no {name}: {why}")
 
 
-def last_serving(runner: Runner, inv: Inventory, node: str) -> list[str]:
-    """The VIPs ``node`` serves while no other node serves any (an unreachable one does not)."""
-    here = verdict(node, runner(node, ["report"]), "serving")
+def last_serving(runner: Runner, inv: Inventory, node: str) -> tuple[list[str], list[str]]:
+    """The VIPs ``node`` may serve while no other node serves any, and what the peers'
+    stale state files claim (not counted; an unreachable peer does not serve either).
+
+    ``node`` counts with its unconfirmed VIPs: a stopped agent's routes may still be
+    announced, so it is drained as if it served them.
+    """
+    report = runner(node, ["report"])
+    here = verdict(node, report, "serving") + report.get("serving_unconfirmed", [])
     if not here:
-        return []
+        return [], []
+    stale: list[str] = []
     for peer in (n.name for n in inv.nodes if n.name != node):
         try:
-            if verdict(peer, runner(peer, ["report"]), "serving"):
-                return []
+            peer_report = runner(peer, ["report"])
+            if verdict(peer, peer_report, "serving"):
+                return [], []
         except NodeError:
             continue
-    return here
+        stale += peer_report.get("serving_unconfirmed", [])
+    return here, stale
 
 
 def wait_until(
@@ -101,10 +110,12 @@ def enter(
     poll: float = POLL,
     force: bool = False,
 ) -> int:
-    if not force and (alone := last_serving(runner, inv, node)):
+    alone, stale = ([], []) if force else last_serving(runner, inv, node)
+    if alone:
         echo(
-            f"{node}: refusing: it serves {', '.join(alone)} and no other node serves anything; "
-            "maintenance would take the site down. Bring a peer back first, or pass --force."
+            f"{node}: refusing: it serves {', '.join(alone)} and no other node serves anything"
+            + (f" (not counted: {'; '.join(stale)})" if stale else "")
+            + "; maintenance would take the site down. Bring a peer back first, or pass --force."
         )
         return EXIT_REFUSED
     drain = float(inv.health_agent.maintenance_drain)

@@ -3,8 +3,8 @@ name on a node.
 
 The node side is spelled here once. The renderer, the node-side daemons and
 tools, and the CLI take their paths from here; the roles' defaults and argument
-specs repeat them for Ansible, and ``tests/deploy/test_node_paths.py`` fails when
-a role disagrees with this module.
+specs are rendered from it (``lbappliance.render.role_defaults``), and
+``tests/deploy/test_node_paths.py`` fails when a role was not regenerated.
 
 The controller side: a wheel carries templates, roles, playbooks and bpf under
 ``lbappliance/_project``; an editable install or a checkout uses the repository
@@ -29,6 +29,12 @@ WEIGHTS_CONFIG = "weights.json"
 WEIGHTS_HISTORY = "weights-history.json"
 NIC_CONFIG = "nic.json"
 DATAPLANE_SPEC = "dataplane.json"
+
+NODE_BPF_DIR = "/usr/local/lib/lbappliance/bpf"
+"""The XDP sources and compiled objects lb_dataplane installs."""
+NODE_BPF_OBJECT = f"{NODE_BPF_DIR}/xdp_lb.o"
+NODE_BPF_PINS = "/sys/fs/bpf/lbappliance"
+"""The bpffs directory of the data plane's pins (gone at reboot)."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ WITHDRAWN_BUSY = node_report(announced=False, state="withdrawn", sessions=1)
 WITHDRAWN = node_report(announced=False, state="withdrawn")
 RISING = node_report(announced=False, state="down")
 NOTHING = node_report(announced=False, state="down", health="fail")
+STALE = node_report(stale="stale state file: its agent (pid 42) is gone")
+STALE_PEER = node_report(stale="stale state file: its agent (pid 42) is gone", node="lb2")
 
 
 def run(
@@ -121,6 +123,27 @@ def test_drain_refuses_when_no_peer_serves(tmp_path: Path, peer: dict | None) ->
     assert "maintenance-on" not in calls  # nothing changed on lb1
 
 
+def test_drain_does_not_count_a_peer_whose_agent_stopped(tmp_path: Path) -> None:
+    """lb2's state file says UP, but its agent is gone: lb1 is the last serving node."""
+    proc, calls = run(tmp_path, [STALE_PEER, UP], ["drain.yml"])
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out[-3000:]
+    assert (
+        f"lb1 is serving and no other node is (not counted: {WEB} (up in lb2's state file; "
+        "health agent not running (stale state file: its agent (pid 42) is gone))): draining"
+    ) in out
+    assert "maintenance-on" not in calls
+
+
+def test_drain_stops_at_a_node_whose_agent_stopped(tmp_path: Path) -> None:
+    """A stopped agent never withdraws: its node is not converged under live routes."""
+    proc, calls = run(tmp_path, [UP, STALE, STALE], ["drain.yml"], lb_drain_wait=1)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, out[-3000:]
+    assert "lb1 still serves after 1 s in maintenance: health agent not running" in out
+    assert calls[:2] == ["report", "maintenance-on"]
+
+
 def test_drain_deadline_goes_on_with_sessions_left(tmp_path: Path) -> None:
     slow = {**WITHDRAWN_BUSY, "delay": 1.0}  # each look takes a second or more
     proc, calls = run(tmp_path, [UP, UP, slow], ["drain.yml"], lb_drain_wait=2)
@@ -169,8 +192,17 @@ def test_maintenance_playbook_reads_what_the_node_serves_from_its_helper(tmp_pat
     assert calls == ["report", "maintenance-off", "report"]
 
 
+def test_maintenance_playbook_drains_a_node_that_only_a_stale_state_says_serves(
+    tmp_path: Path,
+) -> None:
+    # lb1's probe (stale), lb2's report, maintenance-on, then the stale file never drains.
+    proc, calls = run(tmp_path, [STALE, UP, STALE], MAINTENANCE, lb_drain_wait=1)
+    assert proc.returncode != 0, (proc.stdout + proc.stderr)[-3000:]
+    assert calls[:3] == ["report", "report", "maintenance-on"]
+
+
 def test_a_helper_without_verdicts_stops_the_play_before_any_change(tmp_path: Path) -> None:
-    verdicts = ("serving", "drain_pending", "return_pending", "unhealthy")
+    verdicts = ("serving", "serving_unconfirmed", "drain_pending", "return_pending", "unhealthy")
     older = {k: v for k, v in UP.items() if k not in verdicts}
     proc, calls = run(tmp_path, [older], MAINTENANCE)
     out = proc.stdout + proc.stderr

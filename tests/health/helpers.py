@@ -217,10 +217,13 @@ def node_report(
     health: str = "ok",
     vrrp: str = "BACKUP",
     sessions: int = 0,
+    stale: str | None = None,
+    node: str = "lb1",
 ) -> dict:
-    """A node helper's report: these fields, and its verdicts on them."""
+    """A node helper's report: these fields, and its verdicts on them. ``stale``: the
+    agent's state file is stale, for this reason (its VIPs as it left them)."""
     raw = {
-        "node": "lb1",
+        "node": node,
         "time": 1000.0,
         "maintenance": {"file": False, "note": "", "inventory": False},
         "agent": {
@@ -247,4 +250,6 @@ def node_report(
         },
         "vrrp": [{"name": "public", "state": vrrp, "vips": ["203.0.113.10"], "demoted": False}],
     }
+    if stale is not None:
+        raw["agent"] = {**raw["agent"], "running": False, "error": stale}
     return {**raw, **verdicts(raw)}

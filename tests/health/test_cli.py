@@ -142,6 +142,19 @@ def test_enter_refuses_to_take_the_last_serving_node_out(inv, peer):
     assert [c[0] for c in runner.calls] == ["maintenance-on"] and runner.peer_calls == []
 
 
+def test_enter_does_not_count_a_peer_whose_agent_stopped(inv):
+    """The peer's state file says UP, but no agent keeps it fresh: it serves nothing."""
+    runner = FakeRunner([report()], peers={"lb2": report(stale="stale state file: x", node="lb2")})
+    lines: list[str] = []
+    assert enter(runner, inv, "lb1", "test", False, None, lines.append) == EXIT_REFUSED
+    assert lines == [
+        "lb1: refusing: it serves 198.51.100.10/32 and no other node serves anything "
+        "(not counted: 198.51.100.10/32 (up in lb2's state file; health agent not running "
+        "(stale state file: x))); maintenance would take the site down. Bring a peer back "
+        "first, or pass --force."
+    ]
+
+
 def test_enter_on_a_node_that_serves_nothing_needs_no_peer(inv):
     runner = FakeRunner([report(announced=False, state="withdrawn")], peers={})
     assert enter(runner, inv, "lb1", "test", False, None, lambda _: None) == 0

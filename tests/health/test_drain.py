@@ -11,6 +11,7 @@ from lbappliance.health.drain import (
     drain_pending,
     return_pending,
     serving,
+    serving_unconfirmed,
     unhealthy,
     verdicts,
 )
@@ -41,12 +42,19 @@ def test_serving_is_a_full_path_up_or_degraded(state: str, serves: bool) -> None
     assert serving(node_report(state=state)) == ([WEB] if serves else [])
 
 
-def test_serving_lists_each_vip_and_counts_a_stopped_agents_last_state() -> None:
+def test_serving_lists_each_vip_of_a_running_agent_only() -> None:
     both = with_vip(node_report(), L4, state="withdrawn", announced=None)
     assert serving(both) == [WEB]
-    # A stale state file still counts: a stopped agent is no proof that nothing is announced.
-    assert serving(agent_stopped(both)) == [WEB]
+    assert serving_unconfirmed(both) == []
+    # A stale state file is no proof of serving: nobody counts on it, and it says why.
+    stale = agent_stopped(both, error="stale state file: its agent (pid 42) is gone")
+    assert serving(stale) == []
+    assert serving_unconfirmed(stale) == [
+        f"{WEB} (up in lb1's state file; health agent not running "
+        "(stale state file: its agent (pid 42) is gone))"
+    ]
     assert serving({"agent": {"running": False, "error": "no state file"}}) == []
+    assert serving_unconfirmed({"agent": {"running": False, "error": "no state file"}}) == []
 
 
 def test_drained_when_withdrawn_backup_and_no_session() -> None:
@@ -127,6 +135,7 @@ def test_verdicts_are_what_the_node_helper_adds() -> None:
     report = node_report(state="draining", sessions=1)
     assert verdicts(report) == {
         "serving": [],
+        "serving_unconfirmed": [],
         "drain_pending": [
             f"{WEB} still announced (draining: 3 consecutive good rounds)",
             "1 client sessions in flight",

@@ -51,10 +51,10 @@ from typing import Any
 
 from lbappliance.dataplane import bpfmaps, bpfsys, neighbours
 from lbappliance.dataplane.spec import DataplaneSpec
-from lbappliance.paths import NODE
+from lbappliance.paths import NODE, NODE_BPF_OBJECT, NODE_BPF_PINS
 
-DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/lbappliance")
-DEFAULT_OBJECT = Path("/usr/local/lib/lbappliance/bpf/xdp_lb.o")
+DEFAULT_PIN_ROOT = Path(NODE_BPF_PINS)
+DEFAULT_OBJECT = Path(NODE_BPF_OBJECT)
 DEFAULT_SPEC = Path(NODE.dataplane_spec)
 
 _IP_MODES = {"native": "xdpdrv", "generic": "xdpgeneric"}

@@ -6,10 +6,14 @@ so ``lbappliance maintenance``, ``lbappliance status`` and the deploy playbooks
 each instead of deciding it again from the raw fields:
 
 - ``serving``: the VIPs the node's health agent announces as a full path (state
-  UP or DEGRADED, ``machine.SERVING``), as its state file says (a stale file of a
-  stopped agent still counts, so a node is never taken for idle for it). A node
-  whose ``serving`` is empty carries no anycast traffic of its own; the last node
-  with a non-empty one is not taken out of service.
+  UP or DEGRADED, ``machine.SERVING``), as its running agent's fresh state file
+  says. A node whose ``serving`` is empty is not counted on for any traffic; the
+  last node with a non-empty one is not taken out of service.
+- ``serving_unconfirmed``: the VIPs the state file of an agent that is not
+  running (stopped, or no longer writing) still lists as serving, each with why
+  it is not believed. ExaBGP may still announce them, so the node itself is
+  drained as if it served them; but no peer counts on them (``serving`` is
+  empty), and the refusals to drain the last serving node say so.
 - ``drain_pending``: what still sends or holds traffic on a node entering
   maintenance: the agent not running, any route still announced (GRACEFUL_SHUTDOWN
   included), a VRRP group still MASTER here, client sessions in flight in HAProxy.
@@ -45,9 +49,25 @@ def _agent_down(report: Report) -> list[str]:
     return [f"health agent not running ({agent.get('error') or 'stale state'})"]
 
 
-def serving(report: Report) -> list[str]:
-    """The VIPs the node's health agent announces as a full path."""
+def _claimed(report: Report) -> list[str]:
+    """The VIPs the state file lists as announced as a full path, fresh or not."""
     return [prefix for prefix, v in _vips(report).items() if v.get("state") in SERVING]
+
+
+def serving(report: Report) -> list[str]:
+    """The VIPs the node's running health agent announces as a full path."""
+    return [] if _agent_down(report) else _claimed(report)
+
+
+def serving_unconfirmed(report: Report) -> list[str]:
+    """The VIPs a stale state file lists as serving, each with why it is not believed."""
+    if not (down := _agent_down(report)):
+        return []
+    vips, node = _vips(report), report.get("node") or "this node"
+    return [
+        f"{prefix} ({vips[prefix]['state']} in {node}'s state file; {down[0]})"
+        for prefix in _claimed(report)
+    ]
 
 
 def drain_pending(report: Report) -> list[str]:
@@ -93,9 +113,10 @@ def unhealthy(report: Report) -> list[str]:
 
 
 def verdicts(report: Report) -> dict[str, list[str]]:
-    """The four verdicts of a report, as the node helper adds them to it."""
+    """The verdicts of a report, as the node helper adds them to it."""
     return {
         "serving": serving(report),
+        "serving_unconfirmed": serving_unconfirmed(report),
         "drain_pending": drain_pending(report),
         "return_pending": return_pending(report),
         "unhealthy": unhealthy(report),

@@ -13,8 +13,9 @@ Every command prints one JSON report on stdout: the agent's state file (VIPs,
 BGP sessions as ExaBGP reported them), HAProxy frontends/backends, VRRP state
 (a group is MASTER here when its VIPs are on the interface), the IPVS virtual
 servers of ``ipvs`` L4 services with their live real servers, maintenance, and
-the verdicts of ``health/drain.py`` on all of it (``serving``, ``drain_pending``,
-``return_pending``, ``unhealthy``): what ``maintenance`` and the playbooks poll.
+the verdicts of ``health/drain.py`` on all of it (``serving``,
+``serving_unconfirmed``, ``drain_pending``, ``return_pending``, ``unhealthy``): what
+``maintenance`` and the playbooks poll.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ from lbappliance.health.sensors import _ipvs_endpoint, maintenance_state
 from lbappliance.paths import WEIGHTS_CONFIG
 
 TIMEOUT = 2.0
-STALE_AFTER = 5.0  # the agent rewrites its state file at least every second
+# The agent rewrites its state file every round (at most once a second): a file
+# older than a few of its rounds, and than a few seconds, is a stopped agent's.
+STALE_ROUNDS = 3
+STALE_AFTER = 5.0
 
 
 def _pid_alive(pid: Any) -> bool:
@@ -49,16 +53,27 @@ def _pid_alive(pid: Any) -> bool:
     return True
 
 
-def agent_report(cfg: AgentConfig) -> dict[str, Any]:
+def stale_after(state: dict[str, Any]) -> float:
+    """Seconds after its last write that a state file no longer shows a running agent."""
+    return max(STALE_AFTER, STALE_ROUNDS * max(float(state.get("interval") or 0), 1.0))
+
+
+def agent_report(cfg: AgentConfig, now: Callable[[], float] = time.time) -> dict[str, Any]:
+    """The agent's state file, ``running`` only while its writer lives and keeps it fresh."""
     try:
         state = json.loads(Path(cfg.state_file).read_text())
     except FileNotFoundError:
         return {"running": False, "error": f"no state file {cfg.state_file} (agent never ran?)"}
     except (OSError, ValueError) as exc:
         return {"running": False, "error": f"unreadable state file {cfg.state_file}: {exc}"}
-    age = time.time() - float(state.get("updated", 0))
-    running = _pid_alive(state.get("pid")) and age < STALE_AFTER
-    return {**state, "age": round(age, 1), "running": running}
+    age = now() - float(state.get("updated", 0))
+    out = {**state, "age": round(age, 1), "running": False}
+    if not _pid_alive(state.get("pid")):
+        return {**out, "error": f"stale state file: its agent (pid {state.get('pid')}) is gone"}
+    if age >= (limit := stale_after(state)):
+        why = f"stale state file: last written {age:.0f} s ago, over {limit:g} s"
+        return {**out, "error": why}
+    return {**out, "running": True}
 
 
 def gated_backends(cfg: AgentConfig) -> list[str]:

@@ -60,10 +60,26 @@ rm -rf /var/lib/apt/lists/*
 IMAGE_REPO = "localhost/lbappliance-lab"
 
 
+CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+TAR = ("tar", "--numeric-owner", "--xattrs")
+
+
 def image_tag() -> str:
     """The image name: a hash of what goes into it, so changes rebuild it."""
     recipe = "\n".join([SUITE, MIRROR, *PACKAGES, CUSTOMISE])
     return f"{IMAGE_REPO}:{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+
+
+def tarball_name() -> str:
+    """The cached root filesystem's file name (the container and VM labs share it)."""
+    return f"{image_tag().rsplit(':', 1)[1]}.tar.zst"
+
+
+def prune_tarballs(directory: Path, keep: str) -> None:
+    """Remove the root filesystems of earlier recipes from ``directory``."""
+    for old in directory.glob("*.tar.zst") if directory.is_dir() else []:
+        if old.name != keep:
+            old.unlink()
 
 
 def ensure_image(podman: Podman, cache_dir: Path, log: Path) -> tuple[str, str]:
@@ -73,7 +89,7 @@ def ensure_image(podman: Podman, cache_dir: Path, log: Path) -> tuple[str, str]:
         return tag, "present"
     _remove_stale(podman, cache_dir, tag)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tarball = cache_dir / f"{tag.rsplit(':', 1)[1]}.tar.zst"
+    tarball = cache_dir / tarball_name()
     how = "imported"
     if not tarball.is_file():
         build_rootfs_tarball(tarball, log)
@@ -95,9 +111,7 @@ def _remove_stale(podman: Podman, cache_dir: Path, tag: str) -> None:
     for old in out.stdout.split():
         if old != tag:
             podman.run("rmi", old, check=False)
-    for old in cache_dir.glob("*.tar.zst") if cache_dir.is_dir() else []:
-        if old.name != f"{tag.rsplit(':', 1)[1]}.tar.zst":
-            old.unlink()
+    prune_tarballs(cache_dir, tarball_name())
 
 
 def build_rootfs_tarball(tarball: Path, log: Path) -> None:
@@ -107,35 +121,41 @@ def build_rootfs_tarball(tarball: Path, log: Path) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="rootfs.", dir=tarball.parent))
     rootfs = workdir / "rootfs"
     try:
-        with open(log, "ab") as out:
-            subprocess.run(
-                ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-                 SUITE, str(rootfs), MIRROR],
-                stdout=out, stderr=subprocess.STDOUT, check=True,
-            )  # fmt: skip
-            subprocess.run(
-                ["chroot", str(rootfs), "/bin/sh", "-c", CUSTOMISE],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                check=True,
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
-            )
+        run_logged(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+             SUITE, str(rootfs), MIRROR],
+            log,
+        )  # fmt: skip
+        in_chroot(rootfs, CUSTOMISE, log)
         partial = tarball.with_suffix(".partial")
         with open(partial, "wb") as dest:
-            tar = subprocess.Popen(
-                ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-c", "."],
-                stdout=subprocess.PIPE,
-            )
+            tar = subprocess.Popen([*TAR, "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
             subprocess.run(["zstd", "-q", "-T0", "-3"], stdin=tar.stdout, stdout=dest, check=True)
             if tar.wait() != 0:
                 raise RuntimeError(f"tar of {rootfs} failed")
         partial.replace(tarball)
     finally:
-        _unmount_below(rootfs)
+        unmount_below(rootfs)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _unmount_below(root: Path) -> None:
+def unpack(tarball: Path, rootfs: Path) -> None:
+    """Extract a root filesystem ``build_rootfs_tarball`` packed (owners, xattrs kept)."""
+    subprocess.run([*TAR, "-C", str(rootfs), "-x", "-I", "zstd", "-f", str(tarball)], check=True)
+
+
+def run_logged(argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    """Run a build step, its output appended to ``log``; raises when it fails."""
+    with open(log, "ab") as out:
+        subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=True, env=env)
+
+
+def in_chroot(rootfs: Path, script: str, log: Path) -> None:
+    """Run a shell script in the root filesystem (a minimal environment)."""
+    run_logged(["chroot", str(rootfs), "/bin/sh", "-c", script], log, env=CHROOT_ENV)
+
+
+def unmount_below(root: Path) -> None:
     """Unmount what an interrupted debootstrap left mounted (proc, sys) before deleting."""
     prefix = f"{root.resolve()}/"
     with open("/proc/self/mounts") as mounts:

@@ -61,7 +61,7 @@ from typing import Any
 
 from lbappliance.dataplane.loader import bpf_source_dir, compile_object
 from lbappliance.inventory import Site, load_site
-from lbappliance.lab import hostsetup
+from lbappliance.lab import hostsetup, wiring
 from lbappliance.lab.backend import set_control
 from lbappliance.lab.poll import wait
 from lbappliance.lab.router import nexthops, route_show, router_bird_conf, router_sessions
@@ -133,38 +133,13 @@ class NetnsLab:
             _ip("netns", "add", ns)
             self._namespaces.append(ns)
             _ip("-n", ns, "link", "set", "lo", "up")
-        for seg in self.topology.segments:
-            _ip("-n", self.switch, "link", "add", f"br-{seg.name}", "type", "bridge")
-            _ip("-n", self.switch, "link", "set", f"br-{seg.name}", "up")
+        wiring.add_bridges(_ip, self.switch, self.topology.segments)
         for i, host in enumerate(self.topology.hosts):
-            self._wire(i, host)
+            wiring.wire_host(_ip, host, i, self.ns(host.name), self.switch, l4_hash=False)
         self._decapsulate()
         self.render()
 
-    def _sysctl(self, ns: str, *settings: str) -> None:
-        subprocess.run(
-            ["ip", "netns", "exec", ns, "sysctl", "-q", "-w", *settings],
-            check=True,
-            capture_output=True,
-        )
-
-    def peer_ifname(self, index: int, ifname: str) -> str:
-        return f"h{index}-{ifname}"[:15]
-
-    def _wire(self, index: int, host: LabHost) -> None:
-        ns = self.ns(host.name)
-        for att in host.attachments:
-            peer = self.peer_ifname(index, att.ifname)
-            _ip("link", "add", att.ifname, "netns", ns, "type", "veth",
-                "peer", "name", peer, "netns", self.switch)  # fmt: skip
-            _ip("-n", self.switch, "link", "set", peer, "master", f"br-{att.segment}", "up")
-            for addr in att.addresses:  # IPv6: usable at once, no duplicate detection
-                nodad = ["nodad"] if addr.version == 6 else []
-                _ip("-n", ns, "addr", "add", str(addr), "dev", att.ifname, *nodad)
-            _ip("-n", ns, "link", "set", att.ifname, "up")
-        self._sysctl(ns, *hostsetup.sysctls(host, deployed=False, l4_hash=False))
-        for args in [*hostsetup.default_routes(host), *hostsetup.loopback_vips(host)]:
-            _ip("-n", ns, *args)
+    peer_ifname = staticmethod(wiring.veth_peer)
 
     def _decapsulate(self) -> None:
         """DSR backends (L4 VIPs on lo) strip the LB's outer header in XDP."""

@@ -49,7 +49,7 @@ from typing import Any
 
 from lbappliance.dataplane.loader import bpf_source_dir, compile_object
 from lbappliance.inventory import Site, load_site
-from lbappliance.lab import hostsetup, poll
+from lbappliance.lab import hostsetup, poll, wiring
 from lbappliance.lab.backend import set_control
 from lbappliance.lab.interface import HostStatus
 from lbappliance.lab.router import nexthops, route_show, router_bird_conf
@@ -134,7 +134,7 @@ class VmLab:
         return f"t{self.hosts.index(host)}-{ifname}"[:15]
 
     def veth(self, host: LabHost, ifname: str) -> str:
-        return f"h{self.hosts.index(host)}-{ifname}"[:15]
+        return wiring.veth_peer(self.hosts.index(host), ifname)
 
     def mac(self, host: LabHost, segment: str) -> str:
         h = self.hosts.index(host)
@@ -225,57 +225,33 @@ class VmLab:
         self.control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         hostsetup.new_ssh_key(self.key, "lbappliance-vm-lab")
 
-    def _sysctl(self, ns: str, *settings: str) -> None:
-        subprocess.run(
-            ["ip", "netns", "exec", ns, "sysctl", "-q", "-w", *settings],
-            check=True,
-            capture_output=True,
-        )
-
     def _build_network(self) -> None:
         others = [h for h in self.hosts if h.kind != "lb"]
         for ns in [self.switch, *(self.ns(h.name) for h in others)]:
             _ip("netns", "add", ns)
             _ip("-n", ns, "link", "set", "lo", "up")
-            self._sysctl(ns, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
-            self._sysctl(ns, "net.ipv6.conf.all.keep_addr_on_down=1")
+            wiring.sysctl(ns, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
+            wiring.sysctl(ns, "net.ipv6.conf.all.keep_addr_on_down=1")
         # The switch forwards nothing itself; its bridges do not answer IPv6 autoconf.
-        self._sysctl(self.switch, "net.ipv6.conf.default.accept_ra=0")
-        for seg in self.topology.segments:
-            br = f"br-{seg.name}"
-            _ip("-n", self.switch, "link", "add", br, "type", "bridge")
-            _ip("-n", self.switch, "link", "set", br, "up")
+        wiring.sysctl(self.switch, "net.ipv6.conf.default.accept_ra=0")
+        wiring.add_bridges(_ip, self.switch, self.topology.segments)
         addr = self.controller_address
-        _ip("-n", self.switch, "addr", "add", str(addr), "dev", "br-mgmt")
-        for host in self.hosts:
+        _ip("-n", self.switch, "addr", "add", str(addr), "dev", wiring.bridge("mgmt"))
+        for index, host in enumerate(self.hosts):
             if host.kind == "lb":
                 self._taps(host)
-            else:
-                self._wire(host)
+                continue
+            ns = self.ns(host.name)
+            wiring.wire_host(_ip, host, index, ns, self.switch, l4_hash=True)
+            for args in hostsetup.decapsulation(host, self.decap_object()):
+                _ip("-n", ns, *args)
 
     def _taps(self, host: LabHost) -> None:
         for att in host.attachments:
             tap = self.tap(host, att.ifname)
             mq = [] if att.segment == "mgmt" else ["multi_queue"]  # as qemu opens it
             _ip("-n", self.switch, "tuntap", "add", "dev", tap, "mode", "tap", *mq)
-            _ip("-n", self.switch, "link", "set", tap, "master", f"br-{att.segment}", "up")
-
-    def _wire(self, host: LabHost) -> None:
-        ns = self.ns(host.name)
-        for att in host.attachments:
-            peer = self.veth(host, att.ifname)
-            _ip("link", "add", att.ifname, "netns", ns, "type", "veth",
-                "peer", "name", peer, "netns", self.switch)  # fmt: skip
-            _ip("-n", self.switch, "link", "set", peer, "master", f"br-{att.segment}", "up")
-            for a in att.addresses:
-                nodad = ["nodad"] if a.version == 6 else []
-                _ip("-n", ns, "addr", "add", str(a), "dev", att.ifname, *nodad)
-            _ip("-n", ns, "link", "set", att.ifname, "up")
-        self._sysctl(ns, *hostsetup.sysctls(host, deployed=False))
-        for args in [*hostsetup.default_routes(host), *hostsetup.loopback_vips(host)]:
-            _ip("-n", ns, *args)
-        for args in hostsetup.decapsulation(host, self.decap_object()):
-            _ip("-n", ns, *args)
+            _ip("-n", self.switch, "link", "set", tap, "master", wiring.bridge(att.segment), "up")
 
     def decap_object(self) -> Path:
         out = self.state / "bpf" / "xdp_decap.o"

@@ -151,27 +151,22 @@ def ensure_vm_image(
     rootfs = work / "rootfs"
     try:
         rootfs.mkdir()
-        subprocess.run(
-            ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-x", "-I", "zstd",
-             "-f", str(tarball)],
-            check=True,
-        )  # fmt: skip
+        image.unpack(tarball, rootfs)
         _customise(rootfs, log)
         staged = work / "image"
         staged.mkdir()
         boot = rootfs / "boot"
         shutil.copy2(_newest(boot, "vmlinuz-"), staged / "vmlinuz")
         shutil.copy2(_newest(boot, "initrd.img-"), staged / "initrd.img")
-        with open(log, "ab") as out:
-            subprocess.run(
-                ["mkfs.ext4", "-q", "-F", "-L", "lbavm", "-d", str(rootfs),
-                 str(staged / "base.img"), IMAGE_SIZE],
-                stdout=out, stderr=subprocess.STDOUT, check=True,
-            )  # fmt: skip
+        image.run_logged(
+            ["mkfs.ext4", "-q", "-F", "-L", "lbavm", "-d", str(rootfs),
+             str(staged / "base.img"), IMAGE_SIZE],
+            log,
+        )  # fmt: skip
         shutil.rmtree(img.root, ignore_errors=True)
         staged.replace(img.root)
     finally:
-        image._unmount_below(rootfs)
+        image.unmount_below(rootfs)
         shutil.rmtree(work, ignore_errors=True)
     progress(f"VM image {img.root}: kernel and ext4 image in {time.monotonic() - t:.0f} s")
     return img, "built"
@@ -181,15 +176,14 @@ def _rootfs_tarball(
     cache: Path, container_cache: Path | None, log: Path, progress: Callable[[str], None]
 ) -> Path:
     """The container lab's root filesystem tarball: its cache, ours, or debootstrap."""
-    name = f"{image.image_tag().rsplit(':', 1)[1]}.tar.zst"
+    name = image.tarball_name()
     if container_cache and (container_cache / name).is_file():
         return container_cache / name
     own = cache / "rootfs" / name
     if own.is_file():
         return own
     own.parent.mkdir(exist_ok=True)
-    for old in own.parent.glob("*.tar.zst"):
-        old.unlink()
+    image.prune_tarballs(own.parent, name)
     t = time.monotonic()
     progress("VM image: debootstrap of the lab root filesystem (needs the Debian mirror)...")
     image.build_rootfs_tarball(own, log)
@@ -207,16 +201,9 @@ def _customise(rootfs: Path, log: Path) -> None:
     try:
         for src, dest, opts in mounts:
             subprocess.run(["mount", *opts, src, str(rootfs / dest)], check=True)
-        with open(log, "ab") as out:
-            subprocess.run(
-                ["chroot", str(rootfs), "/bin/sh", "-c", VM_CUSTOMISE],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                check=True,
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
-            )
+        image.in_chroot(rootfs, VM_CUSTOMISE, log)
     finally:
-        image._unmount_below(rootfs)
+        image.unmount_below(rootfs)
         resolv.unlink(missing_ok=True)
 
 
