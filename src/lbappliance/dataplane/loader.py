@@ -303,9 +303,10 @@ def _apply_forwarder(
 
 
 def _egress_in_maps(pin_dir: Path) -> set[str]:
-    """Interfaces the backend entries send out of (draining ones included)."""
+    """Interfaces the backend entries that get packets send out of (draining
+    ones included; a down entry, e.g. one superseded by a new next hop, gets none)."""
     with bpfmaps.Maps(pin_dir / "maps") as m:
-        ifindexes = {e.ifindex for e in m.backends().values()}
+        ifindexes = {e.ifindex for e in m.backends().values() if e.state != bpfmaps.STATE_DOWN}
     out = set()
     for ifindex in ifindexes:
         with contextlib.suppress(OSError):
