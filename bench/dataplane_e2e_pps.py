@@ -16,8 +16,9 @@ backends' eth1 per second of sending.
 
 1. xdp generic: lb1's XDP program on eth1 encapsulates (IPIP) and redirects
    out of eth2; the backends strip the outer header (XDP) and deliver locally.
-2. xdp native: the same in xdpdrv mode (an XDP_PASS program on the switch
-   side of lb1's veths, as native veth redirect requires).
+2. xdp native: the same in xdpdrv mode (the loader's XDP_PASS program on
+   eth2, and the lab's on the switch side of lb1's veths, as native veth
+   redirect requires: ``NetnsLab.peer_xdp``).
 3. kernel: no XDP on lb1; ip_forward with an L4-hashed ECMP route for the VIP
    over the three backends (the VIP taken off lb1's lo for this run; no
    encapsulation: the kernel here has no ipip).
@@ -35,7 +36,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from lbappliance.dataplane.loader import compile_object
 from lbappliance.lab.netns import NetnsLab
 from lbappliance.render.specs import DATAPLANE_TARGET
 
@@ -97,12 +97,6 @@ int main(int argc, char **argv)
 }
 """
 
-PASS_C = (
-    "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n"
-    'SEC("xdp") int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }\n'
-    'char _license[] SEC("license") = "Apache-2.0";\n'
-)
-
 
 def delivered(lab: NetnsLab) -> int:
     return sum(
@@ -131,11 +125,7 @@ def main() -> None:
         work.mkdir()
         (work / "blast.c").write_text(SENDER)
         subprocess.run(["cc", "-O2", "-o", str(work / "blast"), str(work / "blast.c")], check=True)
-        (work / "pass.c").write_text(PASS_C)
-        pass_o = compile_object(work / "pass.c", work / "pass.o")
         lb = lab.topology.host(LB)
-        lb_index = lab.topology.hosts.index(lb)
-        peers = [lab.peer_ifname(lb_index, ifname) for ifname in ("eth1", "eth2")]
         lab.run("router", ["ip", "route", "add", f"{VIP}/32", "via", str(lb.address_on("uplink"))])
         lab.run("client", ["ethtool", "-K", "eth1", "tx", "off"])
         spec_path = work / "dataplane.json"
@@ -151,15 +141,11 @@ def main() -> None:
         results = {}
         apply("generic")
         results["xdp generic"] = blast(lab, work / "blast", args.count, args.seconds)
-        for peer in peers:
-            subprocess.run(["ip", "-n", lab.switch, "link", "set", "dev", peer, "xdpdrv",
-                            "obj", str(pass_o), "sec", "xdp"], check=True)  # fmt: skip
+        lab.peer_xdp(LB)
         apply("native")
         results["xdp native"] = blast(lab, work / "blast", args.count, args.seconds)
         lab.dataplane(LB, "detach", spec=spec_path)
-        for peer in peers:
-            subprocess.run(["ip", "-n", lab.switch, "link", "set", "dev", peer, "xdpdrv", "off"],
-                           check=True)  # fmt: skip
+        lab.peer_xdp(LB, on=False)
         lab.run(LB, ["ip", "addr", "del", f"{VIP}/32", "dev", "lo"])
         lab.run(LB, ["sysctl", "-qw", "net.ipv4.ip_forward=1",
                      "net.ipv4.fib_multipath_hash_policy=1"])  # fmt: skip

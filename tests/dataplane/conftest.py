@@ -48,6 +48,14 @@ def xdp_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return loader.compile_object(REPO / "bpf" / "xdp_lb.c", out)
 
 
+@pytest.fixture(scope="session")
+def pass_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bpf/xdp_pass.c compiled: XDP_PASS, what native mode puts on egress interfaces."""
+    _need_root_and_tools()
+    out = tmp_path_factory.mktemp("bpf") / "xdp_pass.o"
+    return loader.compile_object(REPO / "bpf" / "xdp_pass.c", out)
+
+
 @pytest.fixture
 def forwarder(
     bpffs: Path, xdp_object: Path, request: pytest.FixtureRequest

@@ -2,8 +2,14 @@
 
 The VMs are deployed with the lab site plus what only a VM can run (``VM_SITE``):
 NIC tuning on (the containers share the host's kernel, so the lab site has it off),
-every CPU usable for NIC queues (a VM has two), irqbalance stopped by the profile, and
-a second L4 service on IPVS (Maglev, DR) with its own anycast VIP.
+every CPU usable for NIC queues (a VM has two), irqbalance stopped by the profile,
+the XDP forwarder in native mode on virtio-net, and a second L4 service on IPVS
+(Maglev, DR) with its own anycast VIP.
+
+Native XDP on virtio-net needs a spare queue pair per CPU (combined + CPUs <= max
+combined, ``xdplink.virtio_xdp_hint``): the VM NICs have 4 (``lab.vm.QUEUES``), and
+``queues: auto`` gives one per usable CPU, 2, so 2 + 2 <= 4 on eth1 (the forwarder)
+and eth2 (its XDP_PASS egress program). ``test_vm_lab`` checks it on the VMs.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ IPVS_VIP = "198.51.100.30"
 VM_SITE = [
     ("    nic_tuning: false   # lab nodes share the host's kernel\n", "    nic_tuning: true\n"),
     ("    nic_tuning: false\n", "    nic_tuning: true\n"),
+    ("  xdp_mode: generic   # veth peers have no XDP program of their own\n",
+     "  xdp_mode: native\n"),
     ("    queues: auto\n    irqbalance: leave\n",
      "    queues: auto\n    housekeeping_cpus: []\n    irqbalance: stop\n"),
     ('  - prefix: "2001:db8:100::10/128"\n',

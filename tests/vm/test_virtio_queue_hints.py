@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from lbappliance.dataplane.loader import virtio_xdp_hint
+from lbappliance.dataplane.xdplink import virtio_xdp_hint
 from lbappliance.nic.applier import Applier
 from lbappliance.nic.changes import RESETS_DEVICE, Change
 

@@ -6,7 +6,9 @@ and an IPVS service, ``conftest.VM_SITE``), in this order:
      verifier accepts the XDP programs (generic and native XDP);
   2. `lbappliance deploy --site lab` provisions the bare VMs over SSH; the next run
      changes nothing;
-  3. the client's requests to the anycast VIP are answered by both backends;
+  3. the client's requests to the anycast VIP are answered by both backends, and
+     those to the XDP L4 service by every backend through the forwarder in native
+     mode (virtio-net: the forwarder on eth1, an XDP_PASS program on eth2);
   4. IPVS: client connections to the IPVS service (Maglev, DR) reach every backend
      through the VMs; a backend failing its check leaves the table (keepalived) and
      `lbappliance status` shows it; it comes back when healthy;
@@ -38,6 +40,7 @@ from pyroute2 import IPRoute
 
 from lbappliance.dataplane.loader import bpf_source_dir, compile_object
 from lbappliance.lab.vm import VmLab, wait
+from lbappliance.nic.ethtool import parse_channels
 from lbappliance.paths import NODE_CLI
 from tests.deploy.conftest import ClientStream, run_deploy
 from tests.vm.conftest import DEPLOY_TIMEOUT, IPVS_VIP
@@ -48,6 +51,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.vm]
 
 VRRP_VIP = "203.0.113.10"
 ANYCAST_VIP = "198.51.100.10"
+L4_VIP = "198.51.100.20"  # the lab site's XDP service, echo: port 8080 over the 3 backends
 # Generous bounds: the router and BFD run at host speed, the VMs ~17x slower (TCG).
 VRRP_BUDGET = 2.0  # VRRPv3 at 100 ms: 3 adverts + skew; measured 0.32-0.34 s quiet
 BFD_BUDGET = 1.5  # BFD 100 ms x 3 = 0.3 s detection, then BIRD and the kernel
@@ -102,7 +106,7 @@ def test_xdp_programs_pass_the_vm_kernels_verifier_and_attach(
     remote = "/tmp/lbappliance-xdp-check"
     vm_lab.exec(lb, "mkdir", "-p", remote)
     try:
-        for name in ("xdp_lb", "xdp_decap"):
+        for name in ("xdp_lb", "xdp_pass", "xdp_decap"):
             obj = compile_object(bpf_source_dir() / f"{name}.c", tmp_path / f"{name}.o")
             vm_lab.exec(
                 lb, "sh", "-c", f"base64 -d > {remote}/{name}.o",
@@ -155,6 +159,60 @@ def test_client_requests_are_answered_by_both_backends(deployed: VmLab) -> None:
     report = stream.stop()
     assert not report.failures, report.failures
     assert set(report.answers) == {"backend1", "backend2"}, report.answers
+
+
+def dataplane_status(lab: VmLab, node: str) -> dict:
+    return json.loads(lab.exec(node, NODE_CLI, "dataplane", "status", "--json").stdout)
+
+
+def spare_queue_pairs(lab: VmLab, node: str, ifname: str) -> tuple[int, int, int]:
+    """(combined in use, CPUs, max combined) of a VM NIC: native XDP on virtio-net
+    needs combined + CPUs <= max combined (``xdplink.virtio_xdp_hint``)."""
+    channels = parse_channels(lab.exec(node, "ethtool", "-l", ifname).stdout)
+    assert channels and channels.combined and channels.max_combined, (node, ifname, channels)
+    cpus = int(lab.exec(node, "nproc").stdout)
+    return channels.combined, cpus, channels.max_combined
+
+
+@pytest.mark.vm_deploy
+def test_the_xdp_service_is_answered_through_the_native_forwarder(deployed: VmLab) -> None:
+    """Native XDP on virtio-net: the forwarder on eth1 redirects to the backend NIC
+    eth2, which drops redirected frames unless it has an XDP program of its own: the
+    loader's XDP_PASS program. Every backend answers; the forwarder counts the packets."""
+    lab = deployed
+    wait(lambda: len(lab.fib_nexthops(f"{L4_VIP}/32")) == 2, 120, f"{L4_VIP} via both VMs")
+    before = {}
+    for lb in lab.topology.lbs:
+        for ifname in ("eth1", "eth2"):
+            combined, cpus, maximum = spare_queue_pairs(lab, lb.name, ifname)
+            assert combined + cpus <= maximum, (lb.name, ifname, combined, cpus, maximum)
+        st = dataplane_status(lab, lb.name)
+        assert st["attached"] == {"mode": "native", "prog_id": st["pinned_prog_id"]}, st
+        (egress,) = st["egress_programs"]
+        assert egress["interface"] == "eth2", egress
+        assert egress["attached"] == {"mode": "native", "prog_id": egress["pinned_prog_id"]}
+        link = lab.exec(lb.name, "ip", "-d", "-j", "link", "show", "dev", "eth2").stdout
+        xdp = json.loads(link)[0].get("xdp", {})
+        assert xdp.get("mode") == XDP_MODES["xdpdrv"], xdp
+        assert xdp.get("prog", {}).get("name") == "xdp_pass", xdp
+        (svc,) = st["services"]
+        assert {b["egress"] for b in svc["backends"]} == {"eth2"}, svc
+        before[lb.name] = svc["packets"]
+
+    count = 60
+    with ClientStream(lab, L4_VIP, port=8080, rate=20, max_requests=count, max_seconds=60) as s:
+        s.wait_sent(count, 90)
+    report = s.stop()
+    assert not report.failures, report.failures
+    assert set(report.answers) == BACKENDS, report.answers
+    forwarded = {
+        lb.name: dataplane_status(lab, lb.name)["services"][0]["packets"] - before[lb.name]
+        for lb in lab.topology.lbs
+    }
+    print(f"MEASURE VM native XDP: {count} connections answered {dict(report.answers)}, "
+          f"forwarded packets per VM {forwarded}")  # fmt: skip
+    # Each connection: SYN, the request (with its ACK), the ACK of the FIN, at least.
+    assert sum(forwarded.values()) >= 3 * count, forwarded
 
 
 def ipvs_answers(lab: VmLab, count: int) -> Counter:

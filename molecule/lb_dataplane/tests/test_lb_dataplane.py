@@ -28,7 +28,7 @@ def test_unit_active_enabled() -> None:
 
 
 def test_objects_compiled_on_the_node_and_spec_installed() -> None:
-    for name in ("xdp_lb", "xdp_decap"):
+    for name in ("xdp_lb", "xdp_pass", "xdp_decap"):
         obj = HOST.file(f"{BPF}/{name}.o")
         assert obj.exists and obj.size > 0
         assert HOST.check_output(f"od -An -tx1 -N4 {obj.path}").split() == ["7f", "45", "4c", "46"]

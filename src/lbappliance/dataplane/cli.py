@@ -42,6 +42,13 @@ def dataplane() -> None:
     show_default=True,
     help="Compiled bpf/xdp_lb.c.",
 )
+@click.option(
+    "--pass-object",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=loader.DEFAULT_PASS_OBJECT,
+    show_default=True,
+    help="Compiled bpf/xdp_pass.c, for the egress interfaces in native mode.",
+)
 @_pin_root
 @click.option(
     "--down",
@@ -50,11 +57,18 @@ def dataplane() -> None:
     help="Backend that failed: only its slots move to the others (repeatable).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def apply(spec_path: Path, obj: Path, pin_root: Path, down: tuple[str, ...], as_json: bool) -> None:
+def apply(
+    spec_path: Path,
+    obj: Path,
+    pass_object: Path,
+    pin_root: Path,
+    down: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Load/attach the forwarder if needed and make its maps match the spec."""
     try:
         spec = specmod.load(spec_path)
-        report = loader.apply(spec, obj, pin_root, down=down)
+        report = loader.apply(spec, obj, pin_root, down=down, pass_object=pass_object)
     except (specmod.SpecError, loader.LoaderError, OSError, LookupError) as e:
         raise click.ClickException(str(e)) from e
     if as_json:
@@ -66,6 +80,10 @@ def apply(spec_path: Path, obj: Path, pin_root: Path, down: tuple[str, ...], as_
                     "mode": report.mode,
                     "reloaded": report.reloaded,
                     "prog_id": report.prog_id,
+                    "egress_programs": [
+                        {"interface": c.interface, "action": c.action, "prog_id": c.prog_id}
+                        for c in report.egress
+                    ],
                     "tables_written": s.tables_written,
                     "vips_removed": s.vips_removed,
                     "backends_added": s.backends_added,
@@ -117,6 +135,13 @@ def status(spec_path: Path, interface: str | None, pin_root: Path, as_json: bool
         + (f" prog {att['prog_id']}" if att["prog_id"] else "")
         + (f", pinned prog {st['pinned_prog_id']}" if st["pinned_prog_id"] else ", nothing pinned")
     )
+    for e in st["egress_programs"]:
+        on = e["attached"]
+        ours = on["prog_id"] is not None and on["prog_id"] == e["pinned_prog_id"]
+        click.echo(
+            f"egress {e['interface']}: XDP_PASS prog {e['pinned_prog_id']} pinned, "
+            + (f"attached ({on['mode']})" if ours else f"not attached (there: {on['mode']})")
+        )
     for s in st["services"]:
         click.echo(
             f"{s['name'] or '-'} {s['vip']} {s['port']}/{s['protocol']}: "

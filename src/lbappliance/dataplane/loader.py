@@ -11,11 +11,10 @@ What does what, and why:
   (and ``bpftool map dump pinned ...`` when debugging) finds it again.
   iproute2's ``ip link set ... xdp obj`` could load too, but it pins maps in
   its own tc-era layout and handles map-in-map templates less predictably.
-- ``ip link set dev IF xdpdrv|xdpgeneric pinned PROG`` attaches (``-force``
-  replaces a running program atomically, so a reload drops no packet); read
-  back with ``ip -j -d link show``. iproute2 is present on every node and its
-  XDP flags are the documented interface; pyroute2's XDP attribute support
-  varies between releases.
+- ``ip link set dev IF xdpdrv|xdpgeneric pinned PROG`` attaches (xdplink.py).
+- In native mode each backend egress interface other than the uplink gets
+  bpf/xdp_pass.c too (egress.py): most drivers drop frames redirected to a
+  device without an XDP program.
 - Maps are then read and written with raw bpf(2) calls (bpfsys.py); each
   backend's egress interface and MACs come from the kernel's routes and
   neighbours through pyroute2 (neighbours.py).
@@ -37,39 +36,32 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import platform
 import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lbappliance.dataplane import bpfmaps, bpfsys, neighbours
+from lbappliance.dataplane import bpfmaps, bpfsys, egress, neighbours
 from lbappliance.dataplane.spec import DataplaneSpec
+from lbappliance.dataplane.xdplink import (
+    Attachment,
+    LoaderError,
+    attach,
+    attachment,
+    detach_xdp,
+    run,
+)
 from lbappliance.paths import NODE, NODE_BPF_OBJECT, NODE_BPF_PINS
 
 DEFAULT_PIN_ROOT = Path(NODE_BPF_PINS)
 DEFAULT_OBJECT = Path(NODE_BPF_OBJECT)
+DEFAULT_PASS_OBJECT = DEFAULT_OBJECT.with_name("xdp_pass.o")
 DEFAULT_SPEC = Path(NODE.dataplane_spec)
-
-_IP_MODES = {"native": "xdpdrv", "generic": "xdpgeneric"}
-_LINK_MODES = {1: "native", 2: "generic", 3: "offload"}
-
-
-class LoaderError(RuntimeError):
-    pass
-
-
-def _run(*cmd: str) -> str:
-    p = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if p.returncode:
-        raise LoaderError(f"{' '.join(cmd)}: {(p.stderr or p.stdout).strip()}")
-    return p.stdout
 
 
 def bpf_source_dir() -> Path:
@@ -82,7 +74,7 @@ def compile_object(source: Path, out: Path, clang: str = "clang") -> Path:
     """``clang -O2 -g -target bpf`` (no kernel headers needed: uapi ones do)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     include = f"/usr/include/{platform.machine()}-linux-gnu"
-    _run(
+    run(
         clang,
         "-O2",
         "-g",
@@ -109,23 +101,9 @@ def ensure_bpffs(path: Path) -> None:
     if fstype == "bpf":
         return
     if str(path).startswith("/sys/fs/bpf/") and best != "/sys/fs/bpf":
-        _run("mount", "-t", "bpf", "bpf", "/sys/fs/bpf")
+        run("mount", "-t", "bpf", "bpf", "/sys/fs/bpf")
         return
     raise LoaderError(f"{path} is not on a bpf filesystem")
-
-
-@dataclass(frozen=True)
-class Attachment:
-    mode: str | None  # "native" | "generic" | "offload" | None
-    prog_id: int | None
-
-
-def attachment(interface: str) -> Attachment:
-    info = json.loads(_run("ip", "-j", "-d", "link", "show", "dev", interface))[0]
-    xdp = info.get("xdp")
-    if not xdp or "prog" not in xdp:
-        return Attachment(None, None)
-    return Attachment(_LINK_MODES.get(xdp["mode"]), xdp["prog"]["id"])
 
 
 def load(obj: Path, pin_dir: Path, maps: Mapping[str, Path] | None = None) -> None:
@@ -140,7 +118,7 @@ def load(obj: Path, pin_dir: Path, maps: Mapping[str, Path] | None = None) -> No
     reuse = [
         a for name, path in (maps or {}).items() for a in ("map", "name", name, "pinned", str(path))
     ]
-    _run("bpftool", "--nomount", "prog", "load", str(obj), str(pin_dir / "prog"), "type", "xdp",
+    run("bpftool", "--nomount", "prog", "load", str(obj), str(pin_dir / "prog"), "type", "xdp",
          *reuse, "pinmaps", str(pin_dir / "maps"))  # fmt: skip
 
 
@@ -175,73 +153,6 @@ def unpin(pin_dir: Path) -> None:
         shutil.rmtree(pin_dir)
 
 
-def attach(interface: str, prog: Path, mode: str) -> None:
-    try:
-        _run("ip", "-force", "link", "set", "dev", interface, _IP_MODES[mode], "pinned", str(prog))
-    except LoaderError as exc:
-        hint = virtio_xdp_hint(interface) if mode == "native" else None
-        if hint:
-            raise LoaderError(f"{exc}\n{hint}") from None
-        raise
-
-
-def virtio_xdp_hint(
-    interface: str,
-    sysfs: Path = Path("/sys"),
-    channels_text: str | None = None,
-    cpus: int | None = None,
-) -> str | None:
-    """What native XDP on a virtio-net NIC needs, in this NIC's numbers, or None.
-
-    virtio-net gives XDP a transmit queue of its own per CPU, taken from the queue
-    pairs the device has but does not use (``combined + CPUs <= max combined``);
-    without them kernels before 5.13 refuse the program and later ones send XDP_TX
-    and redirects through a slower shared, locked queue. While a program is
-    attached the driver refuses ``ethtool -L``: set the queue count first.
-    ``channels_text`` (``ethtool -l`` output) and ``cpus`` default to the live host's.
-    """
-    driver = sysfs / "class/net" / interface / "device/driver"
-    if not driver.exists() or driver.resolve().name != "virtio_net":
-        return None
-    from lbappliance.nic.ethtool import parse_channels
-
-    if channels_text is None:
-        channels_text = subprocess.run(
-            ["ethtool", "-l", interface], capture_output=True, text=True, check=False
-        ).stdout
-    channels = parse_channels(channels_text)
-    cpus = cpus or os.cpu_count()
-    if channels is None or not channels.max_combined or not channels.combined or not cpus:
-        return (
-            f"{interface} is virtio-net: native XDP needs a spare queue pair per CPU "
-            "(combined + CPUs <= max combined); or use dataplane.xdp_mode: generic"
-        )
-    if channels.combined + cpus <= channels.max_combined:
-        return None  # enough spare queue pairs: the failure is something else
-    fits = channels.max_combined - cpus
-    if fits < 1:
-        todo = (
-            f"the device has too few queue pairs for that: give the VM at least "
-            f"{cpus + 1} (qemu: -netdev tap,queues=N with virtio-net-pci mq=on), "
-            "or use dataplane.xdp_mode: generic"
-        )
-    else:
-        todo = (
-            f"set {interface} to at most {fits} combined queues first (the nic profile's "
-            f"queues, or `ethtool -L {interface} combined {fits}`; refused while a program "
-            "is attached), or use dataplane.xdp_mode: generic"
-        )
-    return (
-        f"{interface} is virtio-net: native XDP needs a spare queue pair per CPU "
-        f"({channels.combined} combined in use + {cpus} CPUs > {channels.max_combined} "
-        f"available): {todo}"
-    )
-
-
-def detach_xdp(interface: str, mode: str) -> None:
-    _run("ip", "link", "set", "dev", interface, _IP_MODES.get(mode, "xdp"), "off")
-
-
 @contextlib.contextmanager
 def pins_locked(pin_root: Path, shared: bool = False) -> Iterator[None]:
     """Hold ``flock`` on the pin root directory (bpffs holds no regular files,
@@ -266,11 +177,7 @@ def pin_dir_for(pin_root: Path, interface: str) -> Path:
 
 
 def pinned_prog_id(pin_dir: Path) -> int | None:
-    try:
-        with bpfsys.obj_get(pin_dir / "prog") as fd:
-            return bpfsys.prog_id(fd)
-    except OSError:
-        return None
+    return egress.prog_id_at(pin_dir / "prog")
 
 
 @dataclass
@@ -280,6 +187,7 @@ class ApplyReport:
     reloaded: bool
     prog_id: int | None
     sync: bpfmaps.SyncResult = field(default_factory=bpfmaps.SyncResult)
+    egress: list[egress.Change] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         s = self.sync
@@ -287,12 +195,14 @@ class ApplyReport:
             f"{self.interface}: {'loaded and attached' if self.reloaded else 'program kept'}"
             f" ({self.mode}, prog id {self.prog_id})"
         ]
+        out += [c.line() for c in self.egress]
         out += [f"table written: {t}" for t in s.tables_written]
         out += [f"VIP removed: {v}" for v in s.vips_removed]
         if s.backends_added or s.backends_freed:
             out.append(f"backend entries: +{s.backends_added} -{s.backends_freed}")
         out += [f"backend {c}" for c in s.states_changed]
-        if not s.changed and not self.reloaded:
+        egress_changed = any(c.action != "kept" for c in self.egress)
+        if not s.changed and not self.reloaded and not egress_changed:
             out.append("no change")
         out += [f"warning: {w}" for w in s.warnings]
         return out
@@ -310,58 +220,98 @@ def apply(
     down: Iterable[str] = (),
     next_hops: Mapping[neighbours.Wanted, neighbours.NextHop | None] | None = None,
     attach_program: bool = True,
+    pass_object: Path = DEFAULT_PASS_OBJECT,
 ) -> ApplyReport:
     """Bring the forwarder on ``spec.interface`` in line with ``spec``.
 
     ``next_hops`` overrides resolution from the kernel (tests, benchmarks);
     ``attach_program=False`` loads and fills without attaching
-    (BPF_PROG_TEST_RUN, benchmarks).
+    (BPF_PROG_TEST_RUN, benchmarks). In native mode ``pass_object`` (compiled
+    bpf/xdp_pass.c) goes onto the egress interfaces (egress.py): those of the
+    next hops before the maps are written, so no redirect meets a device
+    without a program; after, interfaces no backend entry uses lose theirs.
     """
     ensure_bpffs(pin_root)
     pin_root.mkdir(parents=True, exist_ok=True)
-    digest = bpfmaps.object_digest(obj)
     pin_dir = pin_dir_for(pin_root, spec.interface)
+    helpers = egress.helper_dir(pin_dir)
+    native = attach_program and spec.xdp_mode == "native"
     warnings: list[str] = []
     if next_hops is None:
         next_hops, warnings = neighbours.resolve(wanted_next_hops(spec))
     with pins_locked(pin_root):
-        att = attachment(spec.interface) if attach_program else Attachment(spec.xdp_mode, None)
-        pid = pinned_prog_id(pin_dir)
-        if pid is not None:
-            try:
-                with bpfmaps.Maps(pin_dir / "maps") as m:
-                    # A resized flow table means new maps, hence a new load.
-                    same_object = (
-                        m.config()[2] == digest and m.flow_table_size() == spec.flow_table_size
-                    )
-            except OSError:  # pinned by an older build with other maps: replace it
-                same_object = False
-            attached = not attach_program or (att.prog_id == pid and att.mode == spec.xdp_mode)
-            if same_object and attached:
-                with bpfmaps.Maps(pin_dir / "maps") as m:
-                    _write_config(m, spec, digest)
-                    res = m.sync(spec, next_hops, down)
-                res.warnings[:0] = warnings
-                return ApplyReport(spec.interface, spec.xdp_mode, False, pid, res)
+        helper_warnings: list[str] = []
+        routed = {h.ifname for h in next_hops.values() if h} - {spec.interface} if native else set()
+        changes = egress.ensure(helpers, pass_object, routed, helper_warnings)
+        report = _apply_forwarder(spec, obj, pin_dir, down, next_hops, attach_program)
+        if attach_program:
+            used = _egress_in_maps(pin_dir) - {spec.interface} if native else set()
+            changes += egress.ensure(helpers, pass_object, used - routed, helper_warnings)
+            changes += egress.remove_unused(helpers, used | routed)
+        report.egress = changes
+        report.sync.warnings[:0] = warnings
+        report.sync.warnings += helper_warnings
+        return report
 
-        staging = pin_dir.with_name(pin_dir.name + ":new")
-        unpin(staging)
-        load_with_flow_tables(obj, staging, spec.flow_table_size)
+
+def _apply_forwarder(
+    spec: DataplaneSpec,
+    obj: Path,
+    pin_dir: Path,
+    down: Iterable[str],
+    next_hops: Mapping[neighbours.Wanted, neighbours.NextHop | None],
+    attach_program: bool,
+) -> ApplyReport:
+    """``apply``'s forwarder part: keep the program and sync its maps, or load,
+    fill and attach a new one in place of the old."""
+    digest = bpfmaps.object_digest(obj)
+    att = attachment(spec.interface) if attach_program else Attachment(spec.xdp_mode, None)
+    pid = pinned_prog_id(pin_dir)
+    if pid is not None:
         try:
-            with bpfmaps.Maps(staging / "maps") as m:
+            with bpfmaps.Maps(pin_dir / "maps") as m:
+                # A resized flow table means new maps, hence a new load.
+                same_object = (
+                    m.config()[2] == digest and m.flow_table_size() == spec.flow_table_size
+                )
+        except OSError:  # pinned by an older build with other maps: replace it
+            same_object = False
+        attached = not attach_program or (att.prog_id == pid and att.mode == spec.xdp_mode)
+        if same_object and attached:
+            with bpfmaps.Maps(pin_dir / "maps") as m:
                 _write_config(m, spec, digest)
                 res = m.sync(spec, next_hops, down)
-            if attach_program:
-                if att.mode is not None and att.mode != spec.xdp_mode:
-                    detach_xdp(spec.interface, att.mode)
-                attach(spec.interface, staging / "prog", spec.xdp_mode)
-        except BaseException:
-            unpin(staging)
-            raise
-        unpin(pin_dir)
-        os.rename(staging, pin_dir)
-        res.warnings[:0] = warnings
-        return ApplyReport(spec.interface, spec.xdp_mode, True, pinned_prog_id(pin_dir), res)
+            return ApplyReport(spec.interface, spec.xdp_mode, False, pid, res)
+
+    staging = pin_dir.with_name(pin_dir.name + ":new")
+    unpin(staging)
+    load_with_flow_tables(obj, staging, spec.flow_table_size)
+    try:
+        with bpfmaps.Maps(staging / "maps") as m:
+            _write_config(m, spec, digest)
+            res = m.sync(spec, next_hops, down)
+        if attach_program:
+            if att.mode is not None and att.mode != spec.xdp_mode:
+                detach_xdp(spec.interface, att.mode)
+            attach(spec.interface, staging / "prog", spec.xdp_mode)
+    except BaseException:
+        unpin(staging)
+        raise
+    unpin(pin_dir)
+    os.rename(staging, pin_dir)
+    return ApplyReport(spec.interface, spec.xdp_mode, True, pinned_prog_id(pin_dir), res)
+
+
+def _egress_in_maps(pin_dir: Path) -> set[str]:
+    """Interfaces the backend entries that get packets send out of (draining
+    ones included; a down entry, e.g. one superseded by a new next hop, gets none)."""
+    with bpfmaps.Maps(pin_dir / "maps") as m:
+        ifindexes = {e.ifindex for e in m.backends().values() if e.state != bpfmaps.STATE_DOWN}
+    out = set()
+    for ifindex in ifindexes:
+        with contextlib.suppress(OSError):
+            out.add(socket.if_indextoname(ifindex))
+    return out
 
 
 def _write_config(m: bpfmaps.Maps, spec: DataplaneSpec, digest: bytes) -> None:
@@ -369,7 +319,8 @@ def _write_config(m: bpfmaps.Maps, spec: DataplaneSpec, digest: bytes) -> None:
 
 
 def detach(interface: str, pin_root: Path = DEFAULT_PIN_ROOT) -> list[str]:
-    """Detach our program from ``interface`` and remove its pins."""
+    """Detach our program from ``interface`` and remove its pins, then the
+    egress interfaces' XDP_PASS programs."""
     with pins_locked(pin_root):
         return _detach_locked(interface, pin_dir_for(pin_root, interface))
 
@@ -387,6 +338,7 @@ def _detach_locked(interface: str, pin_dir: Path) -> list[str]:
     if pid is not None:
         unpin(pin_dir)
         out.append(f"removed {pin_dir}")
+    out += [c.line() for c in egress.remove_unused(egress.helper_dir(pin_dir), ())]
     if not out:
         out.append(f"{interface}: nothing attached or pinned")
     return out
@@ -395,7 +347,8 @@ def _detach_locked(interface: str, pin_dir: Path) -> list[str]:
 def status(
     interface: str, pin_root: Path = DEFAULT_PIN_ROOT, spec: DataplaneSpec | None = None
 ) -> dict[str, Any]:
-    """Attachment, VIPs with their tables and counters, backends, drops."""
+    """Attachment, VIPs with their tables and counters, backends, drops, and the
+    egress interfaces' XDP_PASS programs."""
     with pins_locked(pin_root, shared=True):
         return _status_locked(interface, pin_dir_for(pin_root, interface), spec)
 
@@ -406,6 +359,7 @@ def _status_locked(interface: str, pin_dir: Path, spec: DataplaneSpec | None) ->
         "interface": interface,
         "attached": {"mode": att.mode, "prog_id": att.prog_id},
         "pinned_prog_id": pinned_prog_id(pin_dir),
+        "egress_programs": egress.status(egress.helper_dir(pin_dir)),
         "services": [],
     }
     if out["pinned_prog_id"] is None:

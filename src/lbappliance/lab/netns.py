@@ -19,7 +19,8 @@ at once) and, like IPv4 ones, survive their link going down (``cut_links``).
 
 The L4 data plane: backends that own L4 VIPs on lo (DSR) strip the LB's IPIP
 header with bpf/xdp_decap.c in generic XDP mode (this kernel has no ipip
-driver), attached when the lab is built. ``start_dataplane`` loads the XDP
+driver), attached when the lab is built. Native mode on a node needs
+``peer_xdp(node)`` first (veth's own rule). ``start_dataplane`` loads the XDP
 forwarder on a node from its rendered spec — a oneshot ``python -m
 lbappliance.dataplane apply``, like the role's unit — with that node's pins on
 the lab's own bpf filesystem (``<workdir>/bpffs/<node>``: the namespaces share
@@ -140,6 +141,18 @@ class NetnsLab:
         self.render()
 
     peer_ifname = staticmethod(wiring.veth_peer)
+
+    def peer_xdp(self, node: str, on: bool = True) -> None:
+        """Native XDP's veth rule, kept here (a NIC does not have it): a frame
+        a node's native program sends out of a veth (XDP_TX, redirect) is
+        delivered only if the veth's peer, on the switch, has an XDP program.
+        ``on`` attaches bpf/xdp_pass.c to the peers of every veth of ``node``
+        (natively), otherwise detaches it."""
+        index = next(i for i, h in enumerate(self.topology.hosts) if h.name == node)
+        for att in self.topology.host(node).attachments:
+            peer = self.peer_ifname(index, att.ifname)
+            what = ["obj", str(self.bpf_object("xdp_pass")), "sec", "xdp"] if on else ["off"]
+            _ip("-n", self.switch, "link", "set", "dev", peer, "xdpdrv", *what)
 
     def _decapsulate(self) -> None:
         """DSR backends (L4 VIPs on lo) strip the LB's outer header in XDP."""
@@ -330,6 +343,7 @@ class NetnsLab:
         opts += ["--pin-root", str(self.pin_root(node))]
         if command == "apply":
             opts += ["--object", str(self.bpf_object("xdp_lb"))]
+            opts += ["--pass-object", str(self.bpf_object("xdp_pass"))]
             self._dataplanes.add(node)
         cmd = [sys.executable, "-m", "lbappliance.dataplane", command, *opts, *args]
         out = self.run(node, cmd, check=False, timeout=60)
