@@ -1,6 +1,6 @@
 """The L7 policy's price: the rendered HAProxy config against a plain round-robin one.
 
-    python bench/l7_policy_cost.py                   # 3 rounds x 4 variants x 6 s, ~3 min
+    python bench/l7_policy_cost.py                   # 8 rounds x 4 variants x 3 s, ~4 min
     python bench/l7_policy_cost.py --ablate          # also the rendered config minus each feature
     python bench/l7_policy_cost.py --profile DIR     # HAProxy's `show profiling` per run into DIR
     python bench/l7_policy_cost.py --quick           # 1 round of 1 s runs, a smoke test
@@ -26,17 +26,20 @@ the ratio compares runs seconds apart under the same machine load:
 
   http        keep-alive HTTP/1.1
   http-close  a new connection per request (`Connection: close`)
-  tls         keep-alive over TLS (both configs: the rendered TLS settings, a
-              throwaway self-signed certificate made with openssl)
+  tls         keep-alive over TLS (both configs: the rendered config's TLS global
+              lines and bind options, a throwaway self-signed certificate)
   tls-close   a TLS handshake per request
 
 Printed per run: req/s, p99, the LB's CPU milliseconds per 1000 requests (from
 /proc: robust against other load on the machine), the share of its core the LB
 used (below 100 %, the machine's other load, not the LB, limited the rate) and
 the load average; at the end, per variant, the ratio rendered/plain of req/s
-(target >= 0.85), of p99 (target <= 1.3) and of CPU per request per round and
-their medians, with the capacity ratio that CPU per request implies (the req/s
-ratio of a saturated core). `--json FILE` writes it all.
+(target >= 0.85), of p99 (target <= 1.3) and of CPU per request: the median of
+the per-round ratios and their spread (min-max), with the capacity ratio that CPU
+per request implies (the req/s ratio of a saturated core). Many short rounds
+rather than a few long ones: on a busy machine one round's p99 ratio can be off
+by 2x either way, and a median needs many rounds to stand. `--json FILE` writes
+it all.
 """
 
 from __future__ import annotations
@@ -176,23 +179,28 @@ def to_loopback(cfg: str, port: int, stats_port: int, backends: list[int]) -> st
     return "\n".join(out) + "\n"
 
 
-def plain_config(port: int, backends: list[int], tls: bool, crt_base: Path, reuse: bool = False
-                 ) -> str:  # fmt: skip
-    """Frontend -> backend, round robin over two servers, no checks (TLS as the rendered one).
+def tls_settings(rendered: str) -> tuple[str, str]:
+    """The rendered config's TLS: its global TLS lines, and its client frontend's bind options.
 
-    ``reuse``: `http-reuse always`, so that a client connection's first request may use an idle
-    server connection too, as the rendered config's `retry-on` lets HAProxy do.
+    The plain TLS config takes both, so that the TLS comparison prices the policy alone, not a
+    difference in certificate, ciphers, ALPN or session settings.
     """
-    ssl = ""
-    tls_global = ""
-    if tls:
-        ssl = f" ssl crt {CERT}.pem alpn h2,http/1.1"
-        tls_global = (
-            f"    crt-base {crt_base}\n"
-            "    ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets\n"
-            "    ssl-default-bind-ciphersuites "
-            "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256\n"
-        )
+    glob = rendered.split("\ndefaults\n", 1)[0]
+    lines = re.findall(r"(?m)^    (?:crt-base|ca-base|ssl-|tune\.ssl\.).*\n", glob)
+    bind = re.search(r"(?m)^frontend (?!stats\n).*\n    bind \S+( ssl .*)$", rendered)
+    assert lines and bind, "the rendered TLS config has no TLS global lines or no ssl bind"
+    return "".join(lines), bind[1]
+
+
+def plain_config(port: int, backends: list[int], tls: tuple[str, str] | None, reuse: bool = False
+                 ) -> str:  # fmt: skip
+    """Frontend -> backend, round robin over two servers, no checks.
+
+    ``tls``: the rendered config's TLS (`tls_settings`). ``reuse``: `http-reuse always`, so that
+    a client connection's first request may use an idle server connection too, as the rendered
+    config's `retry-on` lets HAProxy do.
+    """
+    tls_global, ssl = tls or ("", "")
     servers = "".join(f"    server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends, 1))
     reuse_line = "    http-reuse always\n" if reuse else ""
     return (
@@ -363,31 +371,44 @@ def measure(lb: Haproxy, rnd: int, variant: str, args: argparse.Namespace) -> Ru
 
 
 def summarize(runs: list[Run], configs: list[str]) -> dict[str, Any]:
+    """Per variant and config, the ratios to plain of each round and their median and spread.
+
+    A round's two runs are seconds apart, so each ratio sees one machine load; the median of
+    many rounds is what stands when other load on the machine moves single rounds by 2x.
+    """
     out: dict[str, Any] = {}
     for variant in dict.fromkeys(r.variant for r in runs):
         by = {(r.round, r.config): r for r in runs if r.variant == variant}
         rounds = sorted({r for r, _ in by})
         per: dict[str, Any] = {}
         for name in configs[1:]:
-            rps = [by[r, name].rps / by[r, "plain"].rps for r in rounds]
-            p99 = [by[r, name].p99_ms / by[r, "plain"].p99_ms for r in rounds]
-            cpu = [by[r, name].lb_cpu_ms_per_1k / by[r, "plain"].lb_cpu_ms_per_1k for r in rounds]
-            per[name] = {
-                "rps_ratio": [round(x, 3) for x in rps],
-                "p99_ratio": [round(x, 3) for x in p99],
-                "cpu_ratio": [round(x, 3) for x in cpu],
-                "rps_ratio_median": round(statistics.median(rps), 3),
-                "p99_ratio_median": round(statistics.median(p99), 3),
-                "cpu_ratio_median": round(statistics.median(cpu), 3),
+            ratios = {
+                "rps": [by[r, name].rps / by[r, "plain"].rps for r in rounds],
+                "p99": [by[r, name].p99_ms / by[r, "plain"].p99_ms for r in rounds],
+                "cpu": [
+                    by[r, name].lb_cpu_ms_per_1k / by[r, "plain"].lb_cpu_ms_per_1k for r in rounds
+                ],
             }
+            per[name] = {}
+            for key, xs in ratios.items():
+                per[name][f"{key}_ratio"] = [round(x, 3) for x in xs]
+                per[name][f"{key}_ratio_median"] = round(statistics.median(xs), 3)
+                per[name][f"{key}_ratio_spread"] = [round(min(xs), 3), round(max(xs), 3)]
         out[variant] = per
     return out
 
 
+def spread(r: dict[str, Any], key: str) -> str:
+    """``median (min-max)`` of one ratio over the rounds."""
+    low, high = r[f"{key}_ratio_spread"]
+    return f"{r[f'{key}_ratio_median']:.2f} ({low:.2f}-{high:.2f})"
+
+
 @contextmanager
-def backends_up(args: argparse.Namespace) -> Iterator[tuple[Path, Path, list[int]]]:
-    """A scratch directory with a self-signed certificate, and the two backends (one
-    HAProxy answering 200) running: (directory, certificate dir, backend ports)."""
+def backends_up(args: argparse.Namespace) -> Iterator[tuple[Path, list[int]]]:
+    """A scratch directory with a self-signed certificate where the rendered config's
+    crt-base is, and the two backends (one HAProxy answering 200) running: (directory,
+    backend ports)."""
     with tempfile.TemporaryDirectory(prefix="l7cost-") as tmp_s:
         tmp = Path(tmp_s)
         crt_base = Path(RuntimePaths(tmp).haproxy_certs)
@@ -395,13 +416,13 @@ def backends_up(args: argparse.Namespace) -> Iterator[tuple[Path, Path, list[int
         self_signed(crt_base)
         backends = [free_port(), free_port()]
         with haproxy("backends", backend_config(backends), tmp, args.load_cpu, backends[-1]):
-            yield tmp, crt_base, backends
+            yield tmp, backends
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="l7_policy_cost.py", description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=int, default=6, help="seconds per wrk run")
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
     p.add_argument("--lb-cpu", type=int, default=0, help="core of both L7 configs")
@@ -439,10 +460,10 @@ def main(argv: list[str]) -> int:
     if args.instructions:
         return instructions(names, variants, args)
     runs: list[Run] = []
-    with backends_up(args) as (tmp, crt_base, backends):
+    with backends_up(args) as (tmp, backends):
         for variant in variants:
             tls = VARIANTS[variant][0]
-            configs = lb_configs(tmp, tls, backends, crt_base, args.ablate, args.plain_reuse)
+            configs = lb_configs(tmp, tls, backends, args.ablate, args.plain_reuse)
             with ExitStack() as lbs:
                 started = {
                     name: lbs.enter_context(start(name, make, tmp, args.lb_cpu))
@@ -468,13 +489,13 @@ def main(argv: list[str]) -> int:
                             flush=True,
                         )
     ratios = summarize(runs, names)
-    print("\nrendered / plain (per round; median)   targets: req/s >= 0.85, p99 <= 1.3")
+    print(f"\nrendered / plain, median of {args.rounds} rounds (min-max)   "
+          f"targets: req/s >= {TARGET_RPS_RATIO}, p99 <= {TARGET_P99_RATIO}")  # fmt: skip
     for variant, per in ratios.items():
         for name, r in per.items():
             print(
-                f"  {variant:10} {name:26} req/s {r['rps_ratio']} {r['rps_ratio_median']:.2f}  "
-                f"p99 {r['p99_ratio']} {r['p99_ratio_median']:.2f}  "
-                f"cpu/req {r['cpu_ratio_median']:.2f} (capacity {1 / r['cpu_ratio_median']:.2f})"
+                f"  {variant:10} {name:26} req/s {spread(r, 'rps')}  p99 {spread(r, 'p99')}  "
+                f"cpu/req {spread(r, 'cpu')} (capacity {1 / r['cpu_ratio_median']:.2f})"
             )
     errors = sum(r.errors for r in runs)
     print(f"errors (non-2xx + socket) over all runs: {errors}")
@@ -488,13 +509,14 @@ def main(argv: list[str]) -> int:
 ConfigMaker = Callable[[int, int], str]  # (port, stats port) -> config text
 
 
-def lb_configs(tmp: Path, tls: bool, backends: list[int], crt_base: Path, ablate: bool,
-               plain_reuse: bool = False) -> dict[str, tuple[ConfigMaker, bool]]:  # fmt: skip
+def lb_configs(tmp: Path, tls: bool, backends: list[int], ablate: bool, plain_reuse: bool = False
+               ) -> dict[str, tuple[ConfigMaker, bool]]:  # fmt: skip
     """name -> (config for a port, has the rendered admin socket)."""
     rendered = rendered_config(tmp, tls)
+    plain_tls = tls_settings(rendered) if tls else None
     configs: dict[str, tuple[ConfigMaker, bool]] = {
         "plain": (
-            lambda port, _stats: plain_config(port, backends, tls, crt_base, plain_reuse),
+            lambda port, _stats: plain_config(port, backends, plain_tls, plain_reuse),
             False,
         ),
         "rendered": (lambda port, stats: to_loopback(rendered, port, stats, backends), True),
@@ -546,10 +568,10 @@ def instructions(names: list[str], variants: list[str], args: argparse.Namespace
     """
     if not shutil.which("valgrind"):
         sys.exit("--instructions needs valgrind (scripts/install-deps.sh installs it)")
-    with backends_up(args) as (tmp, crt_base, backends):
+    with backends_up(args) as (tmp, backends):
         for variant in variants:
             tls, close = VARIANTS[variant]
-            configs = lb_configs(tmp, tls, backends, crt_base, args.ablate, args.plain_reuse)
+            configs = lb_configs(tmp, tls, backends, args.ablate, args.plain_reuse)
             base = None
             for name in names:
                 with start(name, configs[name], tmp, args.lb_cpu, callgrind=True) as lb:
