@@ -192,9 +192,9 @@ def tls_settings(rendered: str) -> tuple[str, str]:
     return "".join(lines), bind[1]
 
 
-def plain_config(port: int, backends: list[int], tls: tuple[str, str] | None, reuse: bool = False
-                 ) -> str:  # fmt: skip
-    """Frontend -> backend, round robin over two servers, no checks.
+def plain_config(port: int, backends: list[int], tls: tuple[str, str] | None, sock: Path,
+                 reuse: bool = False) -> str:  # fmt: skip
+    """Frontend -> backend, round robin over two servers, no checks; admin socket ``sock``.
 
     ``tls``: the rendered config's TLS (`tls_settings`). ``reuse``: `http-reuse always`, so that
     a client connection's first request may use an idle server connection too, as the rendered
@@ -204,7 +204,7 @@ def plain_config(port: int, backends: list[int], tls: tuple[str, str] | None, re
     servers = "".join(f"    server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends, 1))
     reuse_line = "    http-reuse always\n" if reuse else ""
     return (
-        f"global\n    maxconn 5000\n{tls_global}\n"
+        f"global\n    maxconn 5000\n    stats socket {sock} level admin\n{tls_global}\n"
         "defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n"
         "    timeout server 25s\n\n"
         f"frontend fe\n    bind 127.0.0.1:{port}{ssl}\n    default_backend be\n\n"
@@ -240,7 +240,7 @@ class Haproxy:
     name: str
     proc: subprocess.Popen[bytes]
     port: int
-    socket: Path | None
+    socket: Path | None  # the backends' HAProxy has none
 
     def worker_cpu_seconds(self) -> float:
         """User + system CPU of the master and all its workers (children in /proc)."""
@@ -256,6 +256,10 @@ class Haproxy:
     def admin(self, command: str) -> str:
         assert self.socket, f"{self.name} has no admin socket"
         return AdminSocket(str(self.socket), timeout=5).command(command)
+
+    def info(self, field: str) -> int:
+        """One counter of `show info` (CumReq, CurrConns, CumSslConns, ...)."""
+        return int(re.search(rf"(?m)^{field}: (\d+)$", self.admin("show info"))[1])
 
 
 def children(pid: int) -> list[int]:
@@ -313,7 +317,7 @@ def wait_tcp(port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
 
 
 def wait_servers_up(lb: Haproxy, timeout: float) -> None:
-    """Until every server of the rendered pool is UP (checks passed; slow start begun)."""
+    """Until every server is up (the rendered pool's checks passed; the plain one has none)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -321,8 +325,7 @@ def wait_servers_up(lb: Haproxy, timeout: float) -> None:
         except OSError:  # the admin socket is bound a little after the frontends
             time.sleep(0.2)
             continue
-        pool = [s for s in servers if s.pool == "web"]
-        if pool and all(s.up for s in pool):
+        if servers and all(s.up for s in servers):
             return
         time.sleep(0.2)
     sys.exit(f"{lb.name}: servers not UP after {timeout} s")
@@ -345,11 +348,16 @@ def parse_wrk(out: str) -> tuple[float, float, int, int]:
     return rps, p99, requests, errors
 
 
-def wrk(url: str, cpu: int, seconds: int, close: bool, connections: int) -> str:
+def wrk_command(url: str, cpu: int, seconds: int, close: bool, connections: int) -> list[str]:
     cmd = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
            "--timeout", "5s", "--latency", url]  # fmt: skip
     if close:
         cmd[4:4] = ["-H", "Connection: close"]
+    return cmd
+
+
+def wrk(url: str, cpu: int, seconds: int, close: bool, connections: int) -> str:
+    cmd = wrk_command(url, cpu, seconds, close, connections)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
     if done.returncode:
         sys.exit(f"wrk failed: {done.stderr}")
@@ -363,7 +371,7 @@ def measure(lb: Haproxy, rnd: int, variant: str, args: argparse.Namespace) -> Ru
     out = wrk(url, args.load_cpu, args.duration, close, args.connections)
     cpu = lb.worker_cpu_seconds() - cpu0
     rps, p99, requests, errors = parse_wrk(out)
-    if args.profile and lb.socket:  # cumulative since the config started
+    if args.profile:  # cumulative since the config started
         text = lb.admin("show profiling")
         (args.profile / f"{variant}-{lb.name}-r{rnd}.txt").write_text(text)
     return Run(rnd, variant, lb.name, rps, p99, requests, errors,
@@ -470,10 +478,9 @@ def main(argv: list[str]) -> int:
                     for name, make in configs.items()
                 }
                 for lb in started.values():
-                    if lb.socket:
-                        wait_servers_up(lb, 20)
-                        if args.profile:
-                            lb.admin("set profiling tasks on")
+                    wait_servers_up(lb, 20)
+                    if args.profile:
+                        lb.admin("set profiling tasks on")
                 # Warm-up (TLS session caches, slow start's first steps; not recorded).
                 for lb in started.values():
                     warm_up(lb, variant, args)
@@ -506,45 +513,41 @@ def main(argv: list[str]) -> int:
     return 1 if errors else 0
 
 
-ConfigMaker = Callable[[int, int], str]  # (port, stats port) -> config text
+ConfigMaker = Callable[[int, int, Path], str]  # (port, stats port, admin socket) -> config text
 
 
 def lb_configs(tmp: Path, tls: bool, backends: list[int], ablate: bool, plain_reuse: bool = False
-               ) -> dict[str, tuple[ConfigMaker, bool]]:  # fmt: skip
-    """name -> (config for a port, has the rendered admin socket)."""
+               ) -> dict[str, ConfigMaker]:  # fmt: skip
+    """name -> its config for a port, a stats port and an admin socket."""
     rendered = rendered_config(tmp, tls)
     plain_tls = tls_settings(rendered) if tls else None
-    configs: dict[str, tuple[ConfigMaker, bool]] = {
-        "plain": (
-            lambda port, _stats: plain_config(port, backends, plain_tls, plain_reuse),
-            False,
+
+    def moved(text: str) -> ConfigMaker:
+        return lambda port, stats, sock: to_loopback(text, port, stats, backends).replace(
+            RuntimePaths(tmp).haproxy_socket, str(sock)
+        )
+
+    configs: dict[str, ConfigMaker] = {
+        "plain": lambda port, _stats, sock: plain_config(
+            port, backends, plain_tls, sock, plain_reuse
         ),
-        "rendered": (lambda port, stats: to_loopback(rendered, port, stats, backends), True),
+        "rendered": moved(rendered),
     }
     for name, subs in ABLATIONS.items() if ablate else ():
         text = rendered
         for pattern, repl in subs:
             text, n = re.subn(pattern, repl, text)
             assert n, f"ablation {name}: {pattern!r} matches nothing in the rendered config"
-        configs[f"rendered-{name}"] = (
-            lambda port, stats, text=text: to_loopback(text, port, stats, backends),
-            True,
-        )
+        configs[f"rendered-{name}"] = moved(text)
     return configs
 
 
 @contextmanager
-def start(name: str, make: tuple[ConfigMaker, bool], tmp: Path, cpu: int, callgrind: bool = False
+def start(name: str, make: ConfigMaker, tmp: Path, cpu: int, callgrind: bool = False
           ) -> Iterator[Haproxy]:  # fmt: skip
-    make_cfg, has_socket = make
-    port = free_port()
-    cfg = make_cfg(port, free_port())
-    sock = None
-    if has_socket:
-        # Each rendered instance gets its own admin socket path.
-        sock = tmp / f"{name}.sock"
-        cfg = cfg.replace(RuntimePaths(tmp).haproxy_socket, str(sock))
-        Path(RuntimePaths(tmp).haproxy_socket).parent.mkdir(parents=True, exist_ok=True)
+    """HAProxy with config ``make`` on a free port, admin socket ``<tmp>/<name>.sock``."""
+    port, sock = free_port(), tmp / f"{name}.sock"
+    cfg = make(port, free_port(), sock)
     with haproxy(name, cfg, tmp, cpu, port, sock, callgrind=callgrind) as lb:
         yield lb
 
@@ -563,8 +566,8 @@ def callgrind_instructions(pid: int) -> int:
 def instructions(names: list[str], variants: list[str], args: argparse.Namespace) -> int:
     """Instructions per request of each config, counted by callgrind (user space only).
 
-    Deterministic where req/s is not (other load on the machine does not change them); the
-    kernel's share (syscalls, TCP) is not in them.
+    Nearly independent of other load on the machine, where req/s is not; the kernel's share
+    (syscalls, TCP) is not in them.
     """
     if not shutil.which("valgrind"):
         sys.exit("--instructions needs valgrind (scripts/install-deps.sh installs it)")
@@ -575,17 +578,52 @@ def instructions(names: list[str], variants: list[str], args: argparse.Namespace
             base = None
             for name in names:
                 with start(name, configs[name], tmp, args.lb_cpu, callgrind=True) as lb:
-                    if lb.socket:
-                        wait_servers_up(lb, 60)
+                    wait_servers_up(lb, 60)
                     url = f"{'https' if tls else 'http'}://127.0.0.1:{lb.port}/"
                     wrk(url, args.load_cpu, 2, close, 8)  # warm-up
-                    before = callgrind_instructions(lb.proc.pid)
-                    requests = parse_wrk(wrk(url, args.load_cpu, args.duration, close, 8))[2]
-                    per = (callgrind_instructions(lb.proc.pid) - before) / requests
+                    per, requests = counted_instructions(lb, url, close, args)
                 base = base or per
                 print(f"{variant:10} {name:32} {per:9.0f} instructions/request  "
                       f"x{per / base:.2f}  ({requests} requests)", flush=True)  # fmt: skip
     return 0
+
+
+def client_streams(lb: Haproxy) -> set[str]:
+    """Source addresses of the client streams in ``lb`` now (`show sess`, the CLI's left out).
+
+    A connection has a stream only once it is set up (a TLS handshake done) and a request came.
+    """
+    return set(re.findall(r"(?m) src=(\S+) fe=(?!GLOBAL )", lb.admin("show sess")))
+
+
+def counted_instructions(lb: Haproxy, url: str, close: bool, args: argparse.Namespace
+                         ) -> tuple[float, int]:  # fmt: skip
+    """(instructions per request, requests) over ``--duration`` seconds of wrk on ``lb``.
+
+    Keep-alive: counted once each of wrk's connections has had a request in flight, so that
+    their set-up (a TLS handshake is millions of instructions, seconds under callgrind) stays
+    out of the per-request figure, and after the warm-up's connections are gone; requests by
+    HAProxy's own counter (CumReq) over the same span.
+    """
+    connections, setup = 8, 60
+    deadline = time.monotonic() + setup
+    while client_streams(lb) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    cmd = wrk_command(url, args.load_cpu, args.duration + setup, close, connections)
+    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL) as load:
+        seen: set[str] = set()
+        while not close and len(seen) < connections:
+            if time.monotonic() > deadline:
+                sys.exit(f"{lb.name}: {connections} connections not up after {setup} s")
+            seen |= client_streams(lb)
+        before = callgrind_instructions(lb.proc.pid), lb.info("CumReq")
+        time.sleep(args.duration)
+        after = callgrind_instructions(lb.proc.pid), lb.info("CumReq")
+        load.terminate()
+    requests = after[1] - before[1]
+    if requests <= 0:
+        sys.exit(f"{lb.name}: no request counted in {args.duration} s under callgrind")
+    return (after[0] - before[0]) / requests, requests
 
 
 def warm_up(lb: Haproxy, variant: str, args: argparse.Namespace) -> None:

@@ -62,9 +62,9 @@ def test_every_ablation_applies_and_stays_valid(tmp_path: Path) -> None:
     crt.mkdir(parents=True)
     configs = bench.lb_configs(tmp_path, False, [40002, 40003], ablate=True)
     assert len(configs) == 2 + len(bench.ABLATIONS)
-    for name, (make, _) in configs.items():
+    for name, make in configs.items():
         path = tmp_path / f"{name}.cfg"
-        path.write_text(make(40000, 40001))
+        path.write_text(make(40000, 40001, tmp_path / "admin.sock"))  # short: a socket path's limit
         check = subprocess.run(["haproxy", "-c", "-q", "-f", path], capture_output=True)
         assert check.returncode == 0, (name, check.stderr)
 
@@ -94,7 +94,7 @@ def test_plain_tls_config_has_the_rendered_tls_settings(tmp_path: Path) -> None:
     crt.mkdir(parents=True)
     bench.self_signed(crt)
     configs = bench.lb_configs(tmp_path, True, [40002, 40003], ablate=False)
-    plain, rendered = (make(40000, 40001) for make, _ in configs.values())
+    plain, rendered = (make(40000, 40001, tmp_path / "admin.sock") for make in configs.values())
 
     def tls_lines(cfg: str) -> list[str]:
         return re.findall(r"(?m)^    (?:crt-base .*|ssl-.*|bind 127\.0\.0\.1:40000 .*)$", cfg)
