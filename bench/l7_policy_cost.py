@@ -32,8 +32,10 @@ the ratio compares runs seconds apart under the same machine load:
 
 Printed per run: req/s, p99, the LB's CPU milliseconds per 1000 requests (from
 /proc: robust against other load on the machine), the share of its core the LB
-used (below 100 %, the machine's other load, not the LB, limited the rate) and
-the load average; at the end, per variant, the ratio rendered/plain of req/s
+used (below 100 %, the machine's other load, not the LB, limited the rate), the
+client connections and TLS handshakes the LB saw (`show info` CumConns,
+CumSslConns: a keep-alive run that reconnects shows more than wrk's 33) and the
+load average; at the end, per variant, the ratio rendered/plain of req/s
 (target >= 0.85), of p99 (target <= 1.3) and of CPU per request: the median of
 the per-round ratios and their spread (min-max), with the capacity ratio that CPU
 per request implies (the req/s ratio of a saturated core). Many short rounds
@@ -123,6 +125,8 @@ class Run:
     p99_ms: float
     requests: int
     errors: int  # non-2xx answers + socket errors
+    connections: int  # client connections the LB accepted (a keep-alive run: wrk's -c, plus 1)
+    handshakes: int  # TLS handshakes begun (a keep-alive run: one per connection)
     lb_cpu_ms_per_1k: float  # LB worker CPU per 1000 requests
     lb_busy: float  # share of its core the LB used (1.0: saturated, the load's limit is the LB)
     load1: float
@@ -257,9 +261,10 @@ class Haproxy:
         assert self.socket, f"{self.name} has no admin socket"
         return AdminSocket(str(self.socket), timeout=5).command(command)
 
-    def info(self, field: str) -> int:
-        """One counter of `show info` (CumReq, CurrConns, CumSslConns, ...)."""
-        return int(re.search(rf"(?m)^{field}: (\d+)$", self.admin("show info"))[1])
+    def info(self, *fields: str) -> list[int]:
+        """Counters of one `show info` (CumReq, CumConns, CumSslConns, ...)."""
+        text = self.admin("show info")
+        return [int(re.search(rf"(?m)^{f}: (\d+)$", text)[1]) for f in fields]
 
 
 def children(pid: int) -> list[int]:
@@ -367,14 +372,17 @@ def wrk(url: str, cpu: int, seconds: int, close: bool, connections: int) -> str:
 def measure(lb: Haproxy, rnd: int, variant: str, args: argparse.Namespace) -> Run:
     tls, close = VARIANTS[variant]
     url = f"{'https' if tls else 'http'}://127.0.0.1:{lb.port}/"
+    conns0, ssl0 = lb.info("CumConns", "CumSslConns")
     cpu0 = lb.worker_cpu_seconds()
     out = wrk(url, args.load_cpu, args.duration, close, args.connections)
     cpu = lb.worker_cpu_seconds() - cpu0
+    conns, ssl = lb.info("CumConns", "CumSslConns")
     rps, p99, requests, errors = parse_wrk(out)
     if args.profile:  # cumulative since the config started
         text = lb.admin("show profiling")
         (args.profile / f"{variant}-{lb.name}-r{rnd}.txt").write_text(text)
     return Run(rnd, variant, lb.name, rps, p99, requests, errors,
+               conns - conns0 - 1, ssl - ssl0,  # less the admin connection of the 2nd count
                1e6 * cpu / max(requests, 1), cpu / args.duration, os.getloadavg()[0])  # fmt: skip
 
 
@@ -492,7 +500,9 @@ def main(argv: list[str]) -> int:
                         print(
                             f"round {rnd} {variant:10} {name:26} {run.rps:9.0f} req/s  "
                             f"p99 {run.p99_ms:6.2f} ms  cpu {run.lb_cpu_ms_per_1k:5.1f} ms/1k  "
-                            f"busy {run.lb_busy:4.0%}  errors {run.errors}  load {run.load1:.2f}",
+                            f"busy {run.lb_busy:4.0%}  errors {run.errors}  "
+                            f"conns {run.connections}  handshakes {run.handshakes}  "
+                            f"load {run.load1:.2f}",
                             flush=True,
                         )
     ratios = summarize(runs, names)
@@ -616,9 +626,9 @@ def counted_instructions(lb: Haproxy, url: str, close: bool, args: argparse.Name
             if time.monotonic() > deadline:
                 sys.exit(f"{lb.name}: {connections} connections not up after {setup} s")
             seen |= client_streams(lb)
-        before = callgrind_instructions(lb.proc.pid), lb.info("CumReq")
+        before = callgrind_instructions(lb.proc.pid), *lb.info("CumReq")
         time.sleep(args.duration)
-        after = callgrind_instructions(lb.proc.pid), lb.info("CumReq")
+        after = callgrind_instructions(lb.proc.pid), *lb.info("CumReq")
         load.terminate()
     requests = after[1] - before[1]
     if requests <= 0:
