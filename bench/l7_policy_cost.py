@@ -33,7 +33,7 @@ the ratio compares runs seconds apart under the same machine load:
 Printed per run: req/s, p99, the LB's CPU milliseconds per 1000 requests (from
 /proc: robust against other load on the machine), the share of its core the LB
 used (below 100 %, the machine's other load, not the LB, limited the rate), the
-client connections and TLS handshakes the LB saw (`show info` CumConns,
+client connections and TLS handshakes the LB saw (`show stat` conn_tot, `show info`
 CumSslConns: a keep-alive run that reconnects shows more than wrk's 33) and the
 load average; at the end, per variant, the ratio rendered/plain of req/s
 (target >= 0.85), of p99 (target <= 1.3) and of CPU per request: the median of
@@ -47,6 +47,7 @@ it all.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import re
@@ -66,7 +67,7 @@ from typing import Any
 
 import yaml
 
-from lbappliance.haproxy import AdminSocket, parse_stat
+from lbappliance.haproxy import STATS_FRONTEND, AdminSocket, parse_stat
 from lbappliance.inventory import load_site
 from lbappliance.paths import RuntimePaths, project_dir
 from lbappliance.render import render_site
@@ -266,6 +267,15 @@ class Haproxy:
         text = self.admin("show info")
         return [int(re.search(rf"(?m)^{f}: (\d+)$", text)[1]) for f in fields]
 
+    def client_connections(self) -> int:
+        """Connections its client frontends accepted (`show stat` conn_tot; checks not in)."""
+        rows = csv.DictReader(self.admin("show stat").removeprefix("# ").splitlines())
+        return sum(
+            int(r["conn_tot"] or 0)
+            for r in rows
+            if r["svname"] == "FRONTEND" and r["pxname"] != STATS_FRONTEND
+        )
+
 
 def children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
@@ -372,17 +382,17 @@ def wrk(url: str, cpu: int, seconds: int, close: bool, connections: int) -> str:
 def measure(lb: Haproxy, rnd: int, variant: str, args: argparse.Namespace) -> Run:
     tls, close = VARIANTS[variant]
     url = f"{'https' if tls else 'http'}://127.0.0.1:{lb.port}/"
-    conns0, ssl0 = lb.info("CumConns", "CumSslConns")
+    conns0, [ssl0] = lb.client_connections(), lb.info("CumSslConns")
     cpu0 = lb.worker_cpu_seconds()
     out = wrk(url, args.load_cpu, args.duration, close, args.connections)
     cpu = lb.worker_cpu_seconds() - cpu0
-    conns, ssl = lb.info("CumConns", "CumSslConns")
+    conns, [ssl] = lb.client_connections(), lb.info("CumSslConns")
     rps, p99, requests, errors = parse_wrk(out)
     if args.profile:  # cumulative since the config started
         text = lb.admin("show profiling")
         (args.profile / f"{variant}-{lb.name}-r{rnd}.txt").write_text(text)
     return Run(rnd, variant, lb.name, rps, p99, requests, errors,
-               conns - conns0 - 1, ssl - ssl0,  # less the admin connection of the 2nd count
+               conns - conns0, ssl - ssl0,
                1e6 * cpu / max(requests, 1), cpu / args.duration, os.getloadavg()[0])  # fmt: skip
 
 
