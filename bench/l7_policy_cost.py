@@ -263,7 +263,7 @@ class Haproxy:
         return AdminSocket(str(self.socket), timeout=5).command(command)
 
     def info(self, *fields: str) -> list[int]:
-        """Counters of one `show info` (CumReq, CumConns, CumSslConns, ...)."""
+        """Counters of one `show info` (CumReq, CumSslConns, ...)."""
         text = self.admin("show info")
         return [int(re.search(rf"(?m)^{f}: (\d+)$", text)[1]) for f in fields]
 
