@@ -1,6 +1,6 @@
 """The L7 policy's price: the rendered HAProxy config against a plain round-robin one.
 
-    python bench/l7_policy_cost.py                   # 3 rounds x 4 variants x 6 s, ~3 min
+    python bench/l7_policy_cost.py                   # 8 rounds x 4 variants x 3 s, ~4 min
     python bench/l7_policy_cost.py --ablate          # also the rendered config minus each feature
     python bench/l7_policy_cost.py --profile DIR     # HAProxy's `show profiling` per run into DIR
     python bench/l7_policy_cost.py --quick           # 1 round of 1 s runs, a smoke test
@@ -26,22 +26,28 @@ the ratio compares runs seconds apart under the same machine load:
 
   http        keep-alive HTTP/1.1
   http-close  a new connection per request (`Connection: close`)
-  tls         keep-alive over TLS (both configs: the rendered TLS settings, a
-              throwaway self-signed certificate made with openssl)
+  tls         keep-alive over TLS (both configs: the rendered config's TLS global
+              lines and bind options, a throwaway self-signed certificate)
   tls-close   a TLS handshake per request
 
 Printed per run: req/s, p99, the LB's CPU milliseconds per 1000 requests (from
 /proc: robust against other load on the machine), the share of its core the LB
-used (below 100 %, the machine's other load, not the LB, limited the rate) and
-the load average; at the end, per variant, the ratio rendered/plain of req/s
-(target >= 0.85), of p99 (target <= 1.3) and of CPU per request per round and
-their medians, with the capacity ratio that CPU per request implies (the req/s
-ratio of a saturated core). `--json FILE` writes it all.
+used (below 100 %, the machine's other load, not the LB, limited the rate), the
+client connections and TLS handshakes the LB saw (`show stat` conn_tot, `show info`
+CumSslConns: a keep-alive run that reconnects shows more than wrk's 33) and the
+load average; at the end, per variant, the ratio rendered/plain of req/s
+(target >= 0.85), of p99 (target <= 1.3) and of CPU per request: the median of
+the per-round ratios and their spread (min-max), with the capacity ratio that CPU
+per request implies (the req/s ratio of a saturated core). Many short rounds
+rather than a few long ones: on a busy machine one round's p99 ratio can be off
+by 2x either way, and a median needs many rounds to stand. `--json FILE` writes
+it all.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import re
@@ -61,7 +67,7 @@ from typing import Any
 
 import yaml
 
-from lbappliance.haproxy import AdminSocket, parse_stat
+from lbappliance.haproxy import STATS_FRONTEND, AdminSocket, parse_stat
 from lbappliance.inventory import load_site
 from lbappliance.paths import RuntimePaths, project_dir
 from lbappliance.render import render_site
@@ -120,6 +126,8 @@ class Run:
     p99_ms: float
     requests: int
     errors: int  # non-2xx answers + socket errors
+    connections: int  # client connections the LB accepted (a keep-alive run: wrk's -c, plus 1)
+    handshakes: int  # TLS handshakes begun (a keep-alive run: one per connection)
     lb_cpu_ms_per_1k: float  # LB worker CPU per 1000 requests
     lb_busy: float  # share of its core the LB used (1.0: saturated, the load's limit is the LB)
     load1: float
@@ -176,27 +184,32 @@ def to_loopback(cfg: str, port: int, stats_port: int, backends: list[int]) -> st
     return "\n".join(out) + "\n"
 
 
-def plain_config(port: int, backends: list[int], tls: bool, crt_base: Path, reuse: bool = False
-                 ) -> str:  # fmt: skip
-    """Frontend -> backend, round robin over two servers, no checks (TLS as the rendered one).
+def tls_settings(rendered: str) -> tuple[str, str]:
+    """The rendered config's TLS: its global TLS lines, and its client frontend's bind options.
 
-    ``reuse``: `http-reuse always`, so that a client connection's first request may use an idle
-    server connection too, as the rendered config's `retry-on` lets HAProxy do.
+    The plain TLS config takes both, so that the TLS comparison prices the policy alone, not a
+    difference in certificate, ciphers, ALPN or session settings.
     """
-    ssl = ""
-    tls_global = ""
-    if tls:
-        ssl = f" ssl crt {CERT}.pem alpn h2,http/1.1"
-        tls_global = (
-            f"    crt-base {crt_base}\n"
-            "    ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets\n"
-            "    ssl-default-bind-ciphersuites "
-            "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256\n"
-        )
+    glob = rendered.split("\ndefaults\n", 1)[0]
+    lines = re.findall(r"(?m)^    (?:crt-base|ca-base|ssl-|tune\.ssl\.).*\n", glob)
+    bind = re.search(r"(?m)^frontend (?!stats\n).*\n    bind \S+( ssl .*)$", rendered)
+    assert lines and bind, "the rendered TLS config has no TLS global lines or no ssl bind"
+    return "".join(lines), bind[1]
+
+
+def plain_config(port: int, backends: list[int], tls: tuple[str, str] | None, sock: Path,
+                 reuse: bool = False) -> str:  # fmt: skip
+    """Frontend -> backend, round robin over two servers, no checks; admin socket ``sock``.
+
+    ``tls``: the rendered config's TLS (`tls_settings`). ``reuse``: `http-reuse always`, so that
+    a client connection's first request may use an idle server connection too, as the rendered
+    config's `retry-on` lets HAProxy do.
+    """
+    tls_global, ssl = tls or ("", "")
     servers = "".join(f"    server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends, 1))
     reuse_line = "    http-reuse always\n" if reuse else ""
     return (
-        f"global\n    maxconn 5000\n{tls_global}\n"
+        f"global\n    maxconn 5000\n    stats socket {sock} level admin\n{tls_global}\n"
         "defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n"
         "    timeout server 25s\n\n"
         f"frontend fe\n    bind 127.0.0.1:{port}{ssl}\n    default_backend be\n\n"
@@ -232,7 +245,7 @@ class Haproxy:
     name: str
     proc: subprocess.Popen[bytes]
     port: int
-    socket: Path | None
+    socket: Path | None  # the backends' HAProxy has none
 
     def worker_cpu_seconds(self) -> float:
         """User + system CPU of the master and all its workers (children in /proc)."""
@@ -248,6 +261,20 @@ class Haproxy:
     def admin(self, command: str) -> str:
         assert self.socket, f"{self.name} has no admin socket"
         return AdminSocket(str(self.socket), timeout=5).command(command)
+
+    def info(self, *fields: str) -> list[int]:
+        """Counters of one `show info` (CumReq, CumSslConns, ...)."""
+        text = self.admin("show info")
+        return [int(re.search(rf"(?m)^{f}: (\d+)$", text)[1]) for f in fields]
+
+    def client_connections(self) -> int:
+        """Connections its client frontends accepted (`show stat` conn_tot; checks not in)."""
+        rows = csv.DictReader(self.admin("show stat").removeprefix("# ").splitlines())
+        return sum(
+            int(r["conn_tot"] or 0)
+            for r in rows
+            if r["svname"] == "FRONTEND" and r["pxname"] != STATS_FRONTEND
+        )
 
 
 def children(pid: int) -> list[int]:
@@ -305,7 +332,7 @@ def wait_tcp(port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
 
 
 def wait_servers_up(lb: Haproxy, timeout: float) -> None:
-    """Until every server of the rendered pool is UP (checks passed; slow start begun)."""
+    """Until every server is up (the rendered pool's checks passed; the plain one has none)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -313,8 +340,7 @@ def wait_servers_up(lb: Haproxy, timeout: float) -> None:
         except OSError:  # the admin socket is bound a little after the frontends
             time.sleep(0.2)
             continue
-        pool = [s for s in servers if s.pool == "web"]
-        if pool and all(s.up for s in pool):
+        if servers and all(s.up for s in servers):
             return
         time.sleep(0.2)
     sys.exit(f"{lb.name}: servers not UP after {timeout} s")
@@ -337,11 +363,16 @@ def parse_wrk(out: str) -> tuple[float, float, int, int]:
     return rps, p99, requests, errors
 
 
-def wrk(url: str, cpu: int, seconds: int, close: bool, connections: int) -> str:
+def wrk_command(url: str, cpu: int, seconds: int, close: bool, connections: int) -> list[str]:
     cmd = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
            "--timeout", "5s", "--latency", url]  # fmt: skip
     if close:
         cmd[4:4] = ["-H", "Connection: close"]
+    return cmd
+
+
+def wrk(url: str, cpu: int, seconds: int, close: bool, connections: int) -> str:
+    cmd = wrk_command(url, cpu, seconds, close, connections)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
     if done.returncode:
         sys.exit(f"wrk failed: {done.stderr}")
@@ -351,43 +382,59 @@ def wrk(url: str, cpu: int, seconds: int, close: bool, connections: int) -> str:
 def measure(lb: Haproxy, rnd: int, variant: str, args: argparse.Namespace) -> Run:
     tls, close = VARIANTS[variant]
     url = f"{'https' if tls else 'http'}://127.0.0.1:{lb.port}/"
+    conns0, [ssl0] = lb.client_connections(), lb.info("CumSslConns")
     cpu0 = lb.worker_cpu_seconds()
     out = wrk(url, args.load_cpu, args.duration, close, args.connections)
     cpu = lb.worker_cpu_seconds() - cpu0
+    conns, [ssl] = lb.client_connections(), lb.info("CumSslConns")
     rps, p99, requests, errors = parse_wrk(out)
-    if args.profile and lb.socket:  # cumulative since the config started
+    if args.profile:  # cumulative since the config started
         text = lb.admin("show profiling")
         (args.profile / f"{variant}-{lb.name}-r{rnd}.txt").write_text(text)
     return Run(rnd, variant, lb.name, rps, p99, requests, errors,
+               conns - conns0, ssl - ssl0,
                1e6 * cpu / max(requests, 1), cpu / args.duration, os.getloadavg()[0])  # fmt: skip
 
 
 def summarize(runs: list[Run], configs: list[str]) -> dict[str, Any]:
+    """Per variant and config, the ratios to plain of each round and their median and spread.
+
+    A round's two runs are seconds apart, so each ratio sees one machine load; the median of
+    many rounds is what stands when other load on the machine moves single rounds by 2x.
+    """
     out: dict[str, Any] = {}
     for variant in dict.fromkeys(r.variant for r in runs):
         by = {(r.round, r.config): r for r in runs if r.variant == variant}
         rounds = sorted({r for r, _ in by})
         per: dict[str, Any] = {}
         for name in configs[1:]:
-            rps = [by[r, name].rps / by[r, "plain"].rps for r in rounds]
-            p99 = [by[r, name].p99_ms / by[r, "plain"].p99_ms for r in rounds]
-            cpu = [by[r, name].lb_cpu_ms_per_1k / by[r, "plain"].lb_cpu_ms_per_1k for r in rounds]
-            per[name] = {
-                "rps_ratio": [round(x, 3) for x in rps],
-                "p99_ratio": [round(x, 3) for x in p99],
-                "cpu_ratio": [round(x, 3) for x in cpu],
-                "rps_ratio_median": round(statistics.median(rps), 3),
-                "p99_ratio_median": round(statistics.median(p99), 3),
-                "cpu_ratio_median": round(statistics.median(cpu), 3),
+            ratios = {
+                "rps": [by[r, name].rps / by[r, "plain"].rps for r in rounds],
+                "p99": [by[r, name].p99_ms / by[r, "plain"].p99_ms for r in rounds],
+                "cpu": [
+                    by[r, name].lb_cpu_ms_per_1k / by[r, "plain"].lb_cpu_ms_per_1k for r in rounds
+                ],
             }
+            per[name] = {}
+            for key, xs in ratios.items():
+                per[name][f"{key}_ratio"] = [round(x, 3) for x in xs]
+                per[name][f"{key}_ratio_median"] = round(statistics.median(xs), 3)
+                per[name][f"{key}_ratio_spread"] = [round(min(xs), 3), round(max(xs), 3)]
         out[variant] = per
     return out
 
 
+def spread(r: dict[str, Any], key: str) -> str:
+    """``median (min-max)`` of one ratio over the rounds."""
+    low, high = r[f"{key}_ratio_spread"]
+    return f"{r[f'{key}_ratio_median']:.2f} ({low:.2f}-{high:.2f})"
+
+
 @contextmanager
-def backends_up(args: argparse.Namespace) -> Iterator[tuple[Path, Path, list[int]]]:
-    """A scratch directory with a self-signed certificate, and the two backends (one
-    HAProxy answering 200) running: (directory, certificate dir, backend ports)."""
+def backends_up(args: argparse.Namespace) -> Iterator[tuple[Path, list[int]]]:
+    """A scratch directory with a self-signed certificate where the rendered config's
+    crt-base is, and the two backends (one HAProxy answering 200) running: (directory,
+    backend ports)."""
     with tempfile.TemporaryDirectory(prefix="l7cost-") as tmp_s:
         tmp = Path(tmp_s)
         crt_base = Path(RuntimePaths(tmp).haproxy_certs)
@@ -395,13 +442,13 @@ def backends_up(args: argparse.Namespace) -> Iterator[tuple[Path, Path, list[int
         self_signed(crt_base)
         backends = [free_port(), free_port()]
         with haproxy("backends", backend_config(backends), tmp, args.load_cpu, backends[-1]):
-            yield tmp, crt_base, backends
+            yield tmp, backends
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="l7_policy_cost.py", description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=int, default=6, help="seconds per wrk run")
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
     p.add_argument("--lb-cpu", type=int, default=0, help="core of both L7 configs")
@@ -439,20 +486,19 @@ def main(argv: list[str]) -> int:
     if args.instructions:
         return instructions(names, variants, args)
     runs: list[Run] = []
-    with backends_up(args) as (tmp, crt_base, backends):
+    with backends_up(args) as (tmp, backends):
         for variant in variants:
             tls = VARIANTS[variant][0]
-            configs = lb_configs(tmp, tls, backends, crt_base, args.ablate, args.plain_reuse)
+            configs = lb_configs(tmp, tls, backends, args.ablate, args.plain_reuse)
             with ExitStack() as lbs:
                 started = {
                     name: lbs.enter_context(start(name, make, tmp, args.lb_cpu))
                     for name, make in configs.items()
                 }
                 for lb in started.values():
-                    if lb.socket:
-                        wait_servers_up(lb, 20)
-                        if args.profile:
-                            lb.admin("set profiling tasks on")
+                    wait_servers_up(lb, 20)
+                    if args.profile:
+                        lb.admin("set profiling tasks on")
                 # Warm-up (TLS session caches, slow start's first steps; not recorded).
                 for lb in started.values():
                     warm_up(lb, variant, args)
@@ -464,17 +510,19 @@ def main(argv: list[str]) -> int:
                         print(
                             f"round {rnd} {variant:10} {name:26} {run.rps:9.0f} req/s  "
                             f"p99 {run.p99_ms:6.2f} ms  cpu {run.lb_cpu_ms_per_1k:5.1f} ms/1k  "
-                            f"busy {run.lb_busy:4.0%}  errors {run.errors}  load {run.load1:.2f}",
+                            f"busy {run.lb_busy:4.0%}  errors {run.errors}  "
+                            f"conns {run.connections}  handshakes {run.handshakes}  "
+                            f"load {run.load1:.2f}",
                             flush=True,
                         )
     ratios = summarize(runs, names)
-    print("\nrendered / plain (per round; median)   targets: req/s >= 0.85, p99 <= 1.3")
+    print(f"\nrendered / plain, median of {args.rounds} rounds (min-max)   "
+          f"targets: req/s >= {TARGET_RPS_RATIO}, p99 <= {TARGET_P99_RATIO}")  # fmt: skip
     for variant, per in ratios.items():
         for name, r in per.items():
             print(
-                f"  {variant:10} {name:26} req/s {r['rps_ratio']} {r['rps_ratio_median']:.2f}  "
-                f"p99 {r['p99_ratio']} {r['p99_ratio_median']:.2f}  "
-                f"cpu/req {r['cpu_ratio_median']:.2f} (capacity {1 / r['cpu_ratio_median']:.2f})"
+                f"  {variant:10} {name:26} req/s {spread(r, 'rps')}  p99 {spread(r, 'p99')}  "
+                f"cpu/req {spread(r, 'cpu')} (capacity {1 / r['cpu_ratio_median']:.2f})"
             )
     errors = sum(r.errors for r in runs)
     print(f"errors (non-2xx + socket) over all runs: {errors}")
@@ -485,44 +533,41 @@ def main(argv: list[str]) -> int:
     return 1 if errors else 0
 
 
-ConfigMaker = Callable[[int, int], str]  # (port, stats port) -> config text
+ConfigMaker = Callable[[int, int, Path], str]  # (port, stats port, admin socket) -> config text
 
 
-def lb_configs(tmp: Path, tls: bool, backends: list[int], crt_base: Path, ablate: bool,
-               plain_reuse: bool = False) -> dict[str, tuple[ConfigMaker, bool]]:  # fmt: skip
-    """name -> (config for a port, has the rendered admin socket)."""
+def lb_configs(tmp: Path, tls: bool, backends: list[int], ablate: bool, plain_reuse: bool = False
+               ) -> dict[str, ConfigMaker]:  # fmt: skip
+    """name -> its config for a port, a stats port and an admin socket."""
     rendered = rendered_config(tmp, tls)
-    configs: dict[str, tuple[ConfigMaker, bool]] = {
-        "plain": (
-            lambda port, _stats: plain_config(port, backends, tls, crt_base, plain_reuse),
-            False,
+    plain_tls = tls_settings(rendered) if tls else None
+
+    def moved(text: str) -> ConfigMaker:
+        return lambda port, stats, sock: to_loopback(text, port, stats, backends).replace(
+            RuntimePaths(tmp).haproxy_socket, str(sock)
+        )
+
+    configs: dict[str, ConfigMaker] = {
+        "plain": lambda port, _stats, sock: plain_config(
+            port, backends, plain_tls, sock, plain_reuse
         ),
-        "rendered": (lambda port, stats: to_loopback(rendered, port, stats, backends), True),
+        "rendered": moved(rendered),
     }
     for name, subs in ABLATIONS.items() if ablate else ():
         text = rendered
         for pattern, repl in subs:
             text, n = re.subn(pattern, repl, text)
             assert n, f"ablation {name}: {pattern!r} matches nothing in the rendered config"
-        configs[f"rendered-{name}"] = (
-            lambda port, stats, text=text: to_loopback(text, port, stats, backends),
-            True,
-        )
+        configs[f"rendered-{name}"] = moved(text)
     return configs
 
 
 @contextmanager
-def start(name: str, make: tuple[ConfigMaker, bool], tmp: Path, cpu: int, callgrind: bool = False
+def start(name: str, make: ConfigMaker, tmp: Path, cpu: int, callgrind: bool = False
           ) -> Iterator[Haproxy]:  # fmt: skip
-    make_cfg, has_socket = make
-    port = free_port()
-    cfg = make_cfg(port, free_port())
-    sock = None
-    if has_socket:
-        # Each rendered instance gets its own admin socket path.
-        sock = tmp / f"{name}.sock"
-        cfg = cfg.replace(RuntimePaths(tmp).haproxy_socket, str(sock))
-        Path(RuntimePaths(tmp).haproxy_socket).parent.mkdir(parents=True, exist_ok=True)
+    """HAProxy with config ``make`` on a free port, admin socket ``<tmp>/<name>.sock``."""
+    port, sock = free_port(), tmp / f"{name}.sock"
+    cfg = make(port, free_port(), sock)
     with haproxy(name, cfg, tmp, cpu, port, sock, callgrind=callgrind) as lb:
         yield lb
 
@@ -541,29 +586,64 @@ def callgrind_instructions(pid: int) -> int:
 def instructions(names: list[str], variants: list[str], args: argparse.Namespace) -> int:
     """Instructions per request of each config, counted by callgrind (user space only).
 
-    Deterministic where req/s is not (other load on the machine does not change them); the
-    kernel's share (syscalls, TCP) is not in them.
+    Nearly independent of other load on the machine, where req/s is not; the kernel's share
+    (syscalls, TCP) is not in them.
     """
     if not shutil.which("valgrind"):
         sys.exit("--instructions needs valgrind (scripts/install-deps.sh installs it)")
-    with backends_up(args) as (tmp, crt_base, backends):
+    with backends_up(args) as (tmp, backends):
         for variant in variants:
             tls, close = VARIANTS[variant]
-            configs = lb_configs(tmp, tls, backends, crt_base, args.ablate, args.plain_reuse)
+            configs = lb_configs(tmp, tls, backends, args.ablate, args.plain_reuse)
             base = None
             for name in names:
                 with start(name, configs[name], tmp, args.lb_cpu, callgrind=True) as lb:
-                    if lb.socket:
-                        wait_servers_up(lb, 60)
+                    wait_servers_up(lb, 60)
                     url = f"{'https' if tls else 'http'}://127.0.0.1:{lb.port}/"
                     wrk(url, args.load_cpu, 2, close, 8)  # warm-up
-                    before = callgrind_instructions(lb.proc.pid)
-                    requests = parse_wrk(wrk(url, args.load_cpu, args.duration, close, 8))[2]
-                    per = (callgrind_instructions(lb.proc.pid) - before) / requests
+                    per, requests = counted_instructions(lb, url, close, args)
                 base = base or per
                 print(f"{variant:10} {name:32} {per:9.0f} instructions/request  "
                       f"x{per / base:.2f}  ({requests} requests)", flush=True)  # fmt: skip
     return 0
+
+
+def client_streams(lb: Haproxy) -> set[str]:
+    """Source addresses of the client streams in ``lb`` now (`show sess`, the CLI's left out).
+
+    A connection has a stream only once it is set up (a TLS handshake done) and a request came.
+    """
+    return set(re.findall(r"(?m) src=(\S+) fe=(?!GLOBAL )", lb.admin("show sess")))
+
+
+def counted_instructions(lb: Haproxy, url: str, close: bool, args: argparse.Namespace
+                         ) -> tuple[float, int]:  # fmt: skip
+    """(instructions per request, requests) over ``--duration`` seconds of wrk on ``lb``.
+
+    Keep-alive: counted once each of wrk's connections has had a request in flight, so that
+    their set-up (a TLS handshake is millions of instructions, seconds under callgrind) stays
+    out of the per-request figure, and after the warm-up's connections are gone; requests by
+    HAProxy's own counter (CumReq) over the same span.
+    """
+    connections, setup = 8, 60
+    deadline = time.monotonic() + setup
+    while client_streams(lb) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    cmd = wrk_command(url, args.load_cpu, args.duration + setup, close, connections)
+    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL) as load:
+        seen: set[str] = set()
+        while not close and len(seen) < connections:
+            if time.monotonic() > deadline:
+                sys.exit(f"{lb.name}: {connections} connections not up after {setup} s")
+            seen |= client_streams(lb)
+        before = callgrind_instructions(lb.proc.pid), *lb.info("CumReq")
+        time.sleep(args.duration)
+        after = callgrind_instructions(lb.proc.pid), *lb.info("CumReq")
+        load.terminate()
+    requests = after[1] - before[1]
+    if requests <= 0:
+        sys.exit(f"{lb.name}: no request counted in {args.duration} s under callgrind")
+    return (after[0] - before[0]) / requests, requests
 
 
 def warm_up(lb: Haproxy, variant: str, args: argparse.Namespace) -> None:

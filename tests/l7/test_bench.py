@@ -60,11 +60,11 @@ def test_loopback_rewrite_changes_binds_and_servers_only(tmp_path: Path, tls: bo
 def test_every_ablation_applies_and_stays_valid(tmp_path: Path) -> None:
     crt = tmp_path / "etc/haproxy/certs"
     crt.mkdir(parents=True)
-    configs = bench.lb_configs(tmp_path, False, [40002, 40003], crt, ablate=True)
+    configs = bench.lb_configs(tmp_path, False, [40002, 40003], ablate=True)
     assert len(configs) == 2 + len(bench.ABLATIONS)
-    for name, (make, _) in configs.items():
+    for name, make in configs.items():
         path = tmp_path / f"{name}.cfg"
-        path.write_text(make(40000, 40001))
+        path.write_text(make(40000, 40001, tmp_path / "admin.sock"))  # short: a socket path's limit
         check = subprocess.run(["haproxy", "-c", "-q", "-f", path], capture_output=True)
         assert check.returncode == 0, (name, check.stderr)
 
@@ -86,3 +86,21 @@ def test_quick_run(tmp_path: Path) -> None:
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in result["runs"])
     assert set(result["ratios"]) == set(bench.VARIANTS)
     assert "rendered / plain" in done.stdout
+
+
+def test_plain_tls_config_has_the_rendered_tls_settings(tmp_path: Path) -> None:
+    """The TLS comparison prices the policy only: the plain config's TLS is the rendered one's."""
+    crt = tmp_path / "etc/haproxy/certs"
+    crt.mkdir(parents=True)
+    bench.self_signed(crt)
+    configs = bench.lb_configs(tmp_path, True, [40002, 40003], ablate=False)
+    plain, rendered = (make(40000, 40001, tmp_path / "admin.sock") for make in configs.values())
+
+    def tls_lines(cfg: str) -> list[str]:
+        return re.findall(r"(?m)^    (?:crt-base .*|ssl-.*|bind 127\.0\.0\.1:40000 .*)$", cfg)
+
+    assert len(tls_lines(rendered)) == 4 and tls_lines(plain) == tls_lines(rendered)
+    path = tmp_path / "plain.cfg"
+    path.write_text(plain)
+    check = subprocess.run(["haproxy", "-c", "-q", "-f", path], capture_output=True)
+    assert check.returncode == 0, check.stderr
