@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import pytest
 import yaml
 
 from lbappliance.lab.podman import PodmanLab, wait
+from lbappliance.lab.router import nexthops, route_show
 from tests.deploy.conftest import ClientStream, DeployedLab, run_deploy
 from tests.security.hostile import UnsafeLoader
 
@@ -95,13 +97,53 @@ def test_lb1_network_comes_from_the_rendered_files(deployed: PodmanLab, first_re
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def _watch_fib(lab: PodmanLab, stop: threading.Event, seen: list[tuple[float, bool, bool]]):
-    """Every 20 ms: is lb1 a next hop of the IPv4 and of the IPv6 VIP at the router?"""
-    while not stop.is_set():
-        state = (has_lb1(lab, VIP), has_lb1(lab, VIP6, 6))
-        if not seen or seen[-1][1:] != state:
-            seen.append((time.time(), *state))
-        stop.wait(0.02)
+class FibWatch:
+    """Is lb1 a next hop of the IPv4 and of the IPv6 VIP at the router, sampled every
+    20 ms by a loop in the router itself and stamped with the router's clock (the
+    lab's hosts share this machine's): one ``podman exec`` per sample would take a
+    second or more on a loaded machine and blur when the route went."""
+
+    STOP = "/run/fib-watch.stop"
+
+    def __init__(self, lab: PodmanLab) -> None:
+        self.lab = lab
+        self.out = ""
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        v4, v6 = (shlex.join(route_show(p)) for p in (VIP, VIP6))
+        loop = (  # bounded: 300 s at most, or until the stop file appears
+            f"rm -f {self.STOP}; end=$(($(date +%s) + 300)); "
+            f'while [ ! -e {self.STOP} ] && [ "$(date +%s)" -lt "$end" ]; do '
+            f'echo "$(date +%s.%N) $({v4} | tr -d "\n") $({v6} | tr -d "\n")"; '
+            "sleep 0.02; done"
+        )
+        self.out = self.lab.exec("router", "sh", "-c", loop, timeout=330).stdout
+
+    def __enter__(self) -> FibWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lab.exec("router", "touch", self.STOP)
+        self._thread.join()
+
+    def changes(self) -> list[tuple[float, bool, bool]]:
+        """(router time, lb1 in the IPv4 FIB, lb1 in the IPv6 FIB) at each change."""
+        lb1 = nexthop(self.lab, "lb1", 4), nexthop(self.lab, "lb1", 6)
+        seen: list[tuple[float, bool, bool]] = []
+        decoder = json.JSONDecoder()
+        for line in self.out.splitlines():
+            stamp, _, rest = line.partition(" ")
+            routes4, end = decoder.raw_decode(rest.strip())
+            routes6, _ = decoder.raw_decode(rest[end + 1 :].strip() or "[]")
+            state = (
+                lb1[0] in nexthops(json.dumps(routes4), VIP),
+                lb1[1] in nexthops(json.dumps(routes6), VIP6),
+            )
+            if not seen or seen[-1][1:] != state:
+                seen.append((float(stamp), *state))
+        return seen
 
 
 def test_uplink_flap_on_lb1_recovers_by_itself_without_black_holes(
@@ -109,26 +151,24 @@ def test_uplink_flap_on_lb1_recovers_by_itself_without_black_holes(
 ) -> None:
     lab = deployed
     wait(lambda: both(lab), 60, "both nodes serving before the flap")
-    seen: list[tuple[float, bool, bool]] = []
-    stop = threading.Event()
-    watcher = threading.Thread(target=_watch_fib, args=(lab, stop, seen), daemon=True)
     timeout = 2.0
-    with ClientStream(lab, "198.51.100.10", rate=20, max_requests=2000, max_seconds=120,
-                      timeout=timeout) as stream:  # fmt: skip
-        watcher.start()
+    with (
+        FibWatch(lab) as watch,
+        ClientStream(lab, "198.51.100.10", rate=20, max_requests=2000, max_seconds=120,
+                     timeout=timeout) as stream,
+    ):  # fmt: skip
         time.sleep(3)
         out = lab.exec(
             "lb1", "sh", "-c",
             "date +%s.%N; ip link set eth1 down; sleep 1; ip link set eth1 up; date +%s.%N",
         ).stdout.split()  # fmt: skip
         t_down, t_up = float(out[0]), float(out[1])
-        wait(lambda: any(t > t_down and not v4 for t, v4, _ in seen), 10, "lb1 out of the FIB")
-        left = next(t for t, v4, _ in seen if t > t_down and not v4)
-        wait(lambda: seen[-1][0] > left and seen[-1][1:] == (True, True), 90, "lb1 back")
-        t_back = seen[-1][0]
+        wait(lambda: not has_lb1(lab, VIP), 10, "lb1 out of the FIB")
+        wait(lambda: has_lb1(lab, VIP) and has_lb1(lab, VIP6, 6), 90, "lb1 back")
         time.sleep(8)  # let requests hashed to lb1 after its return show whether they land
-    stop.set()
-    watcher.join()
+    seen = watch.changes()
+    left = next(t for t, v4, _ in seen if t > t_down and not v4)
+    t_back = next(t for t, v4, v6 in seen if t > left and v4 and v6)
     report = stream.stop()
     lost = len(report.failures)
     # A failure is recorded when its request gave up (`timeout` after it was sent).
