@@ -41,6 +41,14 @@ def bpffs() -> Iterator[Path]:
         d.rmdir()
 
 
+@pytest.fixture
+def pin_root(bpffs: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A pin root of the test's own on the session's bpf filesystem, emptied after."""
+    root = bpffs / request.node.name
+    yield root
+    loader.unpin(root)
+
+
 @pytest.fixture(scope="session")
 def xdp_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _need_root_and_tools()

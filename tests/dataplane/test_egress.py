@@ -48,13 +48,6 @@ def netns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-@pytest.fixture
-def pin_root(bpffs: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
-    root = bpffs / request.node.name
-    yield root
-    loader.unpin(root)
-
-
 def spec(mode: str = "native", weights: dict[str, int] | None = None) -> DataplaneSpec:
     weights = weights or {B1: 1, B2: 1}
     svc = {

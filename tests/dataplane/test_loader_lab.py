@@ -40,13 +40,6 @@ def netns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-@pytest.fixture
-def pin_root(bpffs: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
-    root = bpffs / request.node.name
-    yield root
-    loader.unpin(root)
-
-
 def spec() -> specmod.DataplaneSpec:
     svc = {
         "name": "dns",
