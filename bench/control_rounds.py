@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import io
 import json
 import os
@@ -57,7 +58,7 @@ from lbappliance.paths import RuntimePaths, project_dir
 from lbappliance.render import agent as agent_render
 from lbappliance.render import weights as weights_render
 from lbappliance.weights import config as weights_config
-from lbappliance.weights.controller import Controller
+from lbappliance.weights.controller import Controller, settle_collector
 
 DATA = project_dir() / "tests"
 SHOW_STAT = DATA / "health" / "fixtures" / "show_stat.csv"  # HAProxy 2.6, lab capture
@@ -331,9 +332,14 @@ def controller_ticks(cfg: weights_config.Config, ticks: int) -> dict[str, Any]:
             times.append(_timed(controller.tick))
         return times[-ticks:]
 
-    last = timed(len(sock.tails))
-    history, kept = controller.windows.depth, controller.kept_decisions
-    idle = timed(len(sock.tails) + ticks)
+    thresholds = gc.get_threshold()
+    settle_collector()  # as Controller.run does before its loop
+    try:
+        last = timed(len(sock.tails))
+        history, kept = controller.windows.depth, controller.kept_decisions
+        idle = timed(len(sock.tails) + ticks)
+    finally:
+        gc.set_threshold(*thresholds)  # the caller's (a test run's) collector as it was
     return {
         "pools": len(cfg.pools),
         "servers": len(sock.servers),

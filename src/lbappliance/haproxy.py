@@ -116,14 +116,22 @@ def _int(value: str) -> int | None:
 
 
 def parse_stat(text: str) -> Stats:
-    """``show stat`` CSV (any HAProxy 2.x column set; absent columns read as empty)."""
+    """``show stat`` CSV (any HAProxy 2.x column set; absent columns read as empty).
+
+    A row is split only as far as the last column read (HAProxy 2.6 has 129, the last
+    one read is ``uweight``, the 100th); a line holding a quote goes through the csv
+    module (HAProxy quotes only free text such as a check's description).
+    """
     lines = text.splitlines()
     if not lines or not lines[0].startswith("# pxname,"):
         raise HaproxyError(f"unexpected answer to 'show stat': {text[:80]!r}")
-    records = csv.reader([lines[0][2:], *lines[1:]])  # a plain reader: 50,000 rows at scale
-    column = {name: i for i, name in enumerate(next(records))}
+    column = {name: i for i, name in enumerate(next(csv.reader([lines[0][2:]])))}
     weight_key = "uweight" if "uweight" in column else "weight"
-    missing = len(column)  # index of the "" appended below
+    wanted = ("pxname", "svname", "status", weight_key, "weight", "bck", "type", "scur", "qcur")
+    wanted += ("slim", "stot", "req_tot", "hrsp_5xx", "econ", "eresp", "qtime", "ctime")
+    wanted += ("rtime", "ttime", "check_status", "agent_status", "addr", *HRSP)
+    last = max(column.get(k, 0) for k in wanted)
+    missing = last + 1  # absent columns read there: "" (set below)
 
     def at(name: str) -> int:
         return column.get(name, missing)
@@ -143,10 +151,14 @@ def parse_stat(text: str) -> Stats:
     frontends: dict[str, Frontend] = {}
     backends: list[str] = []
     servers: list[ServerStat] = []
-    for rec in records:  # 50,000 rows per round at scale: one list of ints per server row
+    for line in lines[1:]:  # 15,000 server rows a tick at scale: one list of ints per row
+        rec = next(csv.reader([line]), []) if '"' in line else line.split(",", missing)
         if not rec or not rec[0]:
             continue
-        rec += [""] * (missing + 1 - len(rec))
+        if len(rec) > missing:
+            rec[missing] = ""
+        else:
+            rec += [""] * (missing + 1 - len(rec))
         name = rec[svname]
         if name == "FRONTEND":
             frontends[rec[pxname]] = Frontend(rec[pxname], rec[status], int(rec[scur] or 0))
@@ -213,8 +225,10 @@ class AdminSocket:
         return parse_stat(self.command("show stat"))
 
     def show_stat(self) -> list[ServerStat]:
-        """The server rows only (what the weight controller and the imbalance report read)."""
-        return self.stats().servers
+        """The server rows only (what the weight controller and the imbalance report read),
+        asked for alone (``-1 4 -1``: every proxy, type 4, every server): at 10,000 services
+        15,000 rows instead of 25,000 with the frontends and backends."""
+        return parse_stat(self.command("show stat -1 4 -1")).servers
 
     def _silent(self, line: str) -> None:
         """Run commands that answer nothing when they succeed: any answer is an error."""

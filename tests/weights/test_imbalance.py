@@ -13,7 +13,6 @@ from lbappliance.cli import main
 from lbappliance.haproxy import parse_stat
 from lbappliance.weights.history import HistoryRecorder, Sample, load_history, sample_of
 from lbappliance.weights.imbalance import PoolMeta, analyze, format_table, to_json
-from lbappliance.weights.signals import Snapshot
 from tests.conftest import INVENTORY
 from tests.weights.fixtures import DATA, stat
 
@@ -100,8 +99,7 @@ def test_recorder_keeps_a_bounded_history(tmp_path: Path) -> None:
     path = tmp_path / "h.json"
     rec = HistoryRecorder(path, every=10, keep=60)
     for i in range(30):
-        snap = Snapshot(float(i), {("web", "a"): stat("a", stot=i * 50)})
-        rec.record(1000.0 + i * 5, snap)
+        rec.record(1000.0 + i * 5, [stat("a", stot=i * 50)])
     samples = load_history(path)
     assert len(samples) == 7 and samples[-1].time - samples[0].time == 60
     assert samples[-1].servers["web"]["a"]["stot"] == 28 * 50  # recorded at i = 28 (t = 140)

@@ -187,9 +187,25 @@ class ReferenceController(Controller):
             decisions.append(decide(pool, signals, state, probes, now))
         changes = {(c.pool, c.server): c.new for d in decisions for c in d.changes}
         self.sock.set_weights(changes)
-        self._sync_probes(snap)
+        self._reference_sync_probes(snap)
         self.metrics.record(decisions, self.wall())
         return decisions
+
+    def _reference_sync_probes(self, snap: Snapshot) -> None:
+        """Probe exactly the parked and re-admitted servers (their rows from ``snap``)."""
+        if self.prober is None:
+            return
+        watch = {}
+        for pool in self.config.pools:
+            for name, st in self.states[pool.name].servers.items():
+                key = (pool.name, name)
+                row = snap.servers.get(key)
+                if (st.parked or st.readmitting) and row is not None:
+                    watch[key] = (row.addr, pool.probe_path)
+        for key in self.prober.watched() - set(watch):
+            self.prober.unwatch(key)
+        for key, (addr, path) in watch.items():
+            self.prober.watch(key, addr, path)
 
 
 class Server:

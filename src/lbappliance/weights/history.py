@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from lbappliance.haproxy import ServerStat
-from lbappliance.weights.signals import Snapshot
 
 RECORD_EVERY = 10.0
 KEEP = 3600.0 + 60.0
@@ -49,11 +48,11 @@ class HistoryRecorder:
         self.samples = load_history(path)
         self.last = self.samples[-1].time if self.samples else -math.inf
 
-    def record(self, when: float, snap: Snapshot) -> None:
+    def record(self, when: float, stats: list[ServerStat]) -> None:
         if when - self.last < self.every:
             return
         self.last = when
-        self.samples.append(sample_of(when, list(snap.servers.values())))
+        self.samples.append(sample_of(when, stats))
         self.samples = [s for s in self.samples if when - s.time <= self.keep]
         # History is a convenience: control must not depend on it.
         with contextlib.suppress(OSError):

@@ -20,7 +20,7 @@ trouble in ``econ``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lbappliance.haproxy import ServerStat
@@ -114,10 +114,10 @@ class Window:
         "new",
         "req",
         "resp",
-        "rtime",
         "scur",
         "steady",
         "stot",
+        "sums",
         "t",
     )
 
@@ -130,10 +130,10 @@ class Window:
         self.stot: list[int] = []
         self.resp: list[int] = []
         self.req: list[int] = []
-        self.rtime: list[int] = []
         self.scur: list[int] = []
         self.err: list[int] = []  # econ + eresp + hrsp_5xx
         self.steady: list[float] = []  # max(rtime - 0.5, 0): what _latency averages
+        self.sums: list[float] = []  # _sum(rtime, req_tot): HAProxy's sum behind rtime
         # Absolute indices of the readings no later one has reached, per counter (a
         # monotonic stack): its top is the newest older reading above the newest one.
         self._cut_stot: list[int] = []
@@ -155,10 +155,11 @@ class Window:
         self.stot.append(stot)  # type: ignore[arg-type]
         self.resp.append(resp)  # type: ignore[arg-type]
         self.req.append(row.req_tot)  # type: ignore[arg-type]
-        self.rtime.append(row.rtime)  # type: ignore[arg-type]
         self.scur.append(row.scur)  # type: ignore[arg-type]
         self.err.append((row.econ or 0) + (row.eresp or 0) + (row.hrsp_5xx or 0))
-        self.steady.append(max(row.rtime - 0.5, 0.0))  # type: ignore[operator]
+        rtime = row.rtime
+        self.steady.append(max(rtime - 0.5, 0.0))  # type: ignore[operator]
+        self.sums.append(_sum(rtime, row.req_tot))  # type: ignore[arg-type]
         old = 0
         while time - self.t[old] > horizon:
             old += 1
@@ -167,9 +168,9 @@ class Window:
 
     def _drop(self, count: int) -> None:
         """Forget the ``count`` oldest readings."""
-        for values in (self.t, self.stot, self.resp, self.req, self.rtime, self.scur):
+        for values in (self.t, self.stot, self.resp, self.req, self.scur):
             del values[:count]
-        del self.err[:count], self.steady[:count]
+        del self.err[:count], self.steady[:count], self.sums[:count]
         self.base += count
         for stack in (self._cut_stot, self._cut_resp):
             while stack and stack[0] < self.base:
@@ -188,7 +189,7 @@ class Window:
         agent = new.agent_status.removeprefix("* ")  # "* " marks a check in progress
         if agent not in AGENT_OK:
             return Signals(new, 0.0, 0, 0.0, None, 0.0, f"agent-check reports {agent}")
-        t, resp, stot, req, rtime = self.t, self.resp, self.stot, self.req, self.rtime
+        t, resp, stot, req, sums = self.t, self.resp, self.stot, self.req, self.sums
         last = len(t) - 1
         now = t[last]
         # The oldest usable reading: within max_span, no counter reset since (spans only
@@ -196,9 +197,9 @@ class Window:
         oldest = max(self.cut - self.base + 1, 0)
         while oldest < last and now - t[oldest] > max_span:
             oldest += 1
-        r_new, s_new, q_new, rt_new = resp[last], stot[last], req[last], rtime[last]
+        r_new, s_new, q_new = resp[last], stot[last], req[last]
         tolerance = 250 * resolution
-        sum_new, n_new = _sum(rt_new, q_new), min(q_new, HAPROXY_SAMPLES)
+        sum_new, n_new = sums[last], min(q_new, HAPROXY_SAMPLES)
         first = None  # index of the short window's oldest reading
         for i in range(last - 1, oldest - 1, -1):
             span = now - t[i]
@@ -220,7 +221,7 @@ class Window:
                 error = 0.5 * (n_new + min(q_old, HAPROXY_SAMPLES) * decay) / gain
                 if error <= tolerance:
                     break
-                ms = max(0.0, (sum_new - _sum(rtime[i], q_old) * decay) / gain)
+                ms = max(0.0, (sum_new - sums[i] * decay) / gain)
                 if error <= max(RELATIVE_ERROR * ms, tolerance):
                     break
         if first is None:
@@ -249,9 +250,15 @@ class Window:
         steps) by more than its rounding error: a smaller difference is rounding
         noise, and the long average is the steadier estimate.
         """
-        req, rtime, last = self.req, self.rtime, len(self.t) - 1
-        recent = recent_mean(rtime[start], req[start], rtime[last], req[last], k)
-        error = rounding_error(req[start], req[last], k) + DECAY_BIAS
+        req, sums, last = self.req, self.sums, len(self.t) - 1
+        # recent_mean and rounding_error, inlined (the same operations, in order)
+        q_old = req[start]
+        dynamic = max(0, min(HAPROXY_SAMPLES - q_old, k))
+        decay = _KEPT ** (k - dynamic)
+        gain = dynamic * decay + (1 - decay) * HAPROXY_SAMPLES
+        recent = max(0.0, (sums[last] - sums[start] * decay) / gain)
+        n_old, n_new = min(q_old, HAPROXY_SAMPLES), min(req[last], HAPROXY_SAMPLES)
+        error = 0.5 * (n_new + n_old * decay) / gain + DECAY_BIAS
         # Half-integers: their float sum is exact, in any order.
         steady = sum(self.steady[start + 1 :]) / (last - start)
         return recent if abs(recent - steady) > error else steady
@@ -273,11 +280,21 @@ class Windows:
 
     def __init__(self, keys: list[Key]):
         self.windows = {key: Window() for key in keys}
+        self._by_pool: dict[str, dict[str, Window]] = {}  # looked up without a key tuple
+        for (pool, server), window in self.windows.items():
+            self._by_pool.setdefault(pool, {})[server] = window
 
-    def add(self, snap: Snapshot, horizon: float) -> None:
-        rows = snap.servers
-        for key, window in self.windows.items():
-            window.add(snap.time, rows.get(key), horizon)
+    def add(self, time: float, rows: Iterable[ServerStat], horizon: float) -> None:
+        """The readings of ``time`` (a row repeated: the last one counts, as in a dict)."""
+        latest: dict[Window, ServerStat] = {}
+        by_pool = self._by_pool
+        for row in rows:
+            servers = by_pool.get(row.pool)
+            window = servers.get(row.server) if servers is not None else None
+            if window is not None:
+                latest[window] = row
+        for window in self.windows.values():
+            window.add(time, latest.get(window), horizon)
 
     def __getitem__(self, key: Key) -> Window:
         return self.windows[key]
