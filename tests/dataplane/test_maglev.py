@@ -10,7 +10,7 @@ import sys
 from array import array
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from lbappliance.dataplane import maglev, maglev_native
@@ -139,7 +139,9 @@ def test_leaving_the_set_moves_at_most_1_2_over_n(names, data):
 @given(names=backend_sets(max_n=100, min_n=33), data=st.data())
 def test_leaving_a_large_set_moves_its_share_plus_under_1_percent(names, data):
     """Up to N = 100 the extra churn of a rebuild stays under 1 % of the slots
-    (measured up to 0.6 %, i.e. 1.6/N at N = 100; docs/benchmarks/dataplane.md)."""
+    (measured up to 0.6 %, i.e. 1.6/N at N = 100; docs/benchmarks/dataplane.md),
+    for sets in which no two backends share a skip (see the next test)."""
+    assume(len({permutation_params(n, M)[1] for n in names}) == len(names))
     gone = data.draw(st.sampled_from(names))
     before = maglev.build(names)
     after = maglev.build([n for n in names if n != gone])
@@ -152,6 +154,22 @@ def test_input_order_does_not_matter(weights, seed):
     items = list(weights.items())
     seed.shuffle(items)
     assert maglev.build(dict(items)) == maglev.build(weights)
+
+
+def test_a_shared_skip_costs_up_to_3_percent_more_churn():
+    """Two backends with one skip walk the same cycle of slots, one a fixed
+    distance behind the other, and a rebuild without any backend of the set then
+    moves more: 1.7-2.6 % of the slots beyond the leaver's share in a set of 61
+    that hypothesis found (0.4-0.6 % otherwise). By the birthday bound about 7 %
+    of 100-backend sets hold such a pair; the flow table keeps established flows
+    across a rebuild either way (docs/dataplane.md)."""
+    pair = ["10.16.179.66", "10.252.209.119"]
+    assert permutation_params(pair[0], M)[1] == permutation_params(pair[1], M)[1]
+    names = sorted({*pair, *(f"10.{i}.0.1" for i in range(100, 159))})
+    before = maglev.build(names)
+    for gone in (*pair, names[0]):
+        after = maglev.build([n for n in names if n != gone])
+        assert moved(before, after) <= before.counts()[gone] + 0.03 * M
 
 
 def test_same_table_in_every_process():
