@@ -27,6 +27,8 @@ from lbappliance.dataplane.xdplink import (
     attach,
     attachment,
     detach_xdp,
+    pin_path,
+    pinned_interface,
     run,
 )
 
@@ -46,15 +48,6 @@ class Change:
 def helper_dir(pin_dir: Path) -> Path:
     """Where the helpers of the forwarder pinned at ``pin_dir`` are pinned."""
     return pin_dir.with_name(pin_dir.name + ":egress")
-
-
-def _pin(helpers: Path, interface: str) -> Path:
-    # bpffs refuses dots; interface names cannot hold a colon (see loader.pin_dir_for).
-    return helpers / interface.replace(".", ":")
-
-
-def _interface(pin: Path) -> str:
-    return pin.name.replace(":", ".")
 
 
 def prog_id_at(pin: Path) -> int | None:
@@ -81,7 +74,7 @@ def ensure(
     (loaded from ``obj``), kept if ours is there, left alone if another is."""
     out = []
     for interface in sorted(set(interfaces)):
-        pin = _pin(helpers, interface)
+        pin = pin_path(helpers, interface)
         ours = prog_id_at(pin)
         att = _attachment(interface)
         if att is None:
@@ -119,13 +112,13 @@ def remove_unused(helpers: Path, keep: Iterable[str]) -> list[Change]:
     """Detach and unpin our program from every interface not in ``keep``."""
     kept = set(keep)
     pins = sorted(helpers.iterdir()) if helpers.is_dir() else []
-    out = [_remove(pin) for pin in pins if _interface(pin) not in kept]
+    out = [_remove(pin) for pin in pins if pinned_interface(pin) not in kept]
     _rmdir_if_empty(helpers)
     return out
 
 
 def _remove(pin: Path) -> Change:
-    interface, ours = _interface(pin), prog_id_at(pin)
+    interface, ours = pinned_interface(pin), prog_id_at(pin)
     att = _attachment(interface)
     if att is not None and att.mode is not None and ours is not None and att.prog_id == ours:
         detach_xdp(interface, att.mode)
@@ -142,10 +135,10 @@ def status(helpers: Path) -> list[dict[str, Any]]:
     """Each pinned helper: its interface, pinned id and what is attached there."""
     out = []
     for pin in sorted(helpers.iterdir()) if helpers.is_dir() else []:
-        att = _attachment(_interface(pin)) or Attachment(None, None)
+        att = _attachment(pinned_interface(pin)) or Attachment(None, None)
         out.append(
             {
-                "interface": _interface(pin),
+                "interface": pinned_interface(pin),
                 "pinned_prog_id": prog_id_at(pin),
                 "attached": {"mode": att.mode, "prog_id": att.prog_id},
             }

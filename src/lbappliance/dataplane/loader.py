@@ -54,6 +54,7 @@ from lbappliance.dataplane.xdplink import (
     attach,
     attachment,
     detach_xdp,
+    pin_path,
     run,
 )
 from lbappliance.paths import NODE, NODE_BPF_OBJECT, NODE_BPF_PINS
@@ -171,9 +172,8 @@ def pins_locked(pin_root: Path, shared: bool = False) -> Iterator[None]:
 
 
 def pin_dir_for(pin_root: Path, interface: str) -> Path:
-    """``<pin_root>/<interface>``; bpffs refuses names with a dot (VLAN
-    interfaces have one) and interface names cannot hold a colon."""
-    return pin_root / interface.replace(".", ":")
+    """The forwarder's pin directory for ``interface`` (``xdplink.pin_path``)."""
+    return pin_path(pin_root, interface)
 
 
 def pinned_prog_id(pin_dir: Path) -> int | None:

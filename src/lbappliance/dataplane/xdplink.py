@@ -23,6 +23,17 @@ class LoaderError(RuntimeError):
     pass
 
 
+def pin_path(root: Path, interface: str) -> Path:
+    """``<root>/<interface>``: bpffs refuses names with a dot (VLAN interfaces have
+    one) and interface names cannot hold a colon, so dots become colons."""
+    return root / interface.replace(".", ":")
+
+
+def pinned_interface(pin: Path) -> str:
+    """The interface a ``pin_path`` pin is named after."""
+    return pin.name.replace(":", ".")
+
+
 def run(*cmd: str) -> str:
     p = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if p.returncode:
